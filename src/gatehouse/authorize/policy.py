@@ -1,0 +1,227 @@
+"""A route's compiled policy and its evaluation: :class:`Policy`, :func:`compile_route_policy`.
+
+Theory of operation. At config load a route's legacy options and its PPL ``policy`` are
+turned into clauses (one operator block of one ``allow``/``deny`` rule), legacy first as
+in Pomerium's ``ToPPL``; each criterion compiles to a closure. Evaluating a request runs
+every criterion of every clause once — Pomerium's reasons are unions over all of them,
+and "sign in first" depends on those reasons — and combines them:
+
+- a clause's value follows its operator: ``and`` all, ``or`` any, ``not`` none,
+  ``nor`` not all; its *reasons* are those of the criteria whose effective value (after
+  the inversion of ``not``/``nor``) equals the clause's value;
+- ``allow`` is the OR of the allow clauses, ``deny`` the OR of the deny clauses; the
+  reasons of a side are those of its matching clauses, or of all its clauses when none
+  matches.
+
+The outcome, in order: DENY if a deny clause matches and its reasons do not include
+``user-unauthenticated`` (a deny rule that holds whoever the user is); NEEDS_LOGIN if
+either side's reasons include ``user-unauthenticated`` (Pomerium's rule: the answer
+depends on a user we do not know yet); ALLOW if an allow clause matches; DENY otherwise
+(also when there are no rules at all).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ..config.routes import RouteOptions
+from ..errors import ConfigError
+from .criteria import CRITERIA, Criterion
+from .decision import (
+    REASON_USER_UNAUTHENTICATED,
+    ClauseInfo,
+    CriterionOutcome,
+    Decision,
+    Operator,
+    Outcome,
+    RawClause,
+)
+from .input import PolicyInput
+from .ppl import ClauseSpec, CriterionSpec, parse_policy
+from .problems import Loc, PolicyProblem, PolicySyntaxError, format_loc
+
+_AND, _OR, _NOT, _NOR = 0, 1, 2, 3
+_OP_CODES = {Operator.AND: _AND, Operator.OR: _OR, Operator.NOT: _NOT, Operator.NOR: _NOR}
+_UNAUTH = REASON_USER_UNAUTHENTICATED
+_ALLOW, _DENY, _LOGIN = Outcome.ALLOW, Outcome.DENY, Outcome.NEEDS_LOGIN
+
+#: (is_deny, operator code, criteria)
+_Compiled = tuple[bool, int, tuple[Criterion, ...]]
+
+
+class Policy:
+    """A route's rules, compiled; immutable and safe to share between requests."""
+
+    __slots__ = ("_compiled", "clauses", "route")
+
+    def __init__(self, route: str, clauses: Sequence[ClauseInfo], compiled: Sequence[_Compiled]):
+        self.route = route
+        self.clauses: tuple[ClauseInfo, ...] = tuple(clauses)
+        self._compiled: tuple[_Compiled, ...] = tuple(compiled)
+
+    def __len__(self) -> int:
+        return len(self.clauses)
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.route!r}: {len(self.clauses)} clauses>"
+
+    def evaluate(self, inp: PolicyInput) -> Decision:
+        """Decide one request (see the module docstring for the rules)."""
+        raw: list[RawClause] = []
+        allow = allow_unauth_hit = allow_unauth_any = False
+        deny = deny_clean = deny_unauth_hit = deny_unauth_any = False
+        for is_deny, op, crits in self._compiled:
+            results: list[CriterionOutcome] = [c(inp) for c in crits]
+            true_count = 0
+            unauth = False
+            for value, reason in results:
+                if value:
+                    true_count += 1
+                elif reason == _UNAUTH:
+                    unauth = True
+            if op == _AND:
+                matched = true_count == len(results)
+                relevant_unauth = unauth and not matched
+            elif op == _OR:
+                matched = true_count > 0
+                relevant_unauth = unauth and not matched
+            elif op == _NOT:
+                matched = true_count == 0
+                relevant_unauth = unauth and matched
+            else:
+                matched = true_count < len(results)
+                relevant_unauth = unauth and matched
+            raw.append((matched, results))
+            if is_deny:
+                if matched:
+                    deny = True
+                    if relevant_unauth:
+                        deny_unauth_hit = True
+                    else:
+                        deny_clean = True
+                elif relevant_unauth:
+                    deny_unauth_any = True
+            else:
+                if matched:
+                    allow = True
+                    if relevant_unauth:
+                        allow_unauth_hit = True
+                elif relevant_unauth:
+                    allow_unauth_any = True
+        if deny_clean:
+            outcome = _DENY
+        elif (
+            (allow_unauth_hit if allow else allow_unauth_any)
+            or deny_unauth_hit
+            or (not deny and deny_unauth_any)
+        ):
+            outcome = _LOGIN
+        elif allow:
+            outcome = _ALLOW
+        else:
+            outcome = _DENY
+        return Decision(outcome, self.route, self.clauses, tuple(raw))
+
+
+def _criterion_label(spec: CriterionSpec, origin: str = "") -> str:
+    try:
+        shown = json.dumps(spec.data, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        shown = repr(spec.data)
+    return f"{origin}{spec.key}: {shown}"
+
+
+def _legacy_clause(route: RouteOptions, problems: list[PolicySyntaxError]) -> tuple[ClauseSpec | None, list[str]]:
+    """Pomerium's ``ToPPL``: one ``allow``/``or`` clause from the legacy options."""
+    specs: list[CriterionSpec] = []
+    origins: list[str] = []
+
+    def add(name: str, sub: str, data: Any, loc: Loc) -> None:
+        specs.append(CriterionSpec(name, sub, data, loc))
+        origins.append(f"{loc[0]} -> ")
+
+    if route.allow_public_unauthenticated_access:
+        if route.allowed_users or route.allowed_domains or route.allowed_idp_claims or route.allow_any_authenticated_user:
+            problems.append(
+                PolicySyntaxError(
+                    ("allow_public_unauthenticated_access",),
+                    "a public route cannot also list allowed users, domains or claims "
+                    "(everyone is allowed already)",
+                )
+            )
+        add("accept", "", True, ("allow_public_unauthenticated_access",))
+    if route.cors_allow_preflight:
+        add("cors_preflight", "", True, ("cors_allow_preflight",))
+    if route.allow_any_authenticated_user:
+        add("authenticated_user", "", True, ("allow_any_authenticated_user",))
+    for i, domain in enumerate(route.allowed_domains):
+        add("domain", "", {"is": domain}, ("allowed_domains", i))
+    for claim in sorted(route.allowed_idp_claims):
+        for i, value in enumerate(route.allowed_idp_claims[claim]):
+            add("claim", claim, value, ("allowed_idp_claims", claim, i))
+    for i, user in enumerate(route.allowed_users):
+        # Pomerium matches an allowed user by id or by email.
+        add("user", "", {"is": user}, ("allowed_users", i))
+        add("email", "", {"is": user}, ("allowed_users", i))
+    if not specs:
+        return None, []
+    return ClauseSpec("allow", Operator.OR, tuple(specs), ("legacy", "allow")), origins
+
+
+def route_policy_problems(route: RouteOptions, route_index: int) -> list[PolicyProblem]:
+    """Every problem in a route's policy options (empty when it compiles)."""
+    _, problems = _compile(route, route_index)
+    return problems
+
+
+def _compile(route: RouteOptions, route_index: int) -> tuple[Policy | None, list[PolicyProblem]]:
+    errors: list[PolicySyntaxError] = []
+    legacy, origins = _legacy_clause(route, errors)
+    clauses, parse_errors = parse_policy(route.policy)
+    errors.extend(parse_errors)
+    all_clauses = ([legacy] if legacy is not None else []) + clauses
+    infos: list[ClauseInfo] = []
+    compiled: list[_Compiled] = []
+    for n, clause in enumerate(all_clauses):
+        crits: list[Criterion] = []
+        labels: list[str] = []
+        for j, spec in enumerate(clause.criteria):
+            try:
+                crits.append(CRITERIA[spec.name](spec.data, spec.sub_path, spec.loc))
+            except PolicySyntaxError as exc:
+                errors.append(exc)
+                continue
+            origin = origins[j] if (n == 0 and legacy is not None) else ""
+            labels.append(_criterion_label(spec, origin))
+        infos.append(
+            ClauseInfo(clause.action, clause.operator, format_loc(clause.loc), tuple(labels))
+        )
+        compiled.append((clause.action == "deny", _OP_CODES[clause.operator], tuple(crits)))
+    problems = [PolicyProblem(route_index, e.loc, e.message) for e in errors]
+    if problems:
+        return None, problems
+    return Policy(route.display_name, infos, compiled), []
+
+
+def compile_route_policy(route: RouteOptions, route_index: int) -> Policy:
+    """Compile a route's legacy options and PPL ``policy`` into one :class:`Policy`.
+
+    Raises:
+        ConfigError: listing every problem, each as ``routes[i].policy[0].allow...: msg``.
+    """
+    policy, problems = _compile(route, route_index)
+    if policy is None:
+        raise ConfigError([str(p) for p in problems])
+    return policy
+
+
+def compile_policy_data(raw: Any, route: str = "<policy>") -> Policy:
+    """Compile a bare PPL document (no legacy options); for tests and tools."""
+    route_options = RouteOptions.model_validate(
+        {"from": "https://policy.invalid", "to": "http://127.0.0.1:1", "policy": raw}
+    )
+    policy = compile_route_policy(route_options, 0)
+    policy.route = route
+    return policy

@@ -1,0 +1,110 @@
+"""The ``gatehouse`` command: a thin layer over the library.
+
+Subcommands: ``run`` (serve), ``check`` (validate a config), ``check-policy`` (dry-run a
+policy decision), ``keygen`` (a new signing key), ``reference`` (the config reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import ConfigError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .serve import load_or_exit, run
+
+    if args.config is None:
+        from .demo import demo_config
+
+        config_path, loaded = demo_config()
+        return run(config_path, loaded)
+    return run(args.config, load_or_exit(args.config))
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .config.loader import load_file
+    from .proxy.state import build_state
+
+    try:
+        loaded = load_file(args.config)
+        build_state(loaded)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    routes = len(loaded.options.all_routes)
+    print(f"{args.config}: OK ({routes} route{'s' if routes != 1 else ''})")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .identity.keys import keygen_text
+
+    print(keygen_text())
+    return 0
+
+
+def _cmd_check_policy(args: argparse.Namespace) -> int:
+    from .authorize.dryrun import main as dryrun_main
+
+    return dryrun_main(args.rest)
+
+
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from .config.reference import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatehouse",
+        description="An identity-aware access proxy that speaks Pomerium's configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"gatehouse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve until SIGINT/SIGTERM, then drain and exit")
+    run.add_argument("-c", "--config", help="YAML config file (default: the built-in demo)")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a config file and report every problem")
+    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.set_defaults(func=_cmd_check)
+
+    keygen = sub.add_parser("keygen", help="print a new P-256 signing key (PEM and base64)")
+    keygen.set_defaults(func=_cmd_keygen)
+
+    policy = sub.add_parser(
+        "check-policy",
+        help="show the policy decision for a URL and a user, without a server",
+        add_help=False,
+    )
+    policy.add_argument("rest", nargs=argparse.REMAINDER)
+    policy.set_defaults(func=_cmd_check_policy)
+
+    ref = sub.add_parser("reference", help="print the configuration reference (Markdown)")
+    ref.set_defaults(func=_cmd_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

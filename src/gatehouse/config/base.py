@@ -1,0 +1,57 @@
+"""Shared pieces of the options models: the strict base model and small field types."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """Base of every options model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _comma_list(value: Any) -> Any:
+    """Accept ``"a,b"`` or ``"a b"`` as well as a YAML list (Pomerium does for string lists)."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
+
+
+#: A list of strings that may also be written as one comma- or space-separated string.
+StringList = Annotated[list[str], BeforeValidator(_comma_list)]
+
+
+def _header_map(value: Any) -> Any:
+    """Accept ``{name: value}`` or ``"Name:value,Name2:value2"`` for a header map."""
+    if isinstance(value, str):
+        out: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, val = item.partition(":")
+            if not sep:
+                raise ValueError(f"expected Name:value, got {item!r}")
+            out[name.strip()] = val.strip()
+        return out
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    return value
+
+
+def _validate_header_names(value: dict[str, str]) -> dict[str, str]:
+    """Header names must be tokens; values must carry no CR, LF or NUL (RFC 9110 §5)."""
+    for name, val in value.items():
+        if not name or any(c in name for c in " \t\r\n:()<>@,;\\\"/[]?={}") or not name.isascii():
+            raise ValueError(f"invalid header name {name!r}")
+        if any(c in val for c in "\r\n\x00"):
+            raise ValueError(f"header {name!r} has a value with CR, LF or NUL")
+    return value
+
+
+#: A header map written as a YAML mapping or a ``Name:value,...`` string.
+HeaderMap = Annotated[
+    dict[str, str], BeforeValidator(_header_map), AfterValidator(_validate_header_names)
+]

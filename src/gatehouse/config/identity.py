@@ -1,0 +1,71 @@
+"""Signing-key and assertion options (owned by ``identity/``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import StrictModel
+
+
+def _claims_headers(value: Any) -> Any:
+    """Pomerium accepts a map ``{header: claim}``, a list of claims, or a comma string."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        return {f"X-Pomerium-Claim-{_title(str(c))}": str(c) for c in value}
+    return value
+
+
+def _title(claim: str) -> str:
+    return "-".join(p[:1].upper() + p[1:] for p in claim.replace("_", "-").split("-"))
+
+
+class SigningKeyEntry(StrictModel):
+    """One entry of ``signing_keys`` (gatehouse addition): a key and when it starts signing.
+
+    Every listed key is published in the JWKS at once; the signer is the newest key whose
+    ``sign_from`` has passed (a key without ``sign_from`` may sign from the start). So a
+    rotation is one config change: add the new key with ``sign_from`` set later than the
+    longest JWKS cache of any verifier (Grafana: the smaller of its ``cache_ttl`` and our
+    ``max-age=60``), and remove the old key once the last token it signed has expired
+    (5 minutes after the switch).
+    """
+
+    #: A PEM private key, or the base64 of one (like ``signing_key``).
+    key: str | None = None
+    #: A file holding a PEM private key (like ``signing_key_file``).
+    file: str | None = None
+    #: RFC 3339 time from which this key signs; the key is published before that.
+    sign_from: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SigningKeyEntry:
+        if (self.key is None) == (self.file is None):
+            raise ValueError("a signing_keys entry needs exactly one of key or file")
+        if self.sign_from is not None and self.sign_from.tzinfo is None:
+            raise ValueError("sign_from needs a time zone (RFC 3339, e.g. 2026-01-31T12:00:00Z)")
+        return self
+
+
+class IdentityOptions(StrictModel):
+    """How the assertion forwarded to upstreams is signed and what it carries."""
+
+    signing_key: str | None = None
+    signing_key_file: str | None = None
+    #: Keys with a time from which each signs (gatehouse addition; see :class:`SigningKeyEntry`).
+    #: Published together with ``signing_key``/``signing_key_file`` when both are set.
+    signing_keys: list[SigningKeyEntry] = Field(default_factory=list)
+    pass_identity_headers: bool = False
+    jwt_claims_headers: dict[str, str] = Field(default_factory=dict)
+    jwt_issuer_format: Literal["hostOnly", "uri"] = "hostOnly"
+    jwt_groups_filter: list[str] = Field(default_factory=list)
+
+    @field_validator("jwt_claims_headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return _claims_headers(value)

@@ -1,0 +1,217 @@
+"""Read a YAML config file, apply environment overrides, validate, and report every problem.
+
+Theory of operation: the YAML is composed into nodes first so that each key's line is
+known; the plain data is validated by the pydantic :class:`~gatehouse.config.options.Options`
+model; each validation error's location (``routes.0.to``) is mapped back to the node's
+line, and a misspelt key gets a "did you mean" from the names valid at that place.
+
+Environment variables named like the upper-case key (``ADDRESS``, ``INSECURE_SERVER``)
+win over the file. Their values are read as YAML scalars (``true``, ``30s``, ``8080``);
+structured keys (``ROUTES``, ``SET_RESPONSE_HEADERS``) take YAML/JSON text or base64 of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
+from .auth import IdpUser
+from .options import IGNORED_POMERIUM_KEYS, Options
+from .routes import DirectResponse, RedirectAction, RouteOptions
+from .server import CertificatePair
+
+Location = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    options: Options
+    source: str
+    #: SHA-256 of the file bytes and the overriding environment, for reload and metrics.
+    digest: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Lines:
+    """Line numbers (1-based) for each location in the YAML document."""
+
+    by_loc: dict[Location, int] = field(default_factory=dict)
+
+    def find(self, loc: Location) -> int | None:
+        while loc:
+            if loc in self.by_loc:
+                return self.by_loc[loc]
+            loc = loc[:-1]
+        return None
+
+
+def _node_to_data(node: yaml.Node, loc: Location, lines: _Lines) -> Any:
+    lines.by_loc.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _node_to_data(key_node, (*loc, "<key>"), lines)
+            if key == "<<":
+                continue
+            lines.by_loc[(*loc, str(key))] = key_node.start_mark.line + 1
+            if str(key) in out:
+                raise ConfigError(
+                    [f"line {key_node.start_mark.line + 1}: key {key!r} appears twice"]
+                )
+            out[str(key) if not isinstance(key, str) else key] = _node_to_data(
+                value_node, (*loc, str(key)), lines
+            )
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_data(item, (*loc, i), lines) for i, item in enumerate(node.value)]
+    # Scalars: let the safe constructor resolve the tag (int, bool, null, str...).
+    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    lines = _Lines()
+    if node is None:
+        return {}, lines
+    data = _node_to_data(node, (), lines)
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: the config must be a mapping of keys to values"])
+    return data, lines
+
+
+def _env_value(raw: str, structured: bool) -> Any:
+    """Read an environment override: a YAML scalar, or YAML/JSON (optionally base64) text."""
+    if structured:
+        text = raw
+        stripped = raw.strip()
+        if stripped and stripped[0] not in "[{-" and "\n" not in stripped and ":" not in stripped:
+            try:
+                text = base64.b64decode(stripped, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                text = raw
+        return yaml.safe_load(text)
+    value = yaml.safe_load(raw) if raw.strip() else raw
+    # Keep strings that YAML would turn into other things when the field wants a string.
+    return value if not isinstance(value, dict | list) else raw
+
+
+def _structured(name: str) -> bool:
+    field_info = Options.model_fields[name]
+    text = str(field_info.annotation)
+    return any(t in text for t in ("list", "dict", "List", "Dict"))
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    applied = []
+    for name, field_info in Options.model_fields.items():
+        key = field_info.alias or name
+        env_name = key.upper()
+        if env_name in env:
+            data[key] = _env_value(env[env_name], _structured(name))
+            applied.append(f"{env_name}={env[env_name]}")
+    return applied
+
+
+def _valid_keys_at(loc: Location) -> list[str]:
+    """The keys valid at a location, for "did you mean" suggestions."""
+    model: type[BaseModel] | None = Options
+    nested: dict[str, type[BaseModel]] = {
+        "routes": RouteOptions,
+        "policy": RouteOptions,
+        "certificates": CertificatePair,
+        "idp_users": IdpUser,
+        "redirect": RedirectAction,
+        "response": DirectResponse,
+    }
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        model = nested.get(part)
+        if model is None:
+            return []
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _format_loc(loc: Location) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _problems(exc: ValidationError, source: str, lines: _Lines) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc: Location = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in ("list[str]", "str")))
+        )
+        line = lines.find(loc)
+        where = f"{source}:{line}" if line else source
+        key = _format_loc(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            name = str(loc[-1])
+            valid = _valid_keys_at(loc[:-1])
+            close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{where}: {key}: unknown key{hint}")
+            continue
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        problems.append(f"{where}: {key}: {msg}")
+    return problems
+
+
+def load_text(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Validate config text; raise :class:`ConfigError` listing every problem."""
+    data, lines = _parse_yaml(text, source)
+    warnings = []
+    for key in list(data):
+        if key in IGNORED_POMERIUM_KEYS:
+            value = data.pop(key)
+            if key == "autocert" and value:
+                raise ConfigError(
+                    [f"{source}:{lines.find((key,))}: autocert: {IGNORED_POMERIUM_KEYS[key]}"]
+                )
+            warnings.append(f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}")
+    applied = _apply_env(data, os.environ if env is None else env)
+    try:
+        options = Options.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, source, lines)) from None
+    digest = hashlib.sha256(text.encode() + "\0".join(applied).encode()).hexdigest()
+    return LoadedConfig(options=options, source=source, digest=digest, warnings=tuple(warnings))
+
+
+def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{p}: cannot read the config file: {exc}"]) from None
+    return load_text(text, str(p), env)

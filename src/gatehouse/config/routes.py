@@ -1,0 +1,242 @@
+"""Route options (Pomerium's ``routes:`` entries): matching, upstreams, rewrites and actions.
+
+Only the shape and the per-route rules are checked here; :mod:`gatehouse.proxy.router`
+compiles a validated :class:`RouteOptions` into the fast matcher the hot path uses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import HeaderMap, StrictModel, StringList
+from .durations import Duration
+
+_REDIRECT_CODES = {
+    "MOVED_PERMANENTLY": 301,
+    "FOUND": 302,
+    "SEE_OTHER": 303,
+    "TEMPORARY_REDIRECT": 307,
+    "PERMANENT_REDIRECT": 308,
+}
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _check_host(host: str, *, wildcard_ok: bool) -> None:
+    labels = host.split(".")
+    for i, label in enumerate(labels):
+        if label == "*" and i == 0 and wildcard_ok and len(labels) > 1:
+            continue
+        if not _HOST_LABEL.match(label) and not label.replace("_", "").isalnum():
+            raise ValueError(f"invalid host name {host!r}")
+
+
+class UpstreamURL(StrictModel):
+    """One ``to`` endpoint: an http(s) URL with an optional load-balancing weight."""
+
+    url: str
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    path: str
+    weight: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> UpstreamURL:
+        """Parse ``http://host:port/path[,weight]``."""
+        raw, sep, weight_text = text.rpartition(",") if "," in text else (text, "", "")
+        weight = 1
+        if sep:
+            if not weight_text.strip().isdigit() or int(weight_text) < 1:
+                raise ValueError(f"invalid weight in {text!r}: expected a positive integer")
+            weight = int(weight_text)
+        try:
+            parts = urlsplit(raw.strip())
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"invalid upstream URL {raw!r}: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"upstream URL {raw!r} must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError(f"upstream URL {raw!r} has no host")
+        if parts.username or parts.password:
+            raise ValueError(f"upstream URL {raw!r} must not carry credentials")
+        if parts.query or parts.fragment:
+            raise ValueError(f"upstream URL {raw!r} must not have a query or fragment")
+        return cls(
+            url=raw.strip(),
+            scheme=parts.scheme,  # type: ignore[arg-type]
+            host=parts.hostname,
+            port=port or (443 if parts.scheme == "https" else 80),
+            path=parts.path.rstrip("/"),
+            weight=weight,
+        )
+
+
+class RedirectAction(StrictModel):
+    """Pomerium's ``redirect`` action: answer with a redirect instead of proxying."""
+
+    https_redirect: bool = False
+    scheme_redirect: Literal["http", "https"] | None = None
+    host_redirect: str | None = None
+    port_redirect: int | None = Field(default=None, ge=1, le=65535)
+    path_redirect: str | None = None
+    prefix_rewrite: str | None = None
+    response_code: int = 301
+    strip_query: bool = False
+
+    @field_validator("response_code", mode="before")
+    @classmethod
+    def _code(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() in _REDIRECT_CODES:
+            return _REDIRECT_CODES[value.upper()]
+        if value not in (301, 302, 303, 307, 308):
+            raise ValueError("response_code must be one of 301, 302, 303, 307, 308")
+        return value
+
+    @model_validator(mode="after")
+    def _one_path(self) -> RedirectAction:
+        if self.path_redirect is not None and self.prefix_rewrite is not None:
+            raise ValueError("use either path_redirect or prefix_rewrite, not both")
+        return self
+
+
+class DirectResponse(StrictModel):
+    """Pomerium's ``response`` action: answer with a fixed status and body."""
+
+    status: int = Field(default=200, ge=200, le=599)
+    body: str = ""
+
+
+class RouteOptions(StrictModel):
+    """One entry of ``routes:``; keys and meanings follow Pomerium's route reference."""
+
+    name: str | None = None
+    id: str | None = None
+    description: str | None = None
+    from_: str = Field(alias="from")
+    to: list[UpstreamURL] | None = None
+    redirect: RedirectAction | None = None
+    response: DirectResponse | None = None
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    prefix_rewrite: str | None = None
+    regex_rewrite_pattern: str | None = None
+    regex_rewrite_substitution: str | None = None
+
+    preserve_host_header: bool = False
+    host_rewrite: str | None = None
+    set_request_headers: HeaderMap = Field(default_factory=dict)
+    remove_request_headers: StringList = Field(default_factory=list)
+    set_response_headers: HeaderMap = Field(default_factory=dict)
+
+    #: Whole-request upstream timeout; ``None`` means the global default_upstream_timeout.
+    timeout: Duration | None = None
+    #: Longest time without a byte either way on a streaming response or tunnel (0 = none).
+    idle_timeout: Duration = 300.0
+    allow_websockets: bool = False
+    allow_spdy: bool = False
+
+    tls_skip_verify: bool = False
+    tls_custom_ca_file: str | None = None
+    tls_custom_ca: str | None = None
+    tls_server_name: str | None = None
+    tls_upstream_server_name: str | None = None
+
+    # Identity and policy (used by the identity and authorize packages).
+    pass_identity_headers: bool | None = None
+    jwt_issuer_format: Literal["hostOnly", "uri"] | None = None
+    policy: Any = None
+    allowed_users: StringList = Field(default_factory=list)
+    allowed_domains: StringList = Field(default_factory=list)
+    allowed_idp_claims: dict[str, list[Any]] = Field(default_factory=dict)
+    allow_public_unauthenticated_access: bool = False
+    allow_any_authenticated_user: bool = False
+    cors_allow_preflight: bool = False
+    show_error_details: bool = False
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _parse_to(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise ValueError("expected an upstream URL or a non-empty list of them")
+        return [UpstreamURL.parse(v) if isinstance(v, str) else v for v in items]
+
+    @field_validator("from_")
+    @classmethod
+    def _check_from(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"invalid URL {value!r}: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL with a host")
+        host = parts.hostname or ""
+        if not host:
+            raise ValueError("has no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be scheme and host only; match paths with prefix, path or regex")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        _check_host(host, wildcard_ok=True)
+        return value
+
+    @field_validator("prefix", "path", "prefix_rewrite")
+    @classmethod
+    def _slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("regex", "regex_rewrite_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteOptions:
+        actions = [k for k in ("to", "redirect", "response") if getattr(self, k) is not None]
+        if len(actions) != 1:
+            raise ValueError(
+                "a route needs exactly one of to, redirect or response"
+                + (f" (has {', '.join(actions)})" if actions else "")
+            )
+        matchers = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(matchers) > 1:
+            raise ValueError(f"use only one of prefix, path or regex (has {', '.join(matchers)})")
+        if (self.regex_rewrite_pattern is None) != (self.regex_rewrite_substitution is None):
+            raise ValueError("regex_rewrite_pattern and regex_rewrite_substitution go together")
+        if self.preserve_host_header and self.host_rewrite:
+            raise ValueError("use either preserve_host_header or host_rewrite, not both")
+        return self
+
+    @property
+    def from_scheme(self) -> str:
+        return urlsplit(self.from_).scheme
+
+    @property
+    def from_host(self) -> str:
+        """The ``from`` host in lower case, without the port."""
+        return (urlsplit(self.from_).hostname or "").lower()
+
+    @property
+    def from_port(self) -> int | None:
+        return urlsplit(self.from_).port
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id or self.from_ + (self.prefix or self.path or self.regex or "")

@@ -1,0 +1,103 @@
+"""Listener, TLS, timeout, limit, worker and logging options (owned by ``http/`` and ``cli``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import HeaderMap, StrictModel
+from .durations import Duration
+
+#: Pomerium's default secure response headers; HSTS is added only when serving TLS.
+DEFAULT_RESPONSE_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-XSS-Protection": "1; mode=block",
+}
+HSTS_HEADER = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains; preload")
+
+
+class CertificatePair(StrictModel):
+    """One entry of ``certificates:``: a file path, a PEM, or base64 of a PEM, for each part."""
+
+    cert: str
+    key: str
+
+
+class ServerOptions(StrictModel):
+    """How gatehouse listens and how long it waits."""
+
+    address: str = ":443"
+    insecure_server: bool = False
+    certificate_file: str | None = None
+    certificate_key_file: str | None = None
+    certificate: str | None = None
+    certificate_key: str | None = None
+    certificates: list[CertificatePair] = Field(default_factory=list)
+
+    default_upstream_timeout: Duration = 30.0
+    #: Longest time to receive a whole request (head and body) from the client (0 = none).
+    timeout_read: Duration = 30.0
+    #: Longest time to send a whole response to the client (0 = none).
+    timeout_write: Duration = 0.0
+    #: Longest wait for the next request on a keep-alive connection.
+    timeout_idle: Duration = 300.0
+    #: Longest time to receive the request head (slowloris guard). gatehouse addition.
+    timeout_request_head: Duration = 10.0
+    #: Longest wait for in-flight requests after SIGTERM before exiting. gatehouse addition.
+    shutdown_timeout: Duration = 30.0
+
+    max_request_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    max_url_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    #: Largest request body accepted (0 = unlimited, as Pomerium).
+    max_request_body_bytes: int = Field(default=0, ge=0)
+
+    set_response_headers: HeaderMap = Field(default_factory=dict)
+
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    access_log: bool = True
+    #: Processes serving the same port; ``None`` means one per CPU core.
+    workers: int | None = Field(default=None, ge=1, le=256)
+    #: Where generated keys and the SQLite session store live. gatehouse addition.
+    data_dir: str = "~/.local/share/gatehouse"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected [host]:port, e.g. :443 or 127.0.0.1:8080")
+        return value
+
+    @property
+    def listen_host(self) -> str | None:
+        host = self.address.rpartition(":")[0].strip("[]")
+        return host or None
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    @property
+    def tls_enabled(self) -> bool:
+        return not self.insecure_server
+
+    def response_headers(self) -> dict[str, str]:
+        """The global response headers: secure defaults, overridden (or removed with "")."""
+        merged = dict(DEFAULT_RESPONSE_HEADERS)
+        if self.tls_enabled:
+            merged[HSTS_HEADER[0]] = HSTS_HEADER[1]
+        lower = {k.lower(): k for k in merged}
+        for name, value in self.set_response_headers.items():
+            existing = lower.get(name.lower())
+            if existing is not None:
+                del merged[existing]
+            if value != "":
+                merged[name] = value
+        return merged

@@ -1,0 +1,42 @@
+"""Reserved paths and header names, in one place (compare Pomerium's ``pkg/endpoints``)."""
+
+from __future__ import annotations
+
+# -- paths served by gatehouse itself on every host ------------------------------------
+PING_PATH = "/ping"
+HEALTHZ_PATH = "/healthz"
+WELL_KNOWN_PATH = "/.well-known/pomerium"
+JWKS_PATH = "/.well-known/pomerium/jwks.json"
+#: Everything under this prefix belongs to gatehouse on route hosts.
+POMERIUM_PREFIX = "/.pomerium/"
+USER_INFO_PATH = "/.pomerium/"
+USER_JSON_PATH = "/.pomerium/user"
+SIGN_IN_PATH = "/.pomerium/sign_in"
+SIGN_OUT_PATH = "/.pomerium/sign_out"
+SIGNED_OUT_PATH = "/.pomerium/signed_out"
+ROUTE_CALLBACK_PATH = "/.pomerium/callback/"
+PROGRAMMATIC_LOGIN_PATH = "/.pomerium/api/v1/login"
+DEFAULT_AUTHENTICATE_CALLBACK_PATH = "/oauth2/callback"
+
+# -- identity headers ----------------------------------------------------------------------
+ASSERTION_HEADER = b"x-pomerium-jwt-assertion"
+ASSERTION_FOR_HEADER = b"x-pomerium-jwt-assertion-for"
+#: Any client-sent header starting with one of these is stripped on every route.
+IDENTITY_HEADER_PREFIXES = (b"x-pomerium-jwt-assertion", b"x-pomerium-claim-")
+
+# -- hop-by-hop headers (RFC 9110 §7.6.1), never forwarded ------------------------------
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"content-length",  # re-framed by gatehouse
+    }
+)

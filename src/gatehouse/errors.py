@@ -1,0 +1,129 @@
+"""Every gatehouse exception, each carrying the HTTP status it maps to.
+
+The status says who is at fault (compare h11's ``error_status_hint``); one place,
+:mod:`gatehouse.proxy.responses`, turns an exception into a response, and anything
+not listed here becomes a 500 with a logged reason. Exception text is for logs only:
+it is never shown to a client.
+
+Hierarchy::
+
+    GatehouseError                      500
+    ├── ConfigError                     (not an HTTP error: bad configuration)
+    ├── ClientError                     4xx: the request is at fault
+    │   ├── BadRequest                  400 malformed request
+    │   │   └── InvalidPath             400 path that cannot be normalised safely
+    │   ├── RequestTimeout              408 request head or body too slow
+    │   ├── PayloadTooLarge             413
+    │   ├── URITooLong                  414
+    │   ├── HeaderTooLarge              431
+    │   ├── NotFound                    404 no route matches
+    │   ├── MethodNotAllowed            405
+    │   ├── UpgradeRefused              403 Upgrade on a route without allow_websockets
+    │   ├── Unauthenticated             401 no valid session (or a redirect to sign in)
+    │   └── Forbidden                   403 policy denied
+    ├── UpstreamError                   502 the upstream misbehaved
+    │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
+    │   ├── UpstreamProtocolError       502 garbage instead of HTTP
+    │   └── UpstreamTimeout             504
+    └── ServiceUnavailable              503 a dependency (store, IdP) is down
+"""
+
+from __future__ import annotations
+
+
+class GatehouseError(Exception):
+    """Base of all gatehouse errors."""
+
+    status: int = 500
+    #: A short, client-safe title for the error page (never the exception text).
+    title: str = "Internal Server Error"
+
+
+class ConfigError(GatehouseError):
+    """The configuration is invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ClientError(GatehouseError):
+    status = 400
+    title = "Bad Request"
+
+
+class BadRequest(ClientError):
+    status = 400
+    title = "Bad Request"
+
+
+class InvalidPath(BadRequest):
+    title = "Bad Request: invalid path"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    title = "Request Timeout"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    title = "Payload Too Large"
+
+
+class URITooLong(ClientError):
+    status = 414
+    title = "URI Too Long"
+
+
+class HeaderTooLarge(ClientError):
+    status = 431
+    title = "Request Header Fields Too Large"
+
+
+class NotFound(ClientError):
+    status = 404
+    title = "Not Found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    title = "Method Not Allowed"
+
+
+class UpgradeRefused(ClientError):
+    status = 403
+    title = "Upgrade Not Allowed"
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ClientError):
+    status = 403
+    title = "Forbidden"
+
+
+class UpstreamError(GatehouseError):
+    status = 502
+    title = "Bad Gateway"
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    title = "Gateway Timeout"
+
+
+class ServiceUnavailable(GatehouseError):
+    status = 503
+    title = "Service Unavailable"

@@ -1,0 +1,438 @@
+"""The downstream side: an asyncio Protocol per client connection, and the listening server.
+
+:class:`DownstreamProtocol` is a thin adapter (the shape of uvicorn's httptools protocol):
+``data_received`` feeds :class:`~gatehouse.http.connection.RequestReader`, whose events
+create one :class:`~gatehouse.http.exchange.Exchange` per request and start the
+application's coroutine for it. Pipelined requests wait in a queue (reading paused) until
+the previous response is complete.
+
+Timeouts are not one timer per request: :class:`HttpServer` sweeps its connections every
+:data:`SWEEP_INTERVAL_S` and each connection compares its deadlines with the clock. That keeps
+``call_later`` off the hot path and puts every timeout rule in :meth:`DownstreamProtocol.check_timeouts`.
+"""
+
+from __future__ import annotations
+
+from time import monotonic as _now
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from ..errors import ClientError, GatehouseError, RequestTimeout
+from .connection import Limits, RequestReader, UpgradeRequested
+from .exchange import Exchange, Phase
+from .messages import RequestHead, Response
+
+log = logging.getLogger("gatehouse.http")
+
+#: How often connections are checked against their deadlines, seconds.
+SWEEP_INTERVAL_S = 0.1
+
+_PAUSE_BODY = 1  # request body buffered with nobody consuming it yet
+_PAUSE_PIPELINE = 2  # a pipelined request waits for the previous response
+_PAUSE_PEER = 4  # the other side of a splice or tunnel is not accepting writes
+_PAUSE_UPGRADE = 8  # an upgrade request waits for the upstream's answer
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Tunable limits and timeouts (from the config; swapped on reload)."""
+
+    limits: Limits = Limits()
+    timeout_request_head_s: float = 10.0
+    timeout_read_s: float = 30.0
+    timeout_write_s: float = 0.0
+    timeout_idle_s: float = 300.0
+
+
+Handler = Callable[[Exchange], Awaitable[None]]
+ErrorRenderer = Callable[[GatehouseError, RequestHead | None], Response]
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.reader = RequestReader(self, self.settings.limits)
+        self.client_ip = ""
+        self.server_port = 0
+        self.scheme = "http"
+        self.current: Exchange | None = None
+        self._receiving: Exchange | None = None
+        self._queue: deque[Exchange] = deque()
+        self._pause_mask = 0
+        self._write_paused = False
+        self._closing = False
+        self._head_started = 0.0
+        self._idle_since = 0.0
+        #: When set, raw bytes go to this callable instead of the parser (tunnel mode).
+        self.tunnel_sink: Callable[[bytes], None] | None = None
+        self.tunnel_peer: asyncio.Protocol | None = None
+        self.on_lost: Callable[[], None] | None = None
+
+    # -- asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        local = transport.get_extra_info("sockname")
+        self.server_port = local[1] if isinstance(local, tuple) else 0
+        self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        now = _now()
+        self._idle_since = now
+        self._head_started = now
+        self.server.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.server.connections.discard(self)
+        for ex in (self.current, *self._queue):
+            if ex is not None:
+                ex.abort()
+        self._queue.clear()
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.tunnel_sink
+        if sink is not None:
+            sink(data)
+            return
+        if not self.reader.in_head and self.current is None:
+            self._head_started = _now()
+        try:
+            self.reader.feed(data)
+        except UpgradeRequested as up:
+            ex = self._receiving
+            if ex is not None:
+                ex.upgrade_rest = up.rest
+            # Nothing more is parsed on this connection: it is tunnelled or closed.
+            self._pause(_PAUSE_UPGRADE)
+        except ClientError as err:
+            self._protocol_error(err)
+        if self.current is not None:
+            self.current.last_activity = _now()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still wait for its response (RFC 9112 §9.6).
+        if self.tunnel_peer is not None:
+            return True
+        return self.current is not None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        ex = self.current
+        if ex is not None and ex.response_producer is not None:
+            ex.response_producer.pause_reading()
+        peer = self.tunnel_peer
+        if peer is not None:
+            peer.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        ex = self.current
+        if ex is not None and ex.response_producer is not None:
+            ex.response_producer.resume_reading()
+        peer = self.tunnel_peer
+        if peer is not None:
+            peer.resume_reading()  # type: ignore[attr-defined]
+
+    # -- RequestSink --------------------------------------------------------------------
+
+    def on_request(self, head: RequestHead) -> None:
+        now = _now()
+        ex = Exchange(
+            self,
+            head,
+            client_ip=self.client_ip,
+            scheme=self.scheme,
+            server_port=self.server_port,
+            start_time=now,
+        )
+        self._receiving = ex
+        if self.current is None:
+            self._start(ex)
+        else:
+            self._queue.append(ex)
+            self._pause(_PAUSE_PIPELINE)
+
+    def on_body(self, chunk: bytes) -> None:
+        ex = self._receiving
+        if ex is not None:
+            ex.feed_body(chunk)
+
+    def on_request_end(self) -> None:
+        ex = self._receiving
+        if ex is not None:
+            ex.feed_body_end()
+
+    # -- used by Exchange ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def pause_reading_for_body(self) -> None:
+        self._pause(_PAUSE_BODY)
+
+    def resume_reading_for_body(self) -> None:
+        self._resume(_PAUSE_BODY)
+
+    def pause_reading(self) -> None:
+        """Producer interface: the peer cannot take more bytes right now."""
+        self._pause(_PAUSE_PEER)
+
+    def resume_reading(self) -> None:
+        self._resume(_PAUSE_PEER)
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if not ex.keep_alive or not ex.body_done or self._closing or self.server.draining:
+            self.close()
+            return
+        if self._queue:
+            self._start(self._queue.popleft())
+            if not self._queue:
+                self._resume(_PAUSE_PIPELINE)
+            return
+        self._receiving = None
+        self._idle_since = _now()
+        self._resume(_PAUSE_PIPELINE)
+
+    def exchange_aborted(self, ex: Exchange) -> None:
+        if ex is self.current:
+            self.current = None
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def start_tunnel(self, sink: Callable[[bytes], None], peer: asyncio.Protocol) -> bytes:
+        """Switch to tunnel mode; returns bytes the client sent after its request head."""
+        self.tunnel_sink = sink
+        self.tunnel_peer = peer
+        ex = self.current
+        rest = ex.upgrade_rest if ex is not None else b""
+        self._resume(_PAUSE_UPGRADE)
+        return rest
+
+    def close(self) -> None:
+        self._closing = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        self.current = ex
+        self.loop.create_task(self._run(ex))
+
+    async def _run(self, ex: Exchange) -> None:
+        try:
+            await self.server.handler(ex)
+        except asyncio.CancelledError:
+            ex.abort()
+            raise
+        except Exception:
+            log.exception("unhandled error while serving %s", ex.head.target[:200])
+            self._fail_exchange(ex, GatehouseError("unhandled"))
+        else:
+            if ex.phase is Phase.RECEIVING:
+                log.error("handler returned without a response for %s", ex.head.target[:200])
+                self._fail_exchange(ex, GatehouseError("no response"))
+
+    def _fail_exchange(self, ex: Exchange, err: GatehouseError) -> None:
+        if ex.phase is Phase.RECEIVING:
+            ex.keep_alive = False
+            ex.send(self.server.render_error(err, ex.head))
+        elif ex.phase is Phase.RESPONDING:
+            ex.abort()
+
+    def _protocol_error(self, err: ClientError) -> None:
+        log.info(
+            "rejected request from %s: %s (%d)",
+            self.client_ip,
+            err,
+            err.status,
+            extra={"client": self.client_ip, "status": err.status},
+        )
+        ex = self.current
+        if ex is not None and ex.phase is not Phase.RECEIVING:
+            # Mid-stream (e.g. a bad chunk in an upload being proxied): cut everything.
+            ex.abort()
+            return
+        self._queue.clear()
+        self._receiving = None
+        if ex is not None:
+            ex.on_abort(None)
+            ex.abort()
+        self.current = None
+        response = self.server.render_error(err, None)
+        headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)
+        self.write(
+            b"HTTP/1.1 %d %s\r\n%bcontent-length: %d\r\nconnection: close\r\n\r\n%b"
+            % (
+                err.status,
+                err.title.encode(),
+                headers.encode("latin-1"),
+                len(response.body),
+                response.body,
+            )
+        )
+        self.server.on_protocol_error(err, self.client_ip)
+        self.close()
+
+    def _pause(self, reason: int) -> None:
+        was = self._pause_mask
+        self._pause_mask = was | reason
+        if not was and self.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def _resume(self, reason: int) -> None:
+        was = self._pause_mask
+        if not was & reason:
+            return
+        self._pause_mask = was & ~reason
+        if not self._pause_mask and self.transport is not None and not self._closing:
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    def check_timeouts(self, now: float) -> None:
+        """Apply every timeout rule; called by the server's sweep."""
+        if self.tunnel_sink is not None or self._closing:
+            return
+        s = self.settings
+        ex = self.current
+        if ex is None:
+            if self.reader.in_head:
+                if now - self._head_started > s.timeout_request_head_s:
+                    self._protocol_error(RequestTimeout("request head not received in time"))
+            elif now - self._idle_since > s.timeout_idle_s:
+                self.close()
+            elif self.server.draining:
+                self.close()
+            return
+        phase = ex.phase
+        if phase is Phase.RECEIVING:
+            if not ex.body_done and s.timeout_read_s and now - ex.start_time > s.timeout_read_s:
+                self._fail_exchange(ex, RequestTimeout("request body not received in time"))
+            elif ex.request_deadline and now > ex.request_deadline:
+                ex.expire()
+        elif phase is Phase.RESPONDING:
+            if ex.response_idle_timeout_s and now - ex.last_activity > ex.response_idle_timeout_s:
+                log.warning("response stream idle too long; cutting %s", ex.head.target[:200])
+                ex.abort()
+            elif s.timeout_write_s and now - ex.start_time > s.timeout_write_s:
+                log.warning("response not written in time; cutting %s", ex.head.target[:200])
+                ex.abort()
+
+
+class HttpServer:
+    """Listening sockets, the set of live connections, the timer sweep and graceful drain."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        render_error: ErrorRenderer,
+        settings: ServerSettings,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.handler = handler
+        self.render_error = render_error
+        self.settings = settings
+        self.loop = loop or asyncio.get_running_loop()
+        self.connections: set[DownstreamProtocol] = set()
+        self.draining = False
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        #: Hook for metrics/logs of requests rejected before they had an exchange.
+        self.on_protocol_error: Callable[[ClientError, str], None] = lambda err, ip: None
+
+    async def listen(
+        self,
+        host: str | None,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+    ) -> list[tuple[str, int]]:
+        """Start listening; returns the bound (host, port) pairs (port 0 binds a free port)."""
+        if sock is not None:
+            server = await self.loop.create_server(
+                lambda: DownstreamProtocol(self), sock=sock, ssl=ssl_context, backlog=2048
+            )
+        else:
+            server = await self.loop.create_server(
+                lambda: DownstreamProtocol(self),
+                host=host,
+                port=port,
+                ssl=ssl_context,
+                reuse_port=reuse_port or None,
+                reuse_address=True,
+                backlog=2048,
+            )
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep())
+        return [s.getsockname()[:2] for s in server.sockets]
+
+    def update_settings(self, settings: ServerSettings) -> None:
+        """Apply new limits/timeouts to new connections (existing ones keep theirs)."""
+        self.settings = settings
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = _now()
+            for conn in list(self.connections):
+                try:
+                    conn.check_timeouts(now)
+                except Exception:
+                    log.exception("timeout sweep failed for a connection")
+
+    async def shutdown(self, timeout_s: float) -> int:
+        """Stop accepting, let in-flight requests finish (at most ``timeout_s``), then close.
+
+        Returns the number of connections that had to be cut.
+        """
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.current is None and conn.tunnel_sink is None:
+                conn.close()
+        deadline = _now() + timeout_s
+        while self.connections and _now() < deadline:
+            await asyncio.sleep(0.05)
+        cut = len(self.connections)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        return cut

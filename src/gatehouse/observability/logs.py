@@ -1,0 +1,102 @@
+"""Structured JSON logs: the process log (Python ``logging``) and the per-request access log.
+
+The access log is written directly, not through ``logging``: one line per request is on
+the hot path, and ``logging``'s machinery costs more than the rest of the line. Lines are
+buffered and flushed every :data:`ACCESS_FLUSH_INTERVAL_S` or when the buffer is large.
+Nothing secret (tokens, cookies, session handles, client secrets) is ever logged: callers
+pass only the fields listed in :func:`access_line`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+#: Longest time an access-log line waits in the buffer, seconds.
+ACCESS_FLUSH_INTERVAL_S = 0.2
+#: Buffered access-log bytes that force a flush.
+ACCESS_FLUSH_BYTES = 64 * 1024
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        out["pid"] = record.process
+        return json.dumps(out, default=str)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """Send every gatehouse log record to ``stream`` (stderr) as JSON at ``level``."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+
+
+class AccessLog:
+    """Buffered JSON access-log lines on stdout (or a given file descriptor)."""
+
+    def __init__(self, fd: int | None = None, enabled: bool = True) -> None:
+        self.fd = sys.stdout.fileno() if fd is None else fd
+        self.enabled = enabled
+        self._buffer: list[str] = []
+        self._size = 0
+        self._last_flush = time.monotonic()
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps(fields, separators=(",", ":"), default=str) + "\n"
+        self._buffer.append(line)
+        self._size += len(line)
+        if self._size >= ACCESS_FLUSH_BYTES:
+            self.flush()
+
+    def maybe_flush(self) -> None:
+        if self._buffer and time.monotonic() - self._last_flush >= ACCESS_FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        data = "".join(self._buffer).encode()
+        self._buffer.clear()
+        self._size = 0
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError:
+            pass  # stdout gone: nothing useful left to do with access lines
+
+
+def now_iso() -> str:
+    return _iso(time.time())

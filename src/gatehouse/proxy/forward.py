@@ -1,0 +1,222 @@
+"""Forward one request to an upstream and stream the response back.
+
+:func:`forward` picks an endpoint, takes a pooled connection (or opens one), writes the
+request head, splices the request body into it, and waits while the upstream's response
+is pushed straight to the client by :class:`ResponseForwarder`. It returns an
+:class:`Outcome` for the access log, or raises an :class:`~gatehouse.errors.UpstreamError`
+when nothing has been sent to the client yet (the caller answers 502/504).
+
+Retries: a request is retried once on a fresh connection when a *reused* connection fails
+before the upstream sent a byte and no body has been streamed (the keep-alive race, where
+the upstream closed an idle connection as we sent on it), and on another endpoint when a
+connection is refused.
+"""
+
+from __future__ import annotations
+
+from time import monotonic as _now
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from ..http.exchange import Exchange, Phase
+from ..http.tunnel import Tunnel
+from ..http.upstream import ConnectionPool, UpstreamConnection
+from .balancer import Target
+from .headers import client_response_headers, upstream_request_head
+from .router import Route
+
+log = logging.getLogger("gatehouse.proxy")
+
+#: Connect timeout cap, seconds (the route timeout applies when smaller).
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened upstream, for logs and metrics."""
+
+    upstream: str = ""
+    upstream_duration_s: float = 0.0
+    reused: bool = False
+    tunnel: Tunnel | None = None
+
+
+class ResponseForwarder:
+    """Receives the upstream response and writes it to the client (a ``ResponseSink``)."""
+
+    __slots__ = ("conn", "exchange", "finished", "route", "started")
+
+    def __init__(self, exchange: Exchange, route: Route, conn: UpstreamConnection) -> None:
+        self.exchange = exchange
+        self.route = route
+        self.conn = conn
+        self.started = False
+        self.finished: asyncio.Future[Tunnel | None] = exchange.connection.loop.create_future()
+
+    def on_response_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], content_length: int | None
+    ) -> None:
+        ex = self.exchange
+        if ex.phase is not Phase.RECEIVING:
+            return
+        self.started = True
+        ex.request_deadline = 0.0
+        ex.response_idle_timeout_s = self.route.idle_timeout_s
+        ex.response_producer = self.conn
+        ex.start_response(status, client_response_headers(headers, self.route), content_length=content_length)
+        if ex.connection.write_paused:
+            self.conn.pause_reading()
+
+    def on_response_body(self, chunk: bytes) -> None:
+        ex = self.exchange
+        ex.last_activity = _now()
+        ex.write(chunk)
+
+    def on_response_end(self) -> None:
+        self.exchange.end()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def on_response_upgrade(self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes) -> None:
+        ex = self.exchange
+        self.started = True
+        ex.request_deadline = 0.0
+        lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in headers:
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        ex.start_tunnel(b"".join(lines))
+        tunnel = Tunnel(ex.connection, self.conn)
+        tunnel.start(rest)
+        if not self.finished.done():
+            self.finished.set_result(tunnel)
+
+    def on_response_error(self, error: UpstreamError) -> None:
+        if not self.finished.done():
+            self.finished.set_exception(error)
+
+
+async def _acquire(pool: ConnectionPool, target: Target, timeout_s: float) -> tuple[UpstreamConnection, bool]:
+    conn = pool.take_idle(target.endpoint)
+    if conn is not None:
+        return conn, True
+    limit = min(timeout_s, CONNECT_TIMEOUT_S) if timeout_s > 0 else CONNECT_TIMEOUT_S
+    return await pool.connect(target.endpoint, limit), False
+
+
+async def forward(
+    exchange: Exchange,
+    route: Route,
+    pool: ConnectionPool,
+    *,
+    path: str,
+    query: bytes,
+    original_host: bytes,
+    identity_headers: list[tuple[bytes, bytes]] | None,
+) -> Outcome:
+    """Proxy ``exchange`` to one of ``route``'s upstreams.
+
+    Raises:
+        UpstreamError: the upstream failed before any response was sent to the client.
+    """
+    balancer = route.balancer
+    if balancer is None:  # routes with redirect/response actions never get here
+        raise UpstreamConnectError("route has no upstream")
+    head = exchange.head
+    loop = exchange.connection.loop
+    started = time.monotonic()
+    if route.timeout_s > 0:
+        exchange.request_deadline = _now() + route.timeout_s
+    upgrade = head.upgrade if route.allow_websockets else None
+    body_framing: bytes | None = None
+    if head.has_body:
+        length = head.get(b"content-length")
+        body_framing = b"content-length: " + length if length is not None else b"transfer-encoding: chunked"
+    tried: Target | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        target = balancer.pick(exclude=tried)
+        try:
+            conn, reused = await _acquire(pool, target, route.timeout_s)
+        except UpstreamConnectError:
+            balancer.mark_failed(target)
+            if attempts < min(balancer.size, 3) and exchange.phase is Phase.RECEIVING:
+                tried = target
+                continue
+            raise
+        if exchange.phase is not Phase.RECEIVING:  # client gone or timed out meanwhile
+            pool.release(conn)
+            return Outcome(upstream=target.url.url)
+        balancer.mark_ok(target)
+        host_header = (
+            original_host if route.preserve_host else route.host_rewrite or target.host_header
+        )
+        upstream_path = (target.url.path + path) if target.url.path else path
+        request_target = upstream_path.encode("utf-8") + (b"?" + query if query else b"")
+        forwarder = ResponseForwarder(exchange, route, conn)
+        request_head = upstream_request_head(
+            method=head.method,
+            target=request_target,
+            headers=head.headers,
+            route=route,
+            host_header=host_header,
+            original_host=original_host,
+            client_ip=exchange.client_ip,
+            scheme=exchange.scheme,
+            body_framing=body_framing,
+            upgrade=upgrade,
+            identity_headers=identity_headers,
+        )
+
+        def client_gone(conn: UpstreamConnection = conn) -> None:
+            conn.abort()
+
+        def timed_out(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:
+            conn.abort()
+            if not forwarder.finished.done():
+                forwarder.finished.set_exception(UpstreamTimeout("upstream did not answer in time"))
+
+        exchange.on_abort(client_gone)
+        exchange.on_timeout(timed_out)
+        conn.request_producer = exchange.connection
+        conn.send_request(
+            request_head,
+            forwarder,
+            chunked_body=body_framing is not None and body_framing.startswith(b"t"),
+            head_only=head.method == b"HEAD",
+        )
+        body_streamed = False
+        if head.has_body:
+            body_streamed = True
+            exchange.stream_body(conn.send_body, conn.end_body)
+            if conn.write_paused:
+                exchange.connection.pause_reading()
+        try:
+            tunnel = await forwarder.finished
+        except UpstreamError as err:
+            exchange.on_abort(None)
+            exchange.on_timeout(None)
+            retry = (
+                reused
+                and not conn.received_any
+                and not body_streamed
+                and not isinstance(err, UpstreamTimeout)
+                and exchange.phase is Phase.RECEIVING
+                and attempts < 3
+            )
+            if retry:
+                log.debug("retrying on a fresh connection after a stale pooled one: %s", err)
+                tried = None
+                continue
+            if not forwarder.started and exchange.phase is Phase.RECEIVING:
+                raise
+            exchange.abort()
+            log.warning("upstream %s failed mid-response: %s", target.url.url, err)
+            return Outcome(target.url.url, time.monotonic() - started, reused)
+        exchange.on_abort(None)
+        exchange.on_timeout(None)
+        return Outcome(target.url.url, time.monotonic() - started, reused, tunnel)

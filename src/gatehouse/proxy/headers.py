@@ -1,0 +1,103 @@
+"""Header rewriting between client and upstream, both ways.
+
+Towards the upstream: hop-by-hop headers (RFC 9110 §7.6.1) and every header named in
+``Connection`` are dropped; so is every client-sent identity header
+(``X-Pomerium-Jwt-Assertion*``, ``X-Pomerium-Claim-*``) on every route, whatever the
+options: an upstream must never see an identity header gatehouse did not write. On routes
+that pass identity headers, the client's own assertion is kept as
+``X-Pomerium-Jwt-Assertion-For`` so a chain of services sees the original caller.
+``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto``/``X-Forwarded-Host`` are set,
+and ``Host`` follows ``preserve_host_header``/``host_rewrite``.
+
+Towards the client: hop-by-hop headers dropped, the route's response headers set.
+"""
+
+from __future__ import annotations
+
+from ..constants import ASSERTION_FOR_HEADER, ASSERTION_HEADER, HOP_BY_HOP, IDENTITY_HEADER_PREFIXES
+from .router import Route
+
+
+def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def upstream_request_head(
+    *,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    route: Route,
+    host_header: bytes,
+    original_host: bytes,
+    client_ip: str,
+    scheme: str,
+    body_framing: bytes | None,
+    upgrade: bytes | None,
+    identity_headers: list[tuple[bytes, bytes]] | None,
+) -> bytes:
+    """Serialise the request head to send upstream (HTTP/1.1, ends with a blank line).
+
+    ``body_framing`` is the framing header line to add (``content-length: N`` or
+    ``transfer-encoding: chunked``), or ``None`` for no body. ``identity_headers`` are
+    gatehouse's own assertion and claim headers, or ``None`` when the route passes none.
+    """
+    connection_named = _connection_tokens(headers)
+    remove = route.remove_request_headers
+    out = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host_header, b"\r\n"]
+    xff: bytes | None = None
+    client_assertion: bytes | None = None
+    for name, value in headers:
+        if name in HOP_BY_HOP or name == b"host" or name in remove:
+            continue
+        if name.startswith(b"x-"):
+            if name.startswith(IDENTITY_HEADER_PREFIXES):
+                if name == ASSERTION_HEADER and client_assertion is None:
+                    client_assertion = value
+                continue
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if name in (b"x-forwarded-proto", b"x-forwarded-host"):
+                continue
+        if connection_named and name in connection_named:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    client = client_ip.encode()
+    out += (b"x-forwarded-for: ", (xff + b", " + client) if xff else client, b"\r\n")
+    out += (b"x-forwarded-proto: ", scheme.encode(), b"\r\nx-forwarded-host: ", original_host, b"\r\n")
+    for name, value in route.set_request_headers:
+        out += (name, b": ", value, b"\r\n")
+    if identity_headers is not None:
+        if client_assertion is not None:
+            out += (ASSERTION_FOR_HEADER, b": ", client_assertion, b"\r\n")
+        for name, value in identity_headers:
+            out += (name, b": ", value, b"\r\n")
+    if upgrade is not None:
+        out += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n")
+    if body_framing is not None:
+        out += (body_framing, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def client_response_headers(
+    headers: list[tuple[bytes, bytes]], route: Route
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers as the client gets them."""
+    connection_named = _connection_tokens(headers)
+    overrides = route.set_response_headers
+    override_names = {n for n, _ in overrides}
+    out = [
+        (name, value)
+        for name, value in headers
+        if name not in HOP_BY_HOP
+        and name not in override_names
+        and not (connection_named and name in connection_named)
+    ]
+    out.extend(overrides)
+    return out

@@ -1,0 +1,212 @@
+"""Compile routes from the config and match a request's host and path to one.
+
+Matching follows Pomerium: routes are tried in config order and the first whose ``from``
+host (exact, or a ``*.`` wildcard for one or more leading labels) and path condition
+(``prefix`` string prefix, ``path`` exact, ``regex`` full match) fit wins. A ``from``
+without a port matches any port; one with a port only that port.
+
+To keep the hot path short, the candidate routes for each distinct Host are computed
+once and cached (bounded), so matching a request scans only the routes of its host.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config.options import Options
+from ..config.routes import DirectResponse, RedirectAction, RouteOptions
+from .balancer import Balancer
+
+#: Distinct Host values whose candidate routes are cached.
+HOST_CACHE_SIZE = 4096
+
+MATCH_ANY = 0
+MATCH_PREFIX = 1
+MATCH_PATH = 2
+MATCH_REGEX = 3
+
+
+def _encode_headers(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """A route compiled for the hot path."""
+
+    index: int
+    name: str
+    options: RouteOptions
+    host: str
+    wildcard_suffix: str | None
+    port: int | None
+    match_kind: int
+    match_value: str
+    match_regex: re.Pattern[str] | None
+    balancer: Balancer | None
+    redirect: RedirectAction | None
+    response: DirectResponse | None
+    prefix_rewrite: str | None
+    regex_rewrite: tuple[re.Pattern[str], str] | None
+    preserve_host: bool
+    host_rewrite: bytes | None
+    #: Lower-case names to remove from the request (configured + set headers' names).
+    remove_request_headers: frozenset[bytes]
+    set_request_headers: tuple[tuple[bytes, bytes], ...]
+    #: Global defaults merged with the route's, lower-case names; "" values removed.
+    set_response_headers: tuple[tuple[bytes, bytes], ...]
+    timeout_s: float
+    idle_timeout_s: float
+    allow_websockets: bool
+    pass_identity_headers: bool
+    #: The compiled policy (set by authorize at config load; ``None`` = public route).
+    policy: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def matches_host(self, host: str, port: int | None) -> bool:
+        if self.port is not None and port is not None and port != self.port:
+            return False
+        if self.wildcard_suffix is not None:
+            return host.endswith(self.wildcard_suffix) and len(host) > len(self.wildcard_suffix)
+        return host == self.host
+
+    def matches_path(self, path: str) -> bool:
+        kind = self.match_kind
+        if kind == MATCH_ANY:
+            return True
+        if kind == MATCH_PREFIX:
+            return path.startswith(self.match_value)
+        if kind == MATCH_PATH:
+            return path == self.match_value
+        regex = self.match_regex
+        return regex is not None and regex.fullmatch(path) is not None
+
+    def rewrite_path(self, path: str) -> str:
+        """The path to send upstream (prefix or regex rewrite, then the ``to`` URL's path)."""
+        if self.prefix_rewrite is not None and self.match_kind == MATCH_PREFIX:
+            path = self.prefix_rewrite + path[len(self.match_value) :]
+        elif self.prefix_rewrite is not None:
+            path = self.prefix_rewrite + path.lstrip("/") if path != "/" else self.prefix_rewrite
+        elif self.regex_rewrite is not None:
+            pattern, substitution = self.regex_rewrite
+            path = pattern.sub(substitution, path)
+        if not path.startswith("/"):
+            path = "/" + path
+        return path
+
+
+def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
+    """Compile one validated route."""
+    host = route.from_host
+    wildcard_suffix = host[1:] if host.startswith("*.") else None
+    if route.prefix is not None:
+        kind, value = MATCH_PREFIX, route.prefix
+    elif route.path is not None:
+        kind, value = MATCH_PATH, route.path
+    elif route.regex is not None:
+        kind, value = MATCH_REGEX, route.regex
+    else:
+        kind, value = MATCH_ANY, ""
+    response_headers = dict(options.response_headers())
+    lower = {k.lower(): k for k in response_headers}
+    for name, val in route.set_response_headers.items():
+        if name.lower() in lower:
+            del response_headers[lower[name.lower()]]
+        if val != "":
+            response_headers[name] = val
+            lower[name.lower()] = name
+    set_request = _encode_headers(route.set_request_headers)
+    remove = {h.lower().encode("latin-1") for h in route.remove_request_headers}
+    remove.update(k for k, _ in set_request)
+    return Route(
+        index=index,
+        name=route.display_name,
+        options=route,
+        host=host,
+        wildcard_suffix=wildcard_suffix,
+        port=route.from_port,
+        match_kind=kind,
+        match_value=value,
+        match_regex=re.compile(value) if kind == MATCH_REGEX else None,
+        balancer=Balancer.from_route(route) if route.to else None,
+        redirect=route.redirect,
+        response=route.response,
+        prefix_rewrite=route.prefix_rewrite,
+        regex_rewrite=(
+            (re.compile(route.regex_rewrite_pattern), _go_substitution(route.regex_rewrite_substitution or ""))
+            if route.regex_rewrite_pattern
+            else None
+        ),
+        preserve_host=route.preserve_host_header,
+        host_rewrite=route.host_rewrite.encode("latin-1") if route.host_rewrite else None,
+        remove_request_headers=frozenset(remove),
+        set_request_headers=set_request,
+        set_response_headers=_encode_headers(response_headers),
+        timeout_s=route.timeout if route.timeout is not None else options.default_upstream_timeout,
+        idle_timeout_s=route.idle_timeout,
+        allow_websockets=route.allow_websockets,
+        pass_identity_headers=options.route_pass_identity_headers(route),
+    )
+
+
+def _go_substitution(sub: str) -> str:
+    r"""Envoy/RE2 substitutions use ``\1``; Python's ``re.sub`` does too, but also needs
+    ``\g<1>`` when a digit follows. Convert ``\N`` to ``\g<N>`` so both read the same."""
+    return re.sub(r"\\(\d+)", r"\\g<\1>", sub)
+
+
+class Router:
+    """Routes in config order, with a per-Host cache of candidates."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        self._by_host: dict[tuple[str, int | None], tuple[Route, ...]] = {}
+        self.hosts = frozenset(r.host for r in self.routes)
+
+    def candidates(self, host: str, port: int | None) -> tuple[Route, ...]:
+        key = (host, port)
+        found = self._by_host.get(key)
+        if found is None:
+            found = tuple(r for r in self.routes if r.matches_host(host, port))
+            if len(self._by_host) >= HOST_CACHE_SIZE:
+                self._by_host.clear()
+            self._by_host[key] = found
+        return found
+
+    def match(self, host: str, port: int | None, path: str) -> Route | None:
+        """The first route matching ``host`` (lower case, no port) and ``path``, or ``None``."""
+        for route in self.candidates(host, port):
+            if route.matches_path(path):
+                return route
+        return None
+
+    def is_route_host(self, host: str) -> bool:
+        """True when some route's ``from`` covers ``host`` (for redirect checks)."""
+        return bool(self.candidates(host.lower(), None))
+
+
+def split_host(value: bytes | None) -> tuple[str, int | None]:
+    """Split a Host header into (lower-case name, port); ("", None) when absent or bad."""
+    if not value:
+        return "", None
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return "", None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return "", None
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest.startswith(":") and rest[1:].isdigit():
+            return host, int(rest[1:])
+        return (host, None) if not rest else ("", None)
+    host, sep, port = text.partition(":")
+    if sep:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            return "", None
+        return host.rstrip("."), int(port)
+    return host.rstrip("."), None

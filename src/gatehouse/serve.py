@@ -1,0 +1,311 @@
+"""Process lifecycle: bind, run workers, reload the config, drain on SIGTERM.
+
+With one worker, everything runs in this process. With more, the supervisor binds the
+listening socket once and forks workers that all accept on it; a worker that dies is
+replaced, and SIGTERM/SIGINT is passed on so each worker drains its in-flight requests
+(bounded by ``shutdown_timeout``) before the supervisor exits 0.
+
+Each worker polls its config file (:data:`RELOAD_POLL_INTERVAL_S`); a valid change builds a
+new :class:`~gatehouse.proxy.state.ProxyState` and swaps it in for new requests, a broken
+one is logged with every problem and the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config.loader import LoadedConfig, load_file
+from .config.options import Options
+from .errors import ConfigError
+from .http.server import HttpServer
+from .http.tls import CertificatePem, server_context
+from .http.upstream import ConnectionPool
+from .observability.logs import AccessLog, setup_logging
+from .proxy.pipeline import Pipeline
+from .proxy.responses import error_response
+from .proxy.state import ProxyState, build_state
+
+log = logging.getLogger("gatehouse")
+
+#: How often each worker checks the config file for changes, seconds.
+RELOAD_POLL_INTERVAL_S = 1.0
+#: A worker that dies sooner than this after start is restarted only after a pause, seconds.
+WORKER_RESTART_BACKOFF_S = 1.0
+
+StateBuilder = Callable[[LoadedConfig], ProxyState]
+
+
+def _pem_source(value: str, what: str) -> bytes:
+    """A file path, a PEM, or base64 of a PEM (Pomerium accepts all three)."""
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text.encode()
+    path = Path(os.path.expanduser(text))
+    if len(text) < 4096 and path.is_file():
+        return path.read_bytes()
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError([f"{what}: not a readable file, a PEM, or base64 of a PEM"]) from None
+    if b"-----BEGIN" not in decoded:
+        raise ConfigError([f"{what}: base64 value does not hold a PEM"])
+    return decoded
+
+
+def certificate_pairs(options: Options) -> list[CertificatePem]:
+    """Every configured certificate and key, read into memory."""
+    pairs: list[CertificatePem] = []
+    if options.certificate_file and options.certificate_key_file:
+        pairs.append(
+            CertificatePem(
+                _pem_source(options.certificate_file, "certificate_file"),
+                _pem_source(options.certificate_key_file, "certificate_key_file"),
+                "certificate_file",
+            )
+        )
+    if options.certificate and options.certificate_key:
+        pairs.append(
+            CertificatePem(
+                _pem_source(options.certificate, "certificate"),
+                _pem_source(options.certificate_key, "certificate_key"),
+                "certificate",
+            )
+        )
+    for i, pair in enumerate(options.certificates):
+        pairs.append(
+            CertificatePem(
+                _pem_source(pair.cert, f"certificates[{i}].cert"),
+                _pem_source(pair.key, f"certificates[{i}].key"),
+                f"certificates[{i}]",
+            )
+        )
+    return pairs
+
+
+def bind_socket(options: Options) -> socket.socket:
+    """Bind the listening socket (``address``); port 0 picks a free port."""
+    host = options.listen_host
+    port = options.listen_port
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    if host is None:
+        family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))  # noqa: S104
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Worker:
+    """One serving process: server, pipeline, reload watcher."""
+
+    config_path: str | None
+    loaded: LoadedConfig
+    build: StateBuilder = build_state
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self, sock: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        options = self.loaded.options
+        state = self.build(self.loaded)
+        pool = ConnectionPool(loop)
+        access = AccessLog(enabled=options.access_log)
+        pipeline = Pipeline(state, pool, access)
+        server = HttpServer(pipeline, error_response, state.server_settings, loop)
+        ssl_ctx = None if options.insecure_server else server_context(certificate_pairs(options))
+        addresses = await server.listen(None, 0, ssl_context=ssl_ctx, sock=sock)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        scheme = "http" if options.insecure_server else "https"
+        log.info(
+            "listening",
+            extra={"address": f"{addresses[0][0]}:{addresses[0][1]}", "scheme": scheme,
+                   "routes": len(state.router.routes), "config": self.loaded.source},
+        )
+        flusher = loop.create_task(self._flush_access(access))
+        watcher = loop.create_task(self._watch(pipeline, server)) if self.config_path else None
+        await self.stop.wait()
+        log.info("shutting down: draining in-flight requests", extra={"timeout_s": options.shutdown_timeout})
+        pipeline.ready = False
+        cut = await server.shutdown(options.shutdown_timeout)
+        if watcher is not None:
+            watcher.cancel()
+        flusher.cancel()
+        access.flush()
+        pool.close_all()
+        log.info("stopped", extra={"connections_cut": cut})
+        return 0
+
+    async def _flush_access(self, access: AccessLog) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            access.maybe_flush()
+
+    async def _watch(self, pipeline: Pipeline, server: HttpServer) -> None:
+        path = Path(self.config_path or "")
+        last = _stamp(path)
+        digest = self.loaded.digest
+        while True:
+            await asyncio.sleep(RELOAD_POLL_INTERVAL_S)
+            stamp = _stamp(path)
+            if stamp == last:
+                continue
+            last = stamp
+            try:
+                loaded = await asyncio.to_thread(load_file, path)
+                if loaded.digest == digest:
+                    continue
+                state = self.build(loaded)
+            except ConfigError as exc:
+                log.error(
+                    "config reload failed; keeping the running config",
+                    extra={"problems": exc.problems, "config": str(path)},
+                )
+                continue
+            except Exception:
+                log.exception("config reload failed; keeping the running config")
+                continue
+            digest = loaded.digest
+            self.loaded = loaded
+            pipeline.swap_state(state)
+            server.update_settings(state.server_settings)
+            log.info("config reloaded", extra={"config": str(path), "digest": digest[:12],
+                                               "routes": len(state.router.routes)})
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
+def _install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run_worker(config_path: str | None, loaded: LoadedConfig, sock: socket.socket, build: StateBuilder) -> int:
+    _install_loop()
+    worker = Worker(config_path, loaded, build)
+    try:
+        return asyncio.run(worker.serve(sock))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config error: %s", problem)
+        return 1
+
+
+def run(config_path: str | None, loaded: LoadedConfig, build: StateBuilder = build_state) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    options = loaded.options
+    setup_logging(options.log_level)
+    for warning in loaded.warnings:
+        log.warning(warning)
+    try:
+        # Fail before binding/forking when the state cannot be built (bad key, policy...).
+        build(loaded)
+        if not options.insecure_server:
+            server_context(certificate_pairs(options))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config error: %s", problem)
+        return 1
+    try:
+        sock = bind_socket(options)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", options.address, exc.strerror or exc)
+        return 1
+    workers = options.workers or os.cpu_count() or 1
+    if workers == 1:
+        return _run_worker(config_path, loaded, sock, build)
+    return _supervise(config_path, loaded, sock, build, workers)
+
+
+def _supervise(
+    config_path: str | None, loaded: LoadedConfig, sock: socket.socket, build: StateBuilder, count: int
+) -> int:
+    children: dict[int, float] = {}
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = _run_worker(config_path, loaded, sock, build)
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for _ in range(count):
+        spawn()
+    log.info("supervisor started", extra={"workers": count, "pids": list(children)})
+    deadline: float | None = None
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            if stopping and deadline is None:
+                deadline = time.monotonic() + loaded.options.shutdown_timeout + 5
+            if deadline is not None and time.monotonic() > deadline:
+                for child in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, signal.SIGKILL)
+            time.sleep(0.05)
+            continue
+        started = children.pop(pid, time.monotonic())
+        if stopping:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        log.error("worker exited unexpectedly; starting a new one", extra={"pid": pid, "exit": code})
+        if time.monotonic() - started < WORKER_RESTART_BACKOFF_S:
+            time.sleep(WORKER_RESTART_BACKOFF_S)
+        spawn()
+    sock.close()
+    log.info("stopped")
+    return 0
+
+
+def load_or_exit(config_path: str) -> LoadedConfig:
+    """Load a config for ``run``; print every problem and exit 1 when invalid."""
+    try:
+        return load_file(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,157 @@
+"""A per-process cache of session records in front of the store.
+
+The hot path reads sessions from here; the store is asked at most once per ``max_age_s``
+per session (a few seconds), and concurrent misses for one session share one store read.
+Entries are dropped as soon as the store reports an invalidation (sign-out, refresh),
+so revocation is seen within the invalidation latency (in process: immediately; SQLite:
+the poll interval; Redis: pub/sub), not the cache age. Bounded: least recently used
+entries go first.
+
+Negative results ("no such session") are kept only ``negative_max_age_s`` (default
+0.5 s): enough to blunt a burst of requests with a dead cookie, short enough that a
+session created by another process is found quickly.
+
+A read that started before an invalidation may return the old record after it; such a
+result is returned to its caller but never cached (an invalidation counter is compared),
+so a revoked session cannot come back into the cache.
+
+Store down: when the store raises :class:`~gatehouse.errors.ServiceUnavailable`, a
+session that this process confirmed within ``stale_grace_s`` (default 60 s) keeps
+working from the cache, so a short store outage does not sign everyone out; sessions not
+in the cache (and negative entries) are not served stale: the request gets the 503.
+Entries invalidated before the outage are gone and stay gone. The price is that a
+sign-out done on another replica *during* a Redis outage may be honoured here up to
+``stale_grace_s`` late; set it to 0 for strict fail-closed behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..errors import ServiceUnavailable
+from .model import Session
+
+log = logging.getLogger("gatehouse.sessions")
+
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_MAX_AGE_S = 5.0
+DEFAULT_NEGATIVE_MAX_AGE_S = 0.5
+DEFAULT_STALE_GRACE_S = 60.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    session: Session | None
+    fetched_at: float  # monotonic
+
+
+class SessionCache:
+    """LRU cache of ``session id -> Session | None`` with short lifetimes and invalidation."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        negative_max_age_s: float = DEFAULT_NEGATIVE_MAX_AGE_S,
+        stale_grace_s: float = DEFAULT_STALE_GRACE_S,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
+        self._max_entries = max_entries
+        self._max_age_s = max_age_s
+        self._negative_max_age_s = negative_max_age_s
+        self._stale_grace_s = stale_grace_s
+        self._monotonic = monotonic or _loop_time
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Session | None]] = {}
+        self._generation = 0  # bumped by every invalidation
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def invalidate(self, session_id: str | None) -> None:
+        """Drop one session, or everything when ``session_id`` is None (store listener)."""
+        self._generation += 1
+        if session_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(session_id, None)
+
+    def put(self, session: Session) -> None:
+        """Cache a record this process just wrote (created or refreshed)."""
+        self._store(session.id, session, self._monotonic())
+
+    def peek(self, session_id: str) -> Session | None:
+        """The cached record regardless of age (for tests and diagnostics)."""
+        entry = self._entries.get(session_id)
+        return None if entry is None else entry.session
+
+    async def get(
+        self, session_id: str, load: Callable[[str], Awaitable[Session | None]]
+    ) -> Session | None:
+        """The session from cache if fresh, else from ``load`` (the store), shared by
+        concurrent callers.
+
+        Raises:
+            ServiceUnavailable: the store is down and no fresh-enough cached record exists.
+        """
+        now = self._monotonic()
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            limit = self._max_age_s if entry.session is not None else self._negative_max_age_s
+            if now - entry.fetched_at < limit:
+                self._entries.move_to_end(session_id)
+                return entry.session
+        task = self._inflight.get(session_id)
+        if task is None:
+            # One task per miss, awaited through shield: a caller that is cancelled does not
+            # cancel the read for the others waiting on it.
+            task = asyncio.ensure_future(self._load(session_id, load, entry, now, self._generation))
+            self._inflight[session_id] = task
+            task.add_done_callback(lambda t: self._loaded(session_id, t))
+        return await asyncio.shield(task)
+
+    def _loaded(self, session_id: str, task: asyncio.Future[Session | None]) -> None:
+        if self._inflight.get(session_id) is task:
+            del self._inflight[session_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _load(
+        self,
+        session_id: str,
+        load: Callable[[str], Awaitable[Session | None]],
+        entry: _Entry | None,
+        started: float,
+        generation: int,
+    ) -> Session | None:
+        # ``generation`` was read when the miss happened, not when this task first runs.
+        try:
+            session = await load(session_id)
+        except ServiceUnavailable:
+            if (
+                entry is not None
+                and entry.session is not None
+                and started - entry.fetched_at < self._stale_grace_s
+                and session_id in self._entries  # not invalidated meanwhile
+            ):
+                log.warning("session store unavailable: serving a cached session")
+                return entry.session
+            raise
+        if generation == self._generation:
+            self._store(session_id, session, self._monotonic())
+        return session
+
+    def _store(self, session_id: str, session: Session | None, now: float) -> None:
+        self._entries[session_id] = _Entry(session, now)
+        self._entries.move_to_end(session_id)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

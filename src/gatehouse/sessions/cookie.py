@@ -1,0 +1,183 @@
+"""The session cookie codec and the single-use handoff token, both AEAD (AES-256-GCM).
+
+The cookie never holds the session record, only an encrypted, authenticated *handle*::
+
+    cookie = base64url( version(1) || nonce(12) || AES-GCM(key, nonce, plaintext, aad) )
+    plaintext = issued_at (uint64 big-endian, Unix seconds) || session_id (ASCII)
+    aad = "gatehouse-cookie" 0x00 version 0x00 cookie_name 0x00 bound_host
+
+Binding the host and cookie name into the associated data means a cookie lifted from one
+host (or renamed) fails authentication on another; ``issued_at`` lets us refuse cookies
+older than ``cookie_expire`` even if the browser kept them. A 43-character session id gives
+a cookie of about 110 characters whatever the user's groups (those live in the store).
+
+The handoff token (authenticate service → ``/.pomerium/callback/`` on a route host) has the
+same shape with its own key, ``expires_at`` instead of ``issued_at``, and the *target* host
+in its associated data. Its random nonce doubles as the token id that the store consumes
+once (:meth:`gatehouse.sessions.store.SessionStore.consume_once`), so a token works once.
+
+Decoding never raises on bad input: anything malformed, tampered, expired, for another host
+or sealed with another key gives ``None``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+#: Longest encoded value we try to decode (chars); real ones are ~110. Bounds work on junk.
+MAX_ENCODED_CHARS = 1024
+#: Longest session id accepted inside a handle (chars).
+MAX_SESSION_ID_CHARS = 128
+#: Clock skew tolerated between processes/replicas for "issued in the future" (seconds).
+CLOCK_SKEW_S = 60.0
+
+_TIME = struct.Struct(">Q")
+_HEADER = 1 + NONCE_BYTES
+_MIN_RAW = _HEADER + TAG_BYTES + _TIME.size + 1
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case host without port or trailing dot: the unit a browser scopes cookies by."""
+    h = host.strip().lower()
+    if h.startswith("["):  # [v6]:port
+        end = h.find("]")
+        h = h[: end + 1] if end != -1 else h
+    elif h.count(":") == 1:
+        h = h.partition(":")[0]
+    return h.rstrip(".")
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes | None:
+    if not text or len(text) > MAX_ENCODED_CHARS:
+        return None
+    try:
+        raw = text.encode("ascii")
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return None
+
+
+def _valid_session_id(session_id: str) -> bool:
+    return (
+        0 < len(session_id) <= MAX_SESSION_ID_CHARS
+        and session_id.isascii()
+        and (session_id.isprintable())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CookieHandle:
+    """What a valid cookie says: which session, and when the cookie was issued."""
+
+    session_id: str
+    issued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffClaim:
+    """What a valid handoff token says. ``token_id`` is what must be consumed once."""
+
+    session_id: str
+    expires_at: int
+    token_id: str
+
+
+class _Sealer:
+    """AES-GCM with a fixed key and a domain label; the shared part of both codecs."""
+
+    __slots__ = ("_aead", "_label")
+
+    def __init__(self, key: bytes, label: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._label = label
+
+    def _aad(self, *parts: str) -> bytes:
+        return b"\x00".join((self._label, bytes([VERSION]), *(p.encode() for p in parts)))
+
+    def seal(self, when: int, session_id: str, *aad_parts: str) -> str:
+        if not _valid_session_id(session_id):
+            raise ValueError("session id must be 1-128 printable ASCII characters")
+        nonce = os.urandom(NONCE_BYTES)
+        plaintext = _TIME.pack(when) + session_id.encode("ascii")
+        ct = self._aead.encrypt(nonce, plaintext, self._aad(*aad_parts))
+        return _b64e(bytes([VERSION]) + nonce + ct)
+
+    def open(self, value: str, *aad_parts: str) -> tuple[int, str, bytes] | None:
+        raw = _b64d(value)
+        if raw is None or len(raw) < _MIN_RAW or raw[0] != VERSION:
+            return None
+        nonce = raw[1:_HEADER]
+        try:
+            plaintext = self._aead.decrypt(nonce, raw[_HEADER:], self._aad(*aad_parts))
+        except InvalidTag:
+            return None
+        (when,) = _TIME.unpack_from(plaintext)
+        try:
+            session_id = plaintext[_TIME.size :].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if not _valid_session_id(session_id):
+            return None
+        return when, session_id, nonce
+
+
+class CookieCodec:
+    """Encode/decode the session cookie value for ``cookie_name``, valid ``max_age_s``."""
+
+    __slots__ = ("_cookie_name", "_max_age_s", "_sealer")
+
+    def __init__(self, key: bytes, *, cookie_name: str, max_age_s: float) -> None:
+        self._sealer = _Sealer(key, b"gatehouse-cookie")
+        self._cookie_name = cookie_name
+        self._max_age_s = max_age_s
+
+    def encode(self, session_id: str, host: str, now: float) -> str:
+        """The cookie value for ``session_id`` bound to ``host`` (normalized here)."""
+        return self._sealer.seal(int(now), session_id, self._cookie_name, normalize_host(host))
+
+    def decode(self, value: str, host: str, now: float) -> CookieHandle | None:
+        """The handle in ``value`` if authentic, for ``host``, and not older than max age."""
+        opened = self._sealer.open(value, self._cookie_name, normalize_host(host))
+        if opened is None:
+            return None
+        issued_at, session_id, _ = opened
+        if issued_at > now + CLOCK_SKEW_S or now - issued_at >= self._max_age_s:
+            return None
+        return CookieHandle(session_id=session_id, issued_at=issued_at)
+
+
+class HandoffCodec:
+    """Seal/open short-lived handoff tokens (single use is enforced by the caller's store)."""
+
+    __slots__ = ("_sealer",)
+
+    def __init__(self, key: bytes) -> None:
+        self._sealer = _Sealer(key, b"gatehouse-handoff")
+
+    def seal(self, session_id: str, target_host: str, ttl_s: float, now: float) -> str:
+        """A token that ``target_host`` may redeem for ``session_id`` within ``ttl_s``."""
+        return self._sealer.seal(int(now + ttl_s), session_id, normalize_host(target_host))
+
+    def open(self, token: str, host: str, now: float) -> HandoffClaim | None:
+        """The claim in ``token`` if authentic, meant for ``host`` and unexpired."""
+        opened = self._sealer.open(token, normalize_host(host))
+        if opened is None:
+            return None
+        expires_at, session_id, nonce = opened
+        if now >= expires_at:
+            return None
+        return HandoffClaim(session_id=session_id, expires_at=expires_at, token_id=_b64e(nonce))

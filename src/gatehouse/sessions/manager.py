@@ -1,0 +1,413 @@
+"""SessionManager: cookie codec + per-process cache + store, and the session lifecycle.
+
+Theory of operation:
+
+* ``create`` writes a new record (random 256-bit id) and caches it; ``cookie_value``
+  encodes the handle for one host. The cookie's max age and the record's ``expires_at``
+  are both ``cookie_expire`` (absolute lifetime, never extended by a refresh).
+* ``load`` decodes the cookie (``None`` on anything wrong), reads the record through the
+  cache, and refuses it when expired or idle longer than ``session_idle_timeout``. Activity
+  is written to the store at most once per ``touch_interval`` per session, in the
+  background, so the hot path stays off the store.
+* ``refresh_if_needed`` refreshes the IdP tokens shortly before they expire, once per
+  session: concurrent callers in this process share one attempt, and across processes
+  the store lease ``refresh:{id}`` picks one refresher while the others poll the store
+  for its result. A failed refresh revokes the session.
+* ``revoke`` deletes the record; the store publishes the invalidation to every cache.
+* ``issue_handoff``/``redeem_handoff`` move a session from the authenticate host to a
+  route host in a short-lived, single-use, encrypted token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..config import Options
+from ..errors import ConfigError, ServiceUnavailable
+from .cache import SessionCache
+from .cookie import CookieCodec, HandoffCodec, normalize_host
+from .keys import SessionKeys, decode_secret, load_or_create_secret
+from .memory import MemoryStore
+from .model import Session
+from .serialize import RecordCodec
+from .store import SessionStore
+
+log = logging.getLogger("gatehouse.sessions")
+
+Refresher = Callable[[Session], Awaitable[Session]]
+
+#: Refresh this long before the IdP's tokens expire (seconds).
+DEFAULT_REFRESH_SKEW_S = 60.0
+#: Lease on a session's refresh; longer than any sane token request (seconds).
+REFRESH_LOCK_TTL_S = 30.0
+#: How long a process that lost the refresh race waits for the winner's result (seconds).
+REFRESH_WAIT_S = 10.0
+REFRESH_POLL_S = 0.05
+#: Lifetime of a handoff token (authenticate host -> route host), seconds.
+HANDOFF_TTL_S = 60.0
+#: File holding a generated cookie secret when none is configured (embedded default).
+GENERATED_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name
+SQLITE_FILE = "sessions.sqlite3"
+
+
+class SessionManager:
+    """The one object the request pipeline and the authenticate flow use for sessions."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        keys: SessionKeys,
+        cookie_name: str = "_gatehouse",
+        cookie_expire_s: float = 14 * 3600.0,
+        idle_timeout_s: float = 0.0,
+        cookie_domain: str | None = None,
+        cache: SessionCache | None = None,
+        refresh_skew_s: float = DEFAULT_REFRESH_SKEW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.cookie_name = cookie_name
+        self.cookie_expire_s = cookie_expire_s
+        self.idle_timeout_s = idle_timeout_s
+        self._cookie_domain = normalize_host(cookie_domain) if cookie_domain else None
+        self._codec = CookieCodec(keys.cookie, cookie_name=cookie_name, max_age_s=cookie_expire_s)
+        self._handoff = HandoffCodec(keys.handoff)
+        self.cache = cache if cache is not None else SessionCache()  # empty cache is falsy
+        self._refresh_skew_s = refresh_skew_s
+        self._clock = clock
+        # Write activity at most this often: a small fraction of the idle timeout.
+        self._touch_interval_s = min(60.0, idle_timeout_s / 10) if idle_timeout_s > 0 else 0.0
+        self._refreshing: dict[str, asyncio.Task[Session | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._touched: dict[str, float] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe the cache to store invalidations and start the store's background work.
+
+        Raises:
+            ServiceUnavailable: the store cannot be reached.
+        """
+        self.store.add_invalidation_listener(self.cache.invalidate)
+        await self.store.start()
+
+    async def close(self) -> None:
+        self.store.remove_invalidation_listener(self.cache.invalidate)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.close()
+
+    # -- cookies ----------------------------------------------------------------------------
+    def cookie_value(self, session: Session | str, host: str, now: float | None = None) -> str:
+        """The cookie value carrying ``session``'s handle for requests to ``host``."""
+        session_id = session if isinstance(session, str) else session.id
+        return self._codec.encode(session_id, self._binding(host), self._now(now))
+
+    def cookie_max_age(self, session: Session, now: float | None = None) -> int:
+        """Seconds until ``session`` expires, for the cookie's ``Max-Age``."""
+        return max(0, math.floor(session.expires_at - self._now(now)))
+
+    def _binding(self, host: str) -> str:
+        # With cookie_domain the browser sends one cookie to every host under it, so the
+        # handle is bound to that domain; otherwise to the exact host.
+        h = normalize_host(host)
+        d = self._cookie_domain
+        if d and (h == d.lstrip(".") or h.endswith("." + d.lstrip("."))):
+            return d
+        return h
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        user_id: str,
+        email: str = "",
+        name: str = "",
+        groups: Sequence[str] = (),
+        claims: Mapping[str, Any] | None = None,
+        id_token: str = "",
+        access_token: str = "",
+        refresh_token: str = "",
+        tokens_expire_at: float = 0.0,
+        now: float | None = None,
+    ) -> Session:
+        """Store a new session (expires ``cookie_expire`` from now) and cache it.
+
+        Raises:
+            ServiceUnavailable: the store is down.
+        """
+        t = self._now(now)
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            user_id=user_id,
+            email=email,
+            name=name,
+            groups=tuple(groups),
+            claims=MappingProxyType(dict(claims or {})),
+            issued_at=t,
+            expires_at=t + self.cookie_expire_s,
+            last_refresh_at=t,
+            last_seen_at=t,
+            tokens_expire_at=tokens_expire_at,
+            id_token=id_token,
+            access_token=access_token,
+            refresh_token=refresh_token,
+        )
+        await self.store.put(session)
+        self.cache.put(session)
+        return session
+
+    async def load(self, cookie_value: str, host: str, now: float | None = None) -> Session | None:
+        """The live session the cookie refers to, or ``None`` (bad cookie, gone, expired, idle).
+
+        Raises:
+            ServiceUnavailable: the store is down and the session is not cached.
+        """
+        t = self._now(now)
+        handle = self._codec.decode(cookie_value, self._binding(host), t)
+        if handle is None:
+            return None
+        return await self.get(handle.session_id, t)
+
+    async def get(self, session_id: str, now: float | None = None) -> Session | None:
+        """The live session with this id (no cookie involved), or ``None``."""
+        t = self._now(now)
+        session = await self.cache.get(session_id, self.store.get)
+        if session is None or session.is_expired(t):
+            return None
+        if self.idle_timeout_s > 0:
+            last = max(session.last_seen_at, session.issued_at, self._touched.get(session_id, 0.0))
+            if t - last > self.idle_timeout_s:
+                return None
+            if t - last >= self._touch_interval_s:
+                self._touch(session_id, t)
+        return session
+
+    def _touch(self, session_id: str, at: float) -> None:
+        self._touched[session_id] = at
+        if len(self._touched) > 2 * self.cache_size_hint:
+            self._touched.clear()  # bounded; worst case a few extra touches
+        self._spawn(self._touch_store(session_id, at))
+
+    @property
+    def cache_size_hint(self) -> int:
+        return max(1024, len(self.cache))
+
+    async def _touch_store(self, session_id: str, at: float) -> None:
+        try:
+            await self.store.touch(session_id, at)
+        except ServiceUnavailable as exc:
+            log.warning("could not record session activity: %s", exc)
+
+    async def revoke(self, session_id: str) -> None:
+        """End the session everywhere: delete it and invalidate every process's cache.
+
+        Raises:
+            ServiceUnavailable: the store is down (the session may still be alive).
+        """
+        self.cache.invalidate(session_id)
+        await self.store.delete(session_id)
+
+    # -- refresh ----------------------------------------------------------------------------
+    def needs_refresh(self, session: Session, now: float | None = None) -> bool:
+        """Whether the IdP tokens expire within the refresh skew and can be refreshed."""
+        return bool(
+            session.refresh_token
+            and session.tokens_expire_at > 0
+            and self._now(now) >= session.tokens_expire_at - self._refresh_skew_s
+        )
+
+    async def refresh_if_needed(
+        self, session: Session, refresher: Refresher, now: float | None = None
+    ) -> Session | None:
+        """Return ``session`` with fresh tokens, refreshing once across all racers.
+
+        ``refresher(session)`` talks to the IdP and returns the session with new tokens and
+        ``tokens_expire_at`` (same id); it raises on failure. Only one call happens per
+        session however many requests or processes race. A failed refresh revokes the
+        session and returns ``None``; so does a session revoked meanwhile.
+
+        Raises:
+            ServiceUnavailable: the store is down.
+        """
+        t = self._now(now)
+        if not self.needs_refresh(session, t):
+            return session
+        task = self._refreshing.get(session.id)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(session, refresher, t))
+            self._refreshing[session.id] = task
+            task.add_done_callback(lambda _t: self._refreshing.pop(session.id, None))
+        return await asyncio.shield(task)
+
+    async def _refresh(self, session: Session, refresher: Refresher, now: float) -> Session | None:
+        lock = f"refresh:{session.id}"
+        token = await self.store.acquire_lock(lock, REFRESH_LOCK_TTL_S)
+        if token is None:
+            return await self._await_other_refresher(session)
+        try:
+            # Another process may have refreshed between our cache read and the lease.
+            current = await self.store.get(session.id)
+            if current is None or current.is_expired(now):
+                self.cache.invalidate(session.id)
+                return None
+            if not self.needs_refresh(current, now):
+                self.cache.put(current)
+                return current
+            try:
+                fresh = await refresher(current)
+            except ServiceUnavailable:
+                raise
+            except Exception as exc:
+                log.info("session refresh failed, ending session: %s", type(exc).__name__)
+                await self.revoke(session.id)
+                return None
+            fresh = replace(
+                fresh,
+                id=current.id,
+                issued_at=current.issued_at,
+                expires_at=current.expires_at,
+                last_refresh_at=self._clock(),
+            )
+            if not await self.store.replace(fresh):
+                return None  # revoked while we refreshed: do not resurrect it
+            self.cache.put(fresh)
+            return fresh
+        finally:
+            try:
+                await self.store.release_lock(lock, token)
+            except ServiceUnavailable as exc:
+                log.warning("could not release refresh lease (it will expire): %s", exc)
+
+    async def _await_other_refresher(self, old: Session) -> Session | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REFRESH_WAIT_S
+        while loop.time() < deadline:
+            await asyncio.sleep(REFRESH_POLL_S)
+            current = await self.store.get(old.id)
+            if current is None:
+                self.cache.invalidate(old.id)
+                return None
+            if current.last_refresh_at != old.last_refresh_at or not self.needs_refresh(current):
+                self.cache.put(current)
+                return current
+        # The winner is slow; keep the session we have and let a later request retry.
+        return old
+
+    # -- handoff to a route host ------------------------------------------------------------
+    def issue_handoff(
+        self,
+        session_id: str,
+        target_host: str,
+        ttl_s: float = HANDOFF_TTL_S,
+        now: float | None = None,
+    ) -> str:
+        """A token that ``target_host``'s ``/.pomerium/callback/`` may redeem once."""
+        return self._handoff.seal(session_id, target_host, ttl_s, self._now(now))
+
+    async def redeem_handoff(
+        self, token: str, host: str, now: float | None = None
+    ) -> Session | None:
+        """The live session in ``token`` if it is authentic, for ``host``, unexpired and
+        unused; ``None`` otherwise (including the second use).
+
+        Raises:
+            ServiceUnavailable: the store is down.
+        """
+        t = self._now(now)
+        claim = self._handoff.open(token, host, t)
+        if claim is None:
+            return None
+        if not await self.store.consume_once(f"handoff:{claim.token_id}", claim.expires_at - t + 1):
+            return None
+        return await self.get(claim.session_id, t)
+
+    async def consume_once(self, key: str, ttl_s: float) -> bool:
+        """First-use-wins for any key (OIDC ``state``, authorization codes)."""
+        return await self.store.consume_once(key, ttl_s)
+
+    # -- internals --------------------------------------------------------------------------
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def session_keys_from_options(options: Options) -> SessionKeys:
+    """Derive the session keys from ``cookie_secret``/``cookie_secret_file``.
+
+    Without either, the embedded stores use a secret generated once into ``data_dir``
+    (so restarts and sibling workers agree); the Redis store requires a configured one,
+    since replicas on other machines must share it.
+
+    Raises:
+        ConfigError: malformed secret, or Redis without one.
+    """
+    if options.cookie_secret:
+        return SessionKeys.from_secret(decode_secret(options.cookie_secret))
+    if options.cookie_secret_file:
+        try:
+            text = Path(options.cookie_secret_file).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError([f"cookie_secret_file: cannot read ({exc.strerror})"]) from exc
+        return SessionKeys.from_secret(decode_secret(text, name="cookie_secret_file"))
+    if options.databroker_storage_type == "redis":
+        raise ConfigError(["cookie_secret is required with databroker_storage_type: redis"])
+    if options.databroker_storage_type == "memory":
+        return SessionKeys.from_secret(secrets.token_bytes(32))
+    path = Path(options.data_dir).expanduser() / GENERATED_SECRET_FILE
+    return SessionKeys.from_secret(load_or_create_secret(path))
+
+
+def build_session_manager(
+    options: Options, *, clock: Callable[[], float] = time.time
+) -> SessionManager:
+    """A :class:`SessionManager` with the store ``databroker_storage_type`` names.
+
+    Call ``await manager.start()`` inside the event loop before use, ``close()`` at exit.
+
+    Raises:
+        ConfigError: bad secret or storage settings.
+    """
+    keys = session_keys_from_options(options)
+    records = RecordCodec(keys.tokens)
+    store: SessionStore
+    kind = options.databroker_storage_type
+    if kind == "memory":
+        store = MemoryStore(records, clock=clock)
+    elif kind == "sqlite":
+        from .sqlite import SQLiteStore
+
+        store = SQLiteStore(Path(options.data_dir).expanduser() / SQLITE_FILE, records, clock=clock)
+    else:
+        url = options.databroker_storage_connection_string or ""
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                ["databroker_storage_connection_string: expected redis://, rediss:// or unix://"]
+            )
+        from .redis import RedisStore
+
+        store = RedisStore(url, records)
+    return SessionManager(
+        store=store,
+        keys=keys,
+        cookie_name=options.cookie_name,
+        cookie_expire_s=options.cookie_expire,
+        idle_timeout_s=options.session_idle_timeout,
+        cookie_domain=options.cookie_domain,
+        clock=clock,
+    )

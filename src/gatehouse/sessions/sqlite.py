@@ -1,0 +1,309 @@
+"""The embedded default session store: one SQLite file in ``data_dir``.
+
+Safe for several worker processes on one machine: WAL journal (readers never block the
+writer), a busy timeout instead of immediate ``SQLITE_BUSY``, and every check-and-set done
+in one statement or one ``BEGIN IMMEDIATE`` transaction. The event loop never blocks:
+each store owns one connection used only from its own single worker thread.
+
+Invalidation: every delete/replace appends a row to ``changes`` (an AUTOINCREMENT
+counter); each process polls for rows past the last one it saw (``poll_interval_s``,
+default 0.5 s) and notifies its listeners. Old rows are pruned after
+``CHANGE_RETENTION_S``; a process that could not poll for longer than half that tells
+its listeners to drop everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import ServiceUnavailable
+from .model import Session
+from .serialize import RecordCodec
+from .store import SessionStore
+
+log = logging.getLogger("gatehouse.sessions")
+
+T = TypeVar("T")
+
+#: How long change rows are kept for other processes to see (seconds).
+CHANGE_RETENTION_S = 300.0
+#: How often expired rows are swept (seconds).
+SWEEP_INTERVAL_S = 60.0
+#: How long a statement waits for another process's write lock before failing (ms).
+BUSY_TIMEOUT_MS = 5000
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions(
+    id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS once_keys(key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS locks(
+    name TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, at REAL NOT NULL);
+"""
+
+
+class SQLiteStore(SessionStore):
+    """A :class:`SessionStore` in a SQLite file shared by the processes of one machine."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        records: RecordCodec,
+        *,
+        poll_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(records)
+        self._path = Path(path)
+        self._poll_interval_s = poll_interval_s
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-sqlite")
+        self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        self._last_seq = 0
+        self._poller: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            try:
+                self._init_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    @staticmethod
+    def _init_schema(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Switching to WAL needs an exclusive lock and SQLite does not call the busy
+        # handler for it, so workers starting together retry here. WAL persists in the file.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # on the store's own thread, never the event loop
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise ServiceUnavailable("session store is closed")
+
+        def call() -> T:
+            return fn(self._connect())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            raise ServiceUnavailable(f"sqlite session store: {exc}") from exc
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        def init(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+            return int(row[0])
+
+        self._last_seq = await self._run(init)
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll_loop(), name="gatehouse-sqlite-poll")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if not self._closed:
+            self._closed = True
+
+            def shut() -> None:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+            await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+            self._executor.shutdown(wait=False)
+
+    # -- records ----------------------------------------------------------------------------
+    async def get(self, session_id: str) -> Session | None:
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> tuple[str, float] | None:
+            row = conn.execute(
+                "SELECT record, last_seen_at FROM sessions WHERE id=? AND expires_at>?",
+                (session_id, now),
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        row = await self._run(q)
+        return None if row is None else self._decode(row[0], row[1])
+
+    async def put(self, session: Session) -> None:
+        text = self._records.dumps(session)
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sessions(id, record, expires_at, last_seen_at) VALUES(?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET record=excluded.record, "
+                "expires_at=excluded.expires_at",
+                (session.id, text, session.expires_at, session.last_seen_at),
+            )
+
+        await self._run(q)
+
+    async def replace(self, session: Session) -> bool:
+        text = self._records.dumps(session)
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> bool:
+            def body(c: sqlite3.Connection) -> bool:
+                cur = c.execute(
+                    "UPDATE sessions SET record=?, expires_at=? WHERE id=? AND expires_at>?",
+                    (text, session.expires_at, session.id, now),
+                )
+                if cur.rowcount != 1:
+                    return False
+                c.execute("INSERT INTO changes(session_id, at) VALUES(?,?)", (session.id, now))
+                return True
+
+            return self._transaction(conn, body)
+
+        written = await self._run(q)
+        if written:
+            self._notify(session.id)
+        return written
+
+    async def delete(self, session_id: str) -> None:
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> None:
+            def body(c: sqlite3.Connection) -> None:
+                c.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+                c.execute("INSERT INTO changes(session_id, at) VALUES(?,?)", (session_id, now))
+
+            self._transaction(conn, body)
+
+        await self._run(q)
+        self._notify(session_id)
+
+    async def touch(self, session_id: str, at: float) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sessions SET last_seen_at=MAX(last_seen_at, ?) WHERE id=?",
+                (at, session_id),
+            )
+
+        await self._run(q)
+
+    # -- coordination ---------------------------------------------------------------------
+    async def consume_once(self, key: str, ttl_s: float) -> bool:
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> bool:
+            # One statement: insert, or take over only a row that has expired.
+            cur = conn.execute(
+                "INSERT INTO once_keys(key, expires_at) VALUES(?,?) ON CONFLICT(key) DO UPDATE "
+                "SET expires_at=excluded.expires_at WHERE once_keys.expires_at<=?",
+                (key, now + ttl_s, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(q)
+
+    async def acquire_lock(self, name: str, ttl_s: float) -> str | None:
+        now = self._clock()
+        token = secrets.token_urlsafe(16)
+
+        def q(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO locks(name, token, expires_at) VALUES(?,?,?) ON CONFLICT(name) "
+                "DO UPDATE SET token=excluded.token, expires_at=excluded.expires_at "
+                "WHERE locks.expires_at<=?",
+                (name, token, now + ttl_s, now),
+            )
+            return cur.rowcount == 1
+
+        return token if await self._run(q) else None
+
+    async def release_lock(self, name: str, token: str) -> None:
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM locks WHERE name=? AND token=?", (name, token))
+
+        await self._run(q)
+
+    # -- invalidation polling -------------------------------------------------------------
+    async def poll_changes(self) -> None:
+        """Deliver changes made by any process since the last poll (also run by the loop)."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = conn.execute(
+                "SELECT seq, session_id FROM changes WHERE seq>? ORDER BY seq", (self._last_seq,)
+            ).fetchall()
+            return [(int(r[0]), str(r[1])) for r in rows]
+
+        for seq, session_id in await self._run(q):
+            self._last_seq = max(self._last_seq, seq)
+            self._notify(session_id)
+
+    async def sweep(self) -> None:
+        """Delete expired sessions, one-shot keys, leases and old change rows."""
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sessions WHERE expires_at<=?", (now,))
+            conn.execute("DELETE FROM once_keys WHERE expires_at<=?", (now,))
+            conn.execute("DELETE FROM locks WHERE expires_at<=?", (now,))
+            conn.execute("DELETE FROM changes WHERE at<?", (now - CHANGE_RETENTION_S,))
+
+        await self._run(q)
+
+    async def _poll_loop(self) -> None:
+        last_ok = time.monotonic()
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(self._poll_interval_s)
+            try:
+                await self.poll_changes()
+                now = time.monotonic()
+                if now - last_ok > CHANGE_RETENTION_S / 2:
+                    self._notify(None)  # rows we never saw may have been pruned
+                last_ok = now
+                if now - last_sweep > SWEEP_INTERVAL_S:
+                    last_sweep = now
+                    await self.sweep()
+            except ServiceUnavailable as exc:
+                log.warning("session invalidation poll failed: %s", exc)

@@ -1,0 +1,104 @@
+"""The session store interface shared by ``memory``, ``sqlite`` and ``redis``.
+
+A store keeps session records (tokens encrypted at rest by :class:`RecordCodec`), a
+"last seen" time per session kept apart from the record, one-shot keys
+(:meth:`SessionStore.consume_once`: handoff tokens, OIDC ``state``, authorization codes)
+and short leases (:meth:`SessionStore.acquire_lock`: one refresher per session across
+processes). It also tells listeners which sessions changed, so per-process caches can drop
+them: in process (memory), by polling a change counter (SQLite), or by pub/sub (Redis).
+
+Every failure of the backing service is raised as :class:`gatehouse.errors.ServiceUnavailable`
+(``from`` the original), never as the driver's own exception.
+
+Invalidation listeners are called with a session id, or with ``None`` meaning "drop
+everything": sent when the store cannot be sure it saw every change (e.g. after the Redis
+subscription reconnects).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable
+
+from .model import Session
+from .serialize import CorruptRecord, RecordCodec
+
+log = logging.getLogger("gatehouse.sessions")
+
+InvalidationListener = Callable[[str | None], None]
+
+
+class SessionStore(abc.ABC):
+    """Async session storage; see the module docstring for the contract."""
+
+    def __init__(self, records: RecordCodec) -> None:
+        self._records = records
+        self._listeners: list[InvalidationListener] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections and start delivering invalidations."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work and release connections."""
+
+    # -- records ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, session_id: str) -> Session | None:
+        """The record, with ``last_seen_at`` filled in, or ``None`` if absent or expired."""
+
+    @abc.abstractmethod
+    async def put(self, session: Session) -> None:
+        """Create or overwrite a record; it expires at ``session.expires_at``."""
+
+    @abc.abstractmethod
+    async def replace(self, session: Session) -> bool:
+        """Overwrite only if the record still exists (so a refresh cannot resurrect a
+        revoked session). Publishes an invalidation. Returns whether it was written."""
+
+    @abc.abstractmethod
+    async def delete(self, session_id: str) -> None:
+        """Delete the record and publish an invalidation for it."""
+
+    @abc.abstractmethod
+    async def touch(self, session_id: str, at: float) -> None:
+        """Record activity at ``at`` (for the idle timeout), without rewriting the record."""
+
+    # -- coordination ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def consume_once(self, key: str, ttl_s: float) -> bool:
+        """Atomically mark ``key`` used for ``ttl_s``; ``True`` only for the first caller."""
+
+    @abc.abstractmethod
+    async def acquire_lock(self, name: str, ttl_s: float) -> str | None:
+        """Take the lease ``name`` for ``ttl_s``; a token to release it, or ``None`` if held."""
+
+    @abc.abstractmethod
+    async def release_lock(self, name: str, token: str) -> None:
+        """Release ``name`` if ``token`` still holds it (an expired lease may be someone else's)."""
+
+    # -- invalidation -------------------------------------------------------------------
+    def add_invalidation_listener(self, listener: InvalidationListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_invalidation_listener(self, listener: InvalidationListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, session_id: str | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(session_id)
+            except Exception:  # a broken listener must not stop delivery to the others
+                log.exception("session invalidation listener failed")
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def _decode(self, text: str | bytes, last_seen_at: float) -> Session | None:
+        try:
+            return self._records.loads(text, last_seen_at=last_seen_at)
+        except CorruptRecord as exc:
+            # Fail closed: an unreadable record (e.g. written with another cookie_secret)
+            # is no session at all.
+            log.warning("unreadable session record ignored: %s", exc)
+            return None

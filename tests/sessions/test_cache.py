@@ -1,0 +1,111 @@
+"""The per-process session cache: bounds, ages, single flight, invalidation races."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gatehouse.errors import ServiceUnavailable
+from gatehouse.sessions.cache import SessionCache
+from gatehouse.sessions.model import Session
+
+pytestmark = pytest.mark.anyio
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.result: dict[str, Session | None] = {}
+
+    async def __call__(self, session_id: str) -> Session | None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.result.get(session_id)
+
+
+def sess(sid: str) -> Session:
+    return Session(id=sid, user_id="u", expires_at=1e12)
+
+
+async def test_max_age_and_negative_age() -> None:
+    t = [0.0]
+    cache = SessionCache(max_age_s=5, negative_max_age_s=0.5, monotonic=lambda: t[0])
+    load = Loader()
+    load.result["a"] = sess("a")
+    assert await cache.get("a", load) == sess("a")
+    assert await cache.get("missing", load) is None
+    assert load.calls == 2
+    t[0] = 0.4
+    await cache.get("a", load)
+    await cache.get("missing", load)
+    assert load.calls == 2
+    t[0] = 1.0  # negative entry stale, positive still fresh
+    await cache.get("a", load)
+    await cache.get("missing", load)
+    assert load.calls == 3
+    t[0] = 6.0
+    await cache.get("a", load)
+    assert load.calls == 4
+
+
+async def test_lru_bound() -> None:
+    cache = SessionCache(max_entries=3)
+    load = Loader()
+    for sid in "abcd":
+        load.result[sid] = sess(sid)
+        await cache.get(sid, load)
+    assert len(cache) == 3
+    assert cache.peek("a") is None and cache.peek("d") is not None
+
+
+async def test_single_flight_and_cancellation() -> None:
+    cache = SessionCache()
+    load = Loader()
+    load.result["a"] = sess("a")
+    load.gate = asyncio.Event()
+    tasks = [asyncio.create_task(cache.get("a", load)) for _ in range(20)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()  # one impatient request does not cancel the read for the others
+    load.gate.set()
+    results = await asyncio.gather(*tasks[1:])
+    assert load.calls == 1
+    assert all(r == sess("a") for r in results)
+
+
+async def test_read_racing_an_invalidation_is_not_cached() -> None:
+    cache = SessionCache()
+    load = Loader()
+    load.result["a"] = sess("a")  # the store's answer from before the sign-out
+    load.gate = asyncio.Event()
+    reader = asyncio.create_task(cache.get("a", load))
+    await asyncio.sleep(0)
+    cache.invalidate("a")  # sign-out arrives while the read is in flight
+    load.gate.set()
+    assert await reader == sess("a")
+    assert cache.peek("a") is None  # ... but the stale answer is not kept
+
+
+async def test_invalidate_all() -> None:
+    cache = SessionCache()
+    for sid in "abc":
+        cache.put(sess(sid))
+    cache.invalidate(None)
+    assert len(cache) == 0
+
+
+async def test_store_error_without_cache_propagates() -> None:
+    cache = SessionCache(stale_grace_s=60)
+
+    async def down(session_id: str) -> Session | None:
+        raise ServiceUnavailable("down")
+
+    with pytest.raises(ServiceUnavailable):
+        await cache.get("a", down)
+    # concurrent waiters all see the error
+    results = await asyncio.gather(
+        *(cache.get("a", down) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, ServiceUnavailable) for r in results)
