@@ -45,7 +45,7 @@ def _ensure_installed() -> None:
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is not installed")
-    subprocess.run(  # noqa: S603 - fixed arguments
+    subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=PROVIDER_DIR,
         check=True,
@@ -69,7 +69,7 @@ def run_provider(**env: str) -> Iterator[ProviderProcess]:
         "NODE_ENV": "test",
         **env,
     }
-    proc = subprocess.Popen(  # noqa: S603 - fixed arguments
+    proc = subprocess.Popen(
         [node, "server.js"],
         cwd=PROVIDER_DIR,
         env=full_env,
@@ -112,7 +112,10 @@ def _wait_ready(issuer: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            if httpx.get(issuer + "/.well-known/openid-configuration", timeout=2).status_code == 200:
+            if (
+                httpx.get(issuer + "/.well-known/openid-configuration", timeout=2).status_code
+                == 200
+            ):
                 return
         except httpx.HTTPError:
             pass
@@ -146,7 +149,7 @@ def make_rp(
         client_secret=CLIENT_SECRET,
         redirect_uri=REDIRECT_URI,
         scopes=scopes or ("openid", "profile", "email", "groups", "offline_access"),
-        request_params={"login_hint": "alice"},
+        request_params={"login_hint": "alice", "prompt": "consent"},
         quirks=quirks_for(provider),
     )
     return RelyingParty(config, Discovery(issuer, quirks_for(provider), http), http)

@@ -35,7 +35,12 @@ FRI_1030_UTC = datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
 
 
 def req(**kw: Any) -> PolicyInput:
-    base: dict[str, Any] = {"method": "GET", "path": "/", "source_ip": "10.1.2.3", "now": FRI_1030_UTC}
+    base: dict[str, Any] = {
+        "method": "GET",
+        "path": "/",
+        "source_ip": "10.1.2.3",
+        "now": FRI_1030_UTC,
+    }
     base.update(kw)
     return PolicyInput(**base)
 
@@ -119,7 +124,12 @@ CASES: list[tuple[str, Any, PolicyInput, tuple[bool, str]]] = [
         req(method="OPTIONS", origin="https://a", access_control_request_method="POST"),
         (True, "cors-request"),
     ),
-    ("cors_preflight", True, req(method="OPTIONS", origin="https://a"), (False, "non-cors-request")),
+    (
+        "cors_preflight",
+        True,
+        req(method="OPTIONS", origin="https://a"),
+        (False, "non-cors-request"),
+    ),
     (
         "cors_preflight",
         True,
@@ -131,23 +141,63 @@ CASES: list[tuple[str, Any, PolicyInput, tuple[bool, str]]] = [
     ("date", {"before": "2026-01-01"}, req(), (False, "date-unauthorized")),
     ("date", {"after": datetime(2026, 11, 27, 10, 30)}, req(), (True, "date-ok")),  # inclusive
     ("date", {"before": "2026-11-27T10:30:00+00:00"}, req(), (False, "date-unauthorized")),
-    ("date", {"after": "2026-11-27T11:00:00+01:00"}, req(now=FRI_1030_UTC.timestamp()), (True, "date-ok")),
+    (
+        "date",
+        {"after": "2026-11-27T11:00:00+01:00"},
+        req(now=FRI_1030_UTC.timestamp()),
+        (True, "date-ok"),
+    ),
     # day_of_week
     ("day_of_week", "mon-fri", req(), (True, "day-of-week-ok")),
     ("day_of_week", "sat,sun", req(), (False, "day-of-week-unauthorized")),
     ("day_of_week", "friday", req(), (True, "day-of-week-ok")),
     ("day_of_week", "fri-mon", req(), (True, "day-of-week-ok")),
     ("day_of_week", "*", req(), (True, "day-of-week-ok")),
-    # 10:30 UTC Friday is 23:30 Friday in Pacific/Auckland (UTC+13); 00:30 Sat in Kiritimati (UTC+14)
-    ("day_of_week", {"days": "sat", "timezone": "Pacific/Kiritimati"}, req(), (True, "day-of-week-ok")),
+    # 10:30 UTC Friday is 23:30 Friday in Pacific/Auckland (UTC+13); 00:30 Sat in Kiritimati (UTC+14)  # noqa: E501
+    (
+        "day_of_week",
+        {"days": "sat", "timezone": "Pacific/Kiritimati"},
+        req(),
+        (True, "day-of-week-ok"),
+    ),
     # time_of_day
-    ("time_of_day", {"timezone": "UTC", "after": "9:00", "before": "17:00"}, req(), (True, "time-of-day-ok")),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "after": "9:00", "before": "17:00"},
+        req(),
+        (True, "time-of-day-ok"),
+    ),
     ("time_of_day", {"timezone": "UTC", "after": "10:30"}, req(), (True, "time-of-day-ok")),
-    ("time_of_day", {"timezone": "UTC", "before": "10:30"}, req(), (False, "time-of-day-unauthorized")),
-    ("time_of_day", {"timezone": "UTC", "after": "2:20:00", "before": "4:30PM"}, req(), (True, "time-of-day-ok")),
-    ("time_of_day", {"timezone": "America/New_York", "after": "9 AM"}, req(), (False, "time-of-day-unauthorized")),
-    ("time_of_day", {"timezone": "Europe/Paris", "after": "11:00", "before": "11:31"}, req(), (True, "time-of-day-ok")),
-    ("time_of_day", {"timezone": "UTC", "after": "22:00", "before": "06:00"}, req(), (False, "time-of-day-unauthorized")),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "before": "10:30"},
+        req(),
+        (False, "time-of-day-unauthorized"),
+    ),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "after": "2:20:00", "before": "4:30PM"},
+        req(),
+        (True, "time-of-day-ok"),
+    ),
+    (
+        "time_of_day",
+        {"timezone": "America/New_York", "after": "9 AM"},
+        req(),
+        (False, "time-of-day-unauthorized"),
+    ),
+    (
+        "time_of_day",
+        {"timezone": "Europe/Paris", "after": "11:00", "before": "11:31"},
+        req(),
+        (True, "time-of-day-ok"),
+    ),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "after": "22:00", "before": "06:00"},
+        req(),
+        (False, "time-of-day-unauthorized"),
+    ),
     (
         "time_of_day",
         {"timezone": "UTC", "after": "22:00", "before": "11:00"},
@@ -155,8 +205,18 @@ CASES: list[tuple[str, Any, PolicyInput, tuple[bool, str]]] = [
         (True, "time-of-day-ok"),
     ),
     ("time_of_day", {"timezone": "UTC", "after": "10:29:59.5"}, req(), (True, "time-of-day-ok")),
-    ("time_of_day", {"timezone": "UTC", "after": "12 PM"}, req(), (False, "time-of-day-unauthorized")),
-    ("time_of_day", {"timezone": "UTC", "before": "12AM"}, req(), (False, "time-of-day-unauthorized")),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "after": "12 PM"},
+        req(),
+        (False, "time-of-day-unauthorized"),
+    ),
+    (
+        "time_of_day",
+        {"timezone": "UTC", "before": "12AM"},
+        req(),
+        (False, "time-of-day-unauthorized"),
+    ),
 ]
 
 

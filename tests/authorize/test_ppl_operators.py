@@ -34,7 +34,11 @@ def ref_criterion(crit: dict[str, Any], inp: PolicyInput) -> tuple[bool, str]:
     if name == "reject":
         return False, "reject"
     if name == "http_method":
-        return (True, "http-method-ok") if inp.method == "POST" else (False, "http-method-unauthorized")
+        return (
+            (True, "http-method-ok")
+            if inp.method == "POST"
+            else (False, "http-method-unauthorized")
+        )
     if name == "http_path":
         ok = inp.path.startswith("/admin")
         return (True, "http-path-ok") if ok else (False, "http-path-unauthorized")
@@ -77,12 +81,16 @@ def ref_clauses(policy: list[dict[str, Any]], inp: PolicyInput) -> list[tuple[st
 
 def ref_outcome(policy: list[dict[str, Any]], inp: PolicyInput) -> Outcome:
     clauses = ref_clauses(policy, inp)
-    allow = merge_or([(v, r) for a, v, r in clauses if a == "allow"]) if any(
-        a == "allow" for a, _, _ in clauses
-    ) else (False, set())
-    deny = merge_or([(v, r) for a, v, r in clauses if a == "deny"]) if any(
-        a == "deny" for a, _, _ in clauses
-    ) else (False, set())
+    allow = (
+        merge_or([(v, r) for a, v, r in clauses if a == "allow"])
+        if any(a == "allow" for a, _, _ in clauses)
+        else (False, set())
+    )
+    deny = (
+        merge_or([(v, r) for a, v, r in clauses if a == "deny"])
+        if any(a == "deny" for a, _, _ in clauses)
+        else (False, set())
+    )
     if any(a == "deny" and v and UNAUTH not in r for a, v, r in clauses):
         return Outcome.DENY
     if UNAUTH in allow[1] or UNAUTH in deny[1]:
@@ -92,7 +100,9 @@ def ref_outcome(policy: list[dict[str, Any]], inp: PolicyInput) -> Outcome:
 
 crit_st = st.sampled_from(POOL)
 body_st = st.dictionaries(
-    st.sampled_from(["and", "or", "not", "nor"]), st.lists(crit_st, min_size=0, max_size=4), min_size=1
+    st.sampled_from(["and", "or", "not", "nor"]),
+    st.lists(crit_st, min_size=0, max_size=4),
+    min_size=1,
 )
 rule_st = st.dictionaries(st.sampled_from(["allow", "deny"]), body_st, min_size=1)
 policy_st = st.lists(rule_st, min_size=0, max_size=5)
@@ -151,8 +161,12 @@ def test_boolean_semantics_with_a_session(policy: list[dict[str, Any]], inp: Pol
 
 
 @given(st.lists(rule_st, min_size=1, max_size=3), input_st)
-def test_operators_in_one_rule_equal_separate_rules(rules: list[dict[str, Any]], inp: PolicyInput) -> None:
-    split = [{a: {op: crits}} for rule in rules for a, body in rule.items() for op, crits in body.items()]
+def test_operators_in_one_rule_equal_separate_rules(
+    rules: list[dict[str, Any]], inp: PolicyInput
+) -> None:
+    split = [
+        {a: {op: crits}} for rule in rules for a, body in rule.items() for op, crits in body.items()
+    ]
     assert (
         compile_policy_data(rules).evaluate(inp).outcome
         is compile_policy_data(split).evaluate(inp).outcome
@@ -184,7 +198,10 @@ def test_nor_means_not_all_of() -> None:
 
 
 def test_deny_wins_and_no_rules_deny() -> None:
-    policy = [{"allow": {"or": [{"accept": True}]}}, {"deny": {"or": [{"email": "bob@example.com"}]}}]
+    policy = [
+        {"allow": {"or": [{"accept": True}]}},
+        {"deny": {"or": [{"email": "bob@example.com"}]}},
+    ]
     assert outcome(policy, BOB) is Outcome.DENY
     assert outcome(policy, EVE) is Outcome.ALLOW
     assert outcome([], EVE) is Outcome.DENY

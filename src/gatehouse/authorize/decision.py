@@ -36,8 +36,8 @@ class Operator(enum.Enum):
 
     AND = "and"  # all match
     OR = "or"  # at least one matches
-    NOT = "not"  # none matches (¬A ∧ ¬B)
-    NOR = "nor"  # not all match (¬A ∨ ¬B)
+    NOT = "not"  # none matches: (not A) and (not B)
+    NOR = "nor"  # not all match: (not A) or (not B)
 
     @property
     def negated(self) -> bool:

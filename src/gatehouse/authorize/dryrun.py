@@ -127,11 +127,16 @@ def check_policy(
         access_control_request_method=access_control_request_method,
     )
     decision = policy.evaluate(inp)
-    who = "anonymous" if session is None else (
-        f"user={session.user_id} email={session.email or '-'} groups={','.join(session.groups) or '-'}"
+    who = (
+        "anonymous"
+        if session is None
+        else (
+            f"user={session.user_id} email={session.email or '-'} groups={','.join(session.groups) or '-'}"
+        )
     )
     head = [
-        f"request: {method} {scheme}://{host}{path}" + (f" (normalised from {parts.path})" if path != (parts.path or "/") else ""),
+        f"request: {method} {scheme}://{host}{path}"
+        + (f" (normalised from {parts.path})" if path != (parts.path or "/") else ""),
         f"as: {who} from {source_ip or '-'}",
         f"route: #{index} {route.display_name}",
     ]
@@ -155,12 +160,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate a route's policy for a URL and a user, without starting a server.",
     )
     p.add_argument("--config", required=True, help="config file")
-    p.add_argument("--url", required=True, help="the request URL, e.g. https://app.example.com/admin")
+    p.add_argument(
+        "--url", required=True, help="the request URL, e.g. https://app.example.com/admin"
+    )
     p.add_argument("--email")
     p.add_argument("--user", help="the user id (IdP subject)")
     p.add_argument("--groups", default="", help="comma-separated group names or ids")
     p.add_argument(
-        "--claim", action="append", default=[], type=_parse_claim, metavar="K=V",
+        "--claim",
+        action="append",
+        default=[],
+        type=_parse_claim,
+        metavar="K=V",
         help="a claim (repeat; the value is read as JSON when it parses, else as a string; "
         "a repeated name makes a list)",
     )

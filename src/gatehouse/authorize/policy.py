@@ -133,7 +133,9 @@ def _criterion_label(spec: CriterionSpec, origin: str = "") -> str:
     return f"{origin}{spec.key}: {shown}"
 
 
-def _legacy_clause(route: RouteOptions, problems: list[PolicySyntaxError]) -> tuple[ClauseSpec | None, list[str]]:
+def _legacy_clause(
+    route: RouteOptions, problems: list[PolicySyntaxError]
+) -> tuple[ClauseSpec | None, list[str]]:
     """Pomerium's ``ToPPL``: one ``allow``/``or`` clause from the legacy options."""
     specs: list[CriterionSpec] = []
     origins: list[str] = []
@@ -143,7 +145,12 @@ def _legacy_clause(route: RouteOptions, problems: list[PolicySyntaxError]) -> tu
         origins.append(f"{loc[0]} -> ")
 
     if route.allow_public_unauthenticated_access:
-        if route.allowed_users or route.allowed_domains or route.allowed_idp_claims or route.allow_any_authenticated_user:
+        if (
+            route.allowed_users
+            or route.allowed_domains
+            or route.allowed_idp_claims
+            or route.allow_any_authenticated_user
+        ):
             problems.append(
                 PolicySyntaxError(
                     ("allow_public_unauthenticated_access",),

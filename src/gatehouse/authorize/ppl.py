@@ -49,8 +49,11 @@ class ClauseSpec:
 def _criterion(raw: Any, loc: Loc, problems: list[PolicySyntaxError]) -> CriterionSpec | None:
     if not isinstance(raw, dict) or len(raw) != 1:
         problems.append(
-            PolicySyntaxError(loc, "a criterion is an object with exactly one key, e.g. "
-                              "`- email: {is: alice@example.com}`")
+            PolicySyntaxError(
+                loc,
+                "a criterion is an object with exactly one key, e.g. "
+                "`- email: {is: alice@example.com}`",
+            )
         )
         return None
     ((key, data),) = raw.items()
@@ -82,7 +85,9 @@ def _rule_body(
         return []
     clauses = []
     # Pomerium's order within a rule: and, or, not, nor (whatever the document's order).
-    ordered = sorted(body.items(), key=lambda kv: OPERATORS.index(kv[0]) if kv[0] in OPERATORS else -1)
+    ordered = sorted(
+        body.items(), key=lambda kv: OPERATORS.index(kv[0]) if kv[0] in OPERATORS else -1
+    )
     for op_name, items in ordered:
         where = (*loc, str(op_name))
         if op_name not in OPERATORS:
@@ -102,12 +107,14 @@ def _rule_body(
             continue
         specs = [_criterion(item, (*where, i), problems) for i, item in enumerate(items)]
         found = tuple(s for s in specs if s is not None)
-        if found and len(found) == len(specs):
+        if found:  # on problems the whole policy is refused; keep going to report them all
             clauses.append(ClauseSpec(action, Operator(op_name), found, loc))
     return clauses
 
 
-def parse_policy(raw: Any, loc: Loc = ("policy",)) -> tuple[list[ClauseSpec], list[PolicySyntaxError]]:
+def parse_policy(
+    raw: Any, loc: Loc = ("policy",)
+) -> tuple[list[ClauseSpec], list[PolicySyntaxError]]:
     """Parse a ``policy`` value into clauses (allow and deny, in document order).
 
     Returns the clauses and the problems found (the caller raises if there are any).
@@ -127,7 +134,9 @@ def parse_policy(raw: Any, loc: Loc = ("policy",)) -> tuple[list[ClauseSpec], li
         for key in rule:
             if key not in ACTIONS:
                 problems.append(
-                    PolicySyntaxError((*where, str(key)), f"unknown action {key!r}; expected allow or deny")
+                    PolicySyntaxError(
+                        (*where, str(key)), f"unknown action {key!r}; expected allow or deny"
+                    )
                 )
         for action in ACTIONS:
             if action in rule:

@@ -41,6 +41,7 @@ class UpstreamURL(StrictModel):
     scheme: Literal["http", "https"]
     host: str
     port: int
+    #: Match exactly this path.
     path: str
     weight: int = 1
 
@@ -84,6 +85,7 @@ class RedirectAction(StrictModel):
     host_redirect: str | None = None
     port_redirect: int | None = Field(default=None, ge=1, le=65535)
     path_redirect: str | None = None
+    #: Replace the matched `prefix` with this before forwarding.
     prefix_rewrite: str | None = None
     response_code: int = 301
     strip_query: bool = False
@@ -114,50 +116,85 @@ class DirectResponse(StrictModel):
 class RouteOptions(StrictModel):
     """One entry of ``routes:``; keys and meanings follow Pomerium's route reference."""
 
+    #: A name for logs and metrics.
     name: str | None = None
+    #: A stable identifier (Pomerium compatibility).
     id: str | None = None
+    #: Free text.
     description: str | None = None
+    #: The external URL: `https://host` (or `http://` with `insecure_server`); `*.example.com` matches any subdomain; a port restricts the match to it.
     from_: str = Field(alias="from")
+    #: Upstream URL, or a list; `URL,weight` for weighted round robin. An endpoint refusing connections is skipped for 10 s.
     to: list[UpstreamURL] | None = None
+    #: Answer with a redirect instead of proxying (see below).
     redirect: RedirectAction | None = None
+    #: Answer with a fixed status and body instead of proxying.
     response: DirectResponse | None = None
 
+    #: Match paths starting with this string.
     prefix: str | None = None
+    #: Match exactly this path.
     path: str | None = None
+    #: Match paths fully matching this regular expression.
     regex: str | None = None
+    #: Replace the matched `prefix` with this before forwarding.
     prefix_rewrite: str | None = None
+    #: Rewrite the path with this regular expression...
     regex_rewrite_pattern: str | None = None
+    #: ...and this substitution (`\1` for groups).
     regex_rewrite_substitution: str | None = None
 
+    #: Send the client's Host upstream instead of the `to` host.
     preserve_host_header: bool = False
+    #: Send this Host upstream.
     host_rewrite: str | None = None
+    #: Headers set on the request to the upstream (replacing the client's).
     set_request_headers: HeaderMap = Field(default_factory=dict)
+    #: Headers removed from the request to the upstream.
     remove_request_headers: StringList = Field(default_factory=list)
+    #: Headers set on responses of this route (merged over the global ones; `""` removes one).
     set_response_headers: HeaderMap = Field(default_factory=dict)
 
-    #: Whole-request upstream timeout; ``None`` means the global default_upstream_timeout.
+    #: Longest wait for the upstream's response head (504 after); unset = default_upstream_timeout, 0 = none.
     timeout: Duration | None = None
     #: Longest time without a byte either way on a streaming response or tunnel (0 = none).
     idle_timeout: Duration = 300.0
+    #: Allow `Upgrade` (WebSocket) requests; they become a byte tunnel after the upstream's 101.
     allow_websockets: bool = False
+    #: Accepted for compatibility; no effect.
     allow_spdy: bool = False
 
+    #: Do not verify the upstream's TLS certificate.
     tls_skip_verify: bool = False
+    #: CA bundle to verify the upstream's certificate.
     tls_custom_ca_file: str | None = None
+    #: Accepted for compatibility; use `tls_custom_ca_file`.
     tls_custom_ca: str | None = None
+    #: SNI/certificate name to expect from the upstream.
     tls_server_name: str | None = None
+    #: Newer Pomerium name for `tls_server_name`.
     tls_upstream_server_name: str | None = None
 
     # Identity and policy (used by the identity and authorize packages).
+    #: Send the signed assertion (and claim headers) upstream; the global value applies when unset.
     pass_identity_headers: bool | None = None
+    #: `hostOnly` (default) or `uri` for the assertion's `iss`.
     jwt_issuer_format: Literal["hostOnly", "uri"] | None = None
+    #: PPL policy (one rule or a list), see docs/policy.md.
     policy: Any = None
+    #: Legacy: users (email or id) allowed.
     allowed_users: StringList = Field(default_factory=list)
+    #: Legacy: email domains allowed.
     allowed_domains: StringList = Field(default_factory=list)
+    #: Legacy: `{claim: [values]}` allowed.
     allowed_idp_claims: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Legacy: everyone, signed in or not.
     allow_public_unauthenticated_access: bool = False
+    #: Legacy: anyone signed in.
     allow_any_authenticated_user: bool = False
+    #: Legacy: allow CORS preflight requests without a session.
     cors_allow_preflight: bool = False
+    #: Show which rules failed on the 403 page.
     show_error_details: bool = False
 
     @field_validator("to", mode="before")

@@ -28,14 +28,22 @@ class CertificatePair(StrictModel):
 class ServerOptions(StrictModel):
     """How gatehouse listens and how long it waits."""
 
+    #: Where to listen, `[host]:port`; port 0 picks a free port (logged at start).
     address: str = ":443"
+    #: Serve plain HTTP (behind another TLS terminator, or for local use).
     insecure_server: bool = False
+    #: PEM certificate (chain) file for TLS.
     certificate_file: str | None = None
+    #: PEM private key file for `certificate_file`.
     certificate_key_file: str | None = None
+    #: Inline certificate: PEM or base64 of PEM.
     certificate: str | None = None
+    #: Inline key for `certificate`: PEM or base64 of PEM.
     certificate_key: str | None = None
+    #: Several `{cert, key}` pairs (file path, PEM or base64 each), chosen by SNI.
     certificates: list[CertificatePair] = Field(default_factory=list)
 
+    #: Route `timeout` when the route sets none.
     default_upstream_timeout: Duration = 30.0
     #: Longest time to receive a whole request (head and body) from the client (0 = none).
     timeout_read: Duration = 30.0
@@ -48,14 +56,19 @@ class ServerOptions(StrictModel):
     #: Longest wait for in-flight requests after SIGTERM before exiting. gatehouse addition.
     shutdown_timeout: Duration = 30.0
 
+    #: Largest request header block (→ 431).
     max_request_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    #: Longest request target (→ 414).
     max_url_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     #: Largest request body accepted (0 = unlimited, as Pomerium).
     max_request_body_bytes: int = Field(default=0, ge=0)
 
+    #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, and HSTS with TLS) apply unless overridden; `""` removes one.
     set_response_headers: HeaderMap = Field(default_factory=dict)
 
+    #: `debug`, `info`, `warn` or `error`.
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    #: Write one JSON access-log line per request to stdout. gatehouse addition.
     access_log: bool = True
     #: Processes serving the same port; ``None`` means one per CPU core.
     workers: int | None = Field(default=None, ge=1, le=256)

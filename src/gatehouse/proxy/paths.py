@@ -69,7 +69,9 @@ def _decode(path: str) -> str:
         if len(hexpair) != 2 or hexpair[0] not in _HEX or hexpair[1] not in _HEX:
             raise InvalidPath("invalid percent-encoding")
         if not _RAW_PART.fullmatch(rest):
-            raise InvalidPath("path contains a character that must be percent-encoded or is refused")
+            raise InvalidPath(
+                "path contains a character that must be percent-encoded or is refused"
+            )
         byte = int(hexpair, 16)
         if byte in _UNRESERVED:
             out.append(chr(byte))

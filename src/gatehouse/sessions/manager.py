@@ -196,13 +196,9 @@ class SessionManager:
 
     def _touch(self, session_id: str, at: float) -> None:
         self._touched[session_id] = at
-        if len(self._touched) > 2 * self.cache_size_hint:
+        if len(self._touched) > 2 * max(1024, len(self.cache)):
             self._touched.clear()  # bounded; worst case a few extra touches
         self._spawn(self._touch_store(session_id, at))
-
-    @property
-    def cache_size_hint(self) -> int:
-        return max(1024, len(self.cache))
 
     async def _touch_store(self, session_id: str, at: float) -> None:
         try:
@@ -235,11 +231,14 @@ class SessionManager:
 
         ``refresher(session)`` talks to the IdP and returns the session with new tokens and
         ``tokens_expire_at`` (same id); it raises on failure. Only one call happens per
-        session however many requests or processes race. A failed refresh revokes the
-        session and returns ``None``; so does a session revoked meanwhile.
+        session however many requests or processes race. A refresh the IdP refuses (any
+        exception but ``ServiceUnavailable``) revokes the session and returns ``None``; so
+        does a session revoked meanwhile. ``ServiceUnavailable`` from the refresher means
+        "IdP unreachable": the session is kept and returned unchanged while its tokens
+        are still valid, after that the error propagates (503).
 
         Raises:
-            ServiceUnavailable: the store is down.
+            ServiceUnavailable: the store is down, or the IdP is and the tokens expired.
         """
         t = self._now(now)
         if not self.needs_refresh(session, t):
@@ -268,6 +267,11 @@ class SessionManager:
             try:
                 fresh = await refresher(current)
             except ServiceUnavailable:
+                # The IdP is unreachable, which says nothing about the user: keep the session
+                # while its tokens are still valid (we refresh ahead of expiry), else 503.
+                if now < current.tokens_expire_at:
+                    log.warning("session refresh postponed: identity provider unavailable")
+                    return current
                 raise
             except Exception as exc:
                 log.info("session refresh failed, ending session: %s", type(exc).__name__)

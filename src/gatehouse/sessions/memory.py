@@ -37,6 +37,8 @@ class MemoryStore(SessionStore):
 
     async def put(self, session: Session) -> None:
         self._sessions[session.id] = (self._records.dumps(session), session.expires_at)
+        if session.last_seen_at:
+            await self.touch(session.id, session.last_seen_at)
 
     async def replace(self, session: Session) -> bool:
         if await self.get(session.id) is None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from .base import UNAUTHENTICATED, Criterion, CriterionCompiler
 from .claims import compile_claim, compile_groups
 from .request import compile_http_method, compile_http_path, compile_source_ip
+from .schedule import compile_date, compile_day_of_week, compile_time_of_day
 from .simple import (
     compile_accept,
     compile_authenticated_user,
     compile_cors_preflight,
     compile_reject,
 )
-from .schedule import compile_date, compile_day_of_week, compile_time_of_day
 from .user import compile_domain, compile_email, compile_user
 
 CRITERIA: dict[str, CriterionCompiler] = {

@@ -316,3 +316,19 @@ async def test_build_session_manager(tmp_path: Path, redis_url: str) -> None:
     ]:
         with pytest.raises(ConfigError):
             build_session_manager(load_text(BASE + bad, env={}).options)
+
+
+async def test_idp_unreachable_keeps_session_until_tokens_expire(managers, records) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    m = await managers(MemoryStore(records, clock=clock), clock=clock)
+    s = await m.create(user_id="u", refresh_token="r", tokens_expire_at=clock.now + 10)
+
+    async def unreachable(session: Session) -> Session:
+        raise ServiceUnavailable("idp down")
+
+    kept = await m.refresh_if_needed(s, unreachable)  # within skew: carry on
+    assert kept is not None and kept.id == s.id and kept.refresh_token == "r"
+    clock.now += 11
+    with pytest.raises(ServiceUnavailable):
+        await m.refresh_if_needed(s, unreachable)
+    assert await m.get(s.id) is not None  # not signed out by an IdP outage

@@ -1,0 +1,110 @@
+"""Generate the configuration reference from the options models, so it never drifts.
+
+Each option's description is the ``#:`` comment above its field in the model source;
+types and defaults come from the models themselves. ``gatehouse reference`` prints it and
+the README embeds it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from .auth import AuthOptions, IdpUser
+from .durations import format_duration
+from .identity import IdentityOptions
+from .options import IGNORED_POMERIUM_KEYS, Options
+from .routes import DirectResponse, RedirectAction, RouteOptions
+from .server import ServerOptions
+
+_FIELD = re.compile(r"^\s+(\w+):\s")
+
+
+def _comments(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the ``#:`` comment lines right above it, for ``model`` and its bases."""
+    out: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        pending: list[str] = []
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("#:"):
+                pending.append(stripped[2:].strip())
+                continue
+            m = _FIELD.match(line)
+            if m and pending:
+                out[m.group(1)] = " ".join(pending)
+            if not stripped.startswith("#"):
+                pending = []
+    return out
+
+
+def _type(annotation: Any, metadata: str = "") -> str:
+    if "parse_duration" in metadata:
+        return "duration"
+    text = str(annotation)
+    text = re.sub(r"typing\.|gatehouse\.config\.\w+\.|<class '|'>|Annotated\[|, .*?Validator.*?\]", "", text)
+    text = text.replace("NoneType", "null")
+    return text
+
+
+def _default(field: Any, name: str) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "—"
+    metadata = " ".join(str(m) for m in field.metadata)
+    if isinstance(value, float) and ("parse_duration" in metadata or "Duration" in str(field.annotation)):
+        return f"`{format_duration(value)}`"
+    if isinstance(value, float) and name.startswith(("timeout", "cookie_expire", "default_upstream")):
+        return f"`{format_duration(value)}`"
+    if value in ([], {}):
+        return "empty"
+    return f"`{value!r}`" if not isinstance(value, str) else f"`{value}`"
+
+
+def _table(model: type[BaseModel], skip: set[str] | None = None) -> list[str]:
+    docs = _comments(model)
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if skip and name in skip:
+            continue
+        key = field.alias or name
+        type_text = _type(field.annotation, " ".join(map(str, field.metadata))).replace("|", "\\|")
+        rows.append(f"| `{key}` | {type_text} | {_default(field, name)} | {docs.get(name, '')} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """The whole reference as Markdown."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the options models (`gatehouse reference`). Keys follow Pomerium's;",
+        "every global key can also be set from the environment as its upper-case name,",
+        "which wins over the file. Durations are Go-style: `30s`, `5m`, `1h30m`.",
+        "",
+    ]
+    sections: list[tuple[str, type[BaseModel], set[str] | None]] = [
+        ("Server, TLS, timeouts and limits", ServerOptions, None),
+        ("Authentication, identity provider, cookies and sessions", AuthOptions, None),
+        ("Identity assertions and signing keys", IdentityOptions, None),
+    ]
+    for title, model, skip in sections:
+        out += [f"## {title}", "", *_table(model, skip), ""]
+    own = set(ServerOptions.model_fields) | set(AuthOptions.model_fields) | set(IdentityOptions.model_fields)
+    out += ["## Other global keys", "", *_table(Options, own), ""]
+    out += ["## Routes (`routes:` entries)", "", *_table(RouteOptions), ""]
+    out += ["### `redirect` action", "", *_table(RedirectAction), ""]
+    out += ["### `response` action", "", *_table(DirectResponse), ""]
+    out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]
+    out += ["## Pomerium keys accepted and ignored (with a warning)", ""]
+    out += [f"- `{k}`: {v}" for k, v in IGNORED_POMERIUM_KEYS.items()]
+    return "\n".join(out) + "\n"
