@@ -45,8 +45,10 @@ def _ensure_installed() -> None:
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is not installed")
+    # ``npm ci`` installs exactly what package-lock.json pins.
+    command = "ci" if (PROVIDER_DIR / "package-lock.json").exists() else "install"
     subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+        [npm, command, "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=PROVIDER_DIR,
         check=True,
         timeout=300,

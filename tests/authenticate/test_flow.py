@@ -435,3 +435,41 @@ async def test_idp_unreachable_on_sign_out_still_returns(http: httpx.AsyncClient
     rp = make_rp(f"http://127.0.0.1:{closed_port()}", http)
     session = Identity("u", "", "", (), {}, "t", "a", "r").to_session("s", now=0, expires_at=1)
     assert await authenticator(rp).sign_out(session, POST_LOGOUT_URI) is None
+
+
+# -- from the options, as the lead builds it ---------------------------------------------------
+
+
+async def test_build_authenticator_from_options(provider: ProviderProcess) -> None:
+    from gatehouse.authenticate import build_authenticator, new_http_client
+    from gatehouse.config import load_text
+
+    options = load_text(
+        f"""
+insecure_server: true
+authenticate_service_url: https://authenticate.example.com
+idp_provider: oidc
+idp_provider_url: {provider.issuer}
+idp_client_id: {CLIENT_ID}
+idp_client_secret: {CLIENT_SECRET}
+idp_scopes: [openid, profile, email, groups, offline_access]
+idp_request_params: {{login_hint: alice, prompt: consent}}
+routes:
+  - from: https://app.example.com
+    to: http://127.0.0.1:9
+  - from: https://*.corp.example.com
+    to: http://127.0.0.1:9
+""",
+        env={},
+    ).options
+    async with new_http_client() as client:
+        auth = build_authenticator(options, shared_secret=SECRET, client=client)
+        assert auth.relying_party.config.redirect_uri == REDIRECT_URI
+        start = await auth.begin("https://wiki.corp.example.com/x", None)
+        callback = await browser_login(start.authorization_url)
+        params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+        done = await auth.callback(params, start.csrf_cookie_value, MemoryOnce())
+        assert done.redirect_url == "https://wiki.corp.example.com/x"
+        assert done.identity.groups == ("admins", "staff")
+        with pytest.raises(InvalidRedirect):
+            await auth.begin("https://elsewhere.example.com/", None)

@@ -72,7 +72,7 @@ BAD = [
     "https://app.example.com:80x/",
     "https://[::1]/",
     "https://app.example.com./",
-    "https://ａpp.example.com/",  # full-width a
+    "https://\uff41pp.example.com/",  # full-width a
     "https://app.example.com/\u2028",
     "https://app.example.com/" + "a" * 3000,
 ]

@@ -230,6 +230,8 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("authenticated_user", None, "takes the value true"),
     ("email/sub", "x", "takes no sub-path"),
     ("claim", "x", "claim needs the claim's name"),
+    ("groups", 1234, "quote the value"),
+    ("groups", {"has": 1234}, "quote the value"),
     ("source_ip", "10.0.0.1/8", "invalid IP address or CIDR"),
     ("source_ip", "not-an-ip", "invalid IP address or CIDR"),
     ("source_ip", [], "expected an IP address"),

@@ -17,8 +17,13 @@ from gatehouse.config import RouteOptions
 from gatehouse.errors import ConfigError
 from gatehouse.sessions.model import Session
 
-ALICE = Session(id="s", user_id="u-alice", email="alice@example.com", groups=("devs",),
-                claims={"department": "eng", "roles": ["a", "b"]})
+ALICE = Session(
+    id="s",
+    user_id="u-alice",
+    email="alice@example.com",
+    groups=("devs",),
+    claims={"department": "eng", "roles": ["a", "b"]},
+)
 BOB = Session(id="s", user_id="u-bob", email="bob@other.org")
 
 
@@ -121,15 +126,21 @@ def test_public_with_allow_list_is_an_error() -> None:
         ({"allow": {"and": [{"http_method": "POST"}, {"email": "a@b"}]}}, Outcome.NEEDS_LOGIN),
         ({"allow": {"and": [{"reject": True}]}}, Outcome.DENY),
         # a deny rule that needs the user: sign in first, then decide
-        ([{"allow": {"or": [{"accept": True}]}}, {"deny": {"or": [{"email": "bob@other.org"}]}}],
-         Outcome.NEEDS_LOGIN),
+        (
+            [{"allow": {"or": [{"accept": True}]}}, {"deny": {"or": [{"email": "bob@other.org"}]}}],
+            Outcome.NEEDS_LOGIN,
+        ),
         # a deny rule that holds without a user wins
-        ([{"allow": {"or": [{"email": "a@b"}]}}, {"deny": {"or": [{"http_method": "GET"}]}}],
-         Outcome.DENY),
+        (
+            [{"allow": {"or": [{"email": "a@b"}]}}, {"deny": {"or": [{"http_method": "GET"}]}}],
+            Outcome.DENY,
+        ),
         # `not` over a user criterion still needs the user (Pomerium keeps the reason)
         ({"allow": {"not": [{"domain": "evil.com"}]}}, Outcome.NEEDS_LOGIN),
-        ({"deny": {"nor": [{"email": "a@b"}]}, "allow": {"or": [{"accept": True}]}},
-         Outcome.NEEDS_LOGIN),
+        (
+            {"deny": {"nor": [{"email": "a@b"}]}, "allow": {"or": [{"accept": True}]}},
+            Outcome.NEEDS_LOGIN,
+        ),
         ({"allow": {"or": [{"source_ip": "0.0.0.0/0"}]}}, Outcome.DENY),  # no source ip
         ({"allow": {"or": [{"http_path": "/"}]}}, Outcome.ALLOW),
     ],
@@ -144,17 +155,32 @@ def test_needs_login(policy: Any, expected: Outcome) -> None:
 @pytest.mark.parametrize(
     ("policy", "fragment"),
     [
-        ({"allow": {"and": [{"emial": "a"}]}}, "routes[2].policy.allow.and[0].emial: unknown criterion 'emial'; did you mean 'email'?"),  # noqa: E501
+        (
+            {"allow": {"and": [{"emial": "a"}]}},
+            "routes[2].policy.allow.and[0].emial: unknown criterion 'emial'; did you mean 'email'?",
+        ),
         ({"allow": {"xor": []}}, "routes[2].policy.allow.xor: unknown operator 'xor'"),
         ({"permit": {}}, "routes[2].policy.permit: unknown action 'permit'"),
-        ([{"allow": {"or": [{"email": {"equals": "a"}}]}}], "routes[2].policy[0].allow.or[0].email.equals: unknown string matcher operator"),  # noqa: E501
-        ({"allow": {"or": {"email": "a"}}}, "routes[2].policy.allow.or: or expects a list of criteria"),  # noqa: E501
+        (
+            [{"allow": {"or": [{"email": {"equals": "a"}}]}}],
+            "routes[2].policy[0].allow.or[0].email.equals: unknown string matcher operator",
+        ),
+        (
+            {"allow": {"or": {"email": "a"}}},
+            "routes[2].policy.allow.or: or expects a list of criteria",
+        ),
         ({"allow": {"or": [{"email": "a", "user": "b"}]}}, "exactly one key"),
         ({"allow": {"or": [{"device": {"is": "x"}}]}}, "criterion 'device' is not supported"),
         ({"allow": ["email"]}, "allow expects an object"),
         ("allow", "a rule is an object"),
-        ({"allow": {"or": [{"source_ip": ["10.0.0.0/8", "bad"]}]}}, "routes[2].policy.allow.or[0].source_ip[1]: invalid IP"),  # noqa: E501
-        ({"allow": {"or": [{"time_of_day": {"timezone": "UTC", "after": 904}}]}}, "time_of_day.after: quote the time"),  # noqa: E501
+        (
+            {"allow": {"or": [{"source_ip": ["10.0.0.0/8", "bad"]}]}},
+            "routes[2].policy.allow.or[0].source_ip[1]: invalid IP",
+        ),
+        (
+            {"allow": {"or": [{"time_of_day": {"timezone": "UTC", "after": 904}}]}},
+            "time_of_day.after: quote the time",
+        ),
     ],
 )
 def test_config_errors_name_route_and_key_path(policy: Any, fragment: str) -> None:

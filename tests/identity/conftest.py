@@ -67,7 +67,9 @@ def session() -> Session:
         email="ada@example.com",
         name="Ada Lovelace",
         groups=("eng", "admins"),
-        claims=MappingProxyType({"department": "R&D", "roles": ["a", "b"], "email": "ada@example.com"}),
+        claims=MappingProxyType(
+            {"department": "R&D", "roles": ["a", "b"], "email": "ada@example.com"}
+        ),
         issued_at=NOW - 100,
         expires_at=NOW + 3600,
     )

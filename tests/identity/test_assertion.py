@@ -85,7 +85,19 @@ def test_rs256_signature(rsa_pem: str, session: Session) -> None:
 def test_claims_exactly(keyset: KeySet, session: Session) -> None:
     a = AssertionMinter(keyset, clock=Clock(NOW + 0.7)).mint(session, "App.Example.com:8443")
     c = _claims(a.jwt)
-    assert list(c) == ["iss", "aud", "sub", "user", "email", "name", "groups", "sid", "jti", "iat", "exp"]
+    assert list(c) == [
+        "iss",
+        "aud",
+        "sub",
+        "user",
+        "email",
+        "name",
+        "groups",
+        "sid",
+        "jti",
+        "iat",
+        "exp",
+    ]
     assert c["iss"] == "app.example.com"
     assert c["aud"] == "app.example.com"
     assert c["sub"] == c["user"] == "user-123"
@@ -152,14 +164,25 @@ def test_claim_headers_and_extra_claims(keyset: KeySet, session: Session) -> Non
 
 def test_claims_headers_from_config_forms(keyset: KeySet, session: Session) -> None:
     opts = options("jwt_claims_headers: email,groups\n")
-    assert opts.jwt_claims_headers == {"X-Pomerium-Claim-Email": "email", "X-Pomerium-Claim-Groups": "groups"}
-    route = options("routes:\n  - from: http://a.example.com\n    to: http://127.0.0.1:1\n    jwt_issuer_format: uri\n")
+    assert opts.jwt_claims_headers == {
+        "X-Pomerium-Claim-Email": "email",
+        "X-Pomerium-Claim-Groups": "groups",
+    }
+    route = options(
+        "routes:\n  - from: http://a.example.com\n    to: http://127.0.0.1:1\n"
+        "    jwt_issuer_format: uri\n"
+    )
     spec = AssertionSpec.for_route(route, route.routes[0])
     assert spec.issuer_format == "uri"
 
 
 def test_base_claims_not_overridden_by_session_claims(keyset: KeySet) -> None:
-    s = Session(id="s", user_id="u", email="real@x", claims=MappingProxyType({"email": "fake@x", "iss": "evil"}))
+    s = Session(
+        id="s",
+        user_id="u",
+        email="real@x",
+        claims=MappingProxyType({"email": "fake@x", "iss": "evil"}),
+    )
     spec = AssertionSpec.build("hostOnly", {"X-E": "email", "X-I": "iss"})
     a = AssertionMinter(keyset).mint(s, "h", spec)
     assert dict(a.claim_headers) == {"X-E": "real@x", "X-I": "h"}
@@ -192,6 +215,7 @@ def test_strip_port() -> None:
 
 
 # -- cache ----------------------------------------------------------------------------------
+
 
 def test_cache_reuses_until_half_life(keyset: KeySet, session: Session) -> None:
     clock = Clock()
@@ -248,9 +272,12 @@ def test_cache_resigns_when_signer_rotates(ec_pem: str, ec_pem2: str, session: S
     from datetime import UTC, datetime
 
     t = datetime.fromtimestamp(NOW + 60, UTC).isoformat()
-    ks = load_keyset(options(
-        f"signing_key: {b64(ec_pem)}\nsigning_keys:\n  - key: {b64(ec_pem2)}\n    sign_from: '{t}'\n"
-    ))
+    ks = load_keyset(
+        options(
+            f"signing_key: {b64(ec_pem)}\n"
+            f"signing_keys:\n  - key: {b64(ec_pem2)}\n    sign_from: '{t}'\n"
+        )
+    )
     clock = Clock()
     m = AssertionMinter(ks, clock=clock)
     a = m.mint(session, "h")

@@ -38,7 +38,9 @@ def test_nothing_to_scrub_returns_input() -> None:
 
 
 def test_forged_assertion_for_alone_is_dropped() -> None:
-    out = scrub_identity_headers([(b"x-pomerium-jwt-assertion-for", b"x")], pass_identity_headers=True)
+    out = scrub_identity_headers(
+        [(b"x-pomerium-jwt-assertion-for", b"x")], pass_identity_headers=True
+    )
     assert out == []
 
 

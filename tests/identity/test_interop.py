@@ -60,12 +60,17 @@ def node_jose(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         proc = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--silent", "jose@6"],
-            cwd=d, capture_output=True, text=True, timeout=180,
+            cwd=d,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     except subprocess.TimeoutExpired:
         pytest.skip("npm install jose timed out (registry unreachable?)")
     if proc.returncode != 0:
-        pytest.skip(f"npm install jose failed (registry unreachable?): {proc.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"npm install jose failed (registry unreachable?): {proc.stderr.strip()[-300:]}"
+        )
     (d / "verify.mjs").write_text(NODE_VERIFY)
     return d
 
@@ -73,7 +78,11 @@ def node_jose(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def node_verify(d: Path, url: str, token: str, issuer: str, audience: str) -> dict[str, Any]:
     out = subprocess.run(
         ["node", "verify.mjs", url, token, issuer, audience],
-        cwd=d, capture_output=True, text=True, timeout=60, check=True,
+        cwd=d,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -95,7 +104,11 @@ def test_pyjwt_pyjwkclient(any_keyset: KeySet, session: Session, serve: Serve) -
     signing_key = client.get_signing_key_from_jwt(token)
     assert signing_key.key_id == any_keyset.signer().kid
     claims = pyjwt.decode(
-        token, signing_key.key, algorithms=["ES256", "RS256"], audience=HOST, issuer=HOST,
+        token,
+        signing_key.key,
+        algorithms=["ES256", "RS256"],
+        audience=HOST,
+        issuer=HOST,
         options={"require": ["exp", "iat", "sub", "iss", "aud"]},
     )
     assert claims["sub"] == "user-123" and claims["groups"] == ["eng", "admins"]
@@ -105,12 +118,14 @@ def test_pyjwt_uri_issuer(keyset: KeySet, session: Session, serve: Serve) -> Non
     server = serve(WellKnownEndpoints(keyset))
     token = AssertionMinter(keyset).mint(session, HOST, AssertionSpec.build("uri")).jwt
     key = pyjwt.PyJWKClient(server.jwks_url).get_signing_key_from_jwt(token).key
-    claims = pyjwt.decode(token, key, algorithms=["ES256"], audience=HOST, issuer=f"https://{HOST}/")
+    claims = pyjwt.decode(
+        token, key, algorithms=["ES256"], audience=HOST, issuer=f"https://{HOST}/"
+    )
     assert claims["iss"] == f"https://{HOST}/"
 
 
 def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url) as r:  # noqa: S310 - loopback test server
+    with urllib.request.urlopen(url) as r:
         return r.read().decode()
 
 
@@ -118,8 +133,12 @@ def test_jwcrypto(any_keyset: KeySet, session: Session, serve: Serve) -> None:
     server = serve(WellKnownEndpoints(any_keyset))
     keys = jwc_jwk.JWKSet.from_json(_fetch(server.jwks_url))
     token = AssertionMinter(any_keyset).mint(session, HOST).jwt
-    t = jwc_jwt.JWT(jwt=token, key=keys, algs=["ES256", "RS256"],
-                    check_claims={"iss": HOST, "aud": HOST, "exp": None, "iat": None})
+    t = jwc_jwt.JWT(
+        jwt=token,
+        key=keys,
+        algs=["ES256", "RS256"],
+        check_claims={"iss": HOST, "aud": HOST, "exp": None, "iat": None},
+    )
     assert json.loads(t.claims)["email"] == "ada@example.com"
     # jwcrypto computes the RFC 7638 thumbprint itself: it must equal our kid.
     (k,) = keys["keys"]
@@ -133,9 +152,11 @@ def test_joserfc(any_keyset: KeySet, session: Session, serve: Serve) -> None:
     keys = JoseKeySet.import_key_set(json.loads(_fetch(server.jwks_url)))
     token = AssertionMinter(any_keyset).mint(session, HOST).jwt
     decoded = joserfc_jwt.decode(token, keys, algorithms=["ES256", "RS256"])
-    reg = joserfc_jwt.JWTClaimsRegistry(iss={"essential": True, "value": HOST},
-                                        aud={"essential": True, "value": HOST},
-                                        sub={"essential": True})
+    reg = joserfc_jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": HOST},
+        aud={"essential": True, "value": HOST},
+        sub={"essential": True},
+    )
     reg.validate(decoded.claims)
     assert decoded.header["kid"] == any_keyset.signer().kid
 
@@ -146,10 +167,16 @@ def test_node_jose(node_jose: Path, any_keyset: KeySet, session: Session, serve:
     res = node_verify(node_jose, server.jwks_url, token, HOST, HOST)
     assert res["ok"], res
     assert res["payload"]["sub"] == "user-123"
-    assert res["protectedHeader"] == {"alg": any_keyset.signer().alg, "kid": any_keyset.signer().kid, "typ": "JWT"}
+    assert res["protectedHeader"] == {
+        "alg": any_keyset.signer().alg,
+        "kid": any_keyset.signer().kid,
+        "typ": "JWT",
+    }
 
 
-def test_node_jose_rejects_wrong_audience(node_jose: Path, keyset: KeySet, session: Session, serve: Serve) -> None:
+def test_node_jose_rejects_wrong_audience(
+    node_jose: Path, keyset: KeySet, session: Session, serve: Serve
+) -> None:
     server = serve(WellKnownEndpoints(keyset))
     token = AssertionMinter(keyset).mint(session, HOST).jwt
     res = node_verify(node_jose, server.jwks_url, token, HOST, "other.example.com")
@@ -157,6 +184,7 @@ def test_node_jose_rejects_wrong_audience(node_jose: Path, keyset: KeySet, sessi
 
 
 # -- rotation as outside verifiers see it -----------------------------------------------------
+
 
 def test_rotation_two_published_first_signs_second_verifies(
     ec_pem: str, ec_pem2: str, session: Session, serve: Serve
@@ -177,7 +205,9 @@ def test_rotation_two_published_first_signs_second_verifies(
         assert pyjwt.decode(token, key, algorithms=["ES256"], audience=HOST)["sub"] == "user-123"
 
 
-def test_rotation_removed_key_fails(ec_pem: str, ec_pem2: str, session: Session, serve: Serve) -> None:
+def test_rotation_removed_key_fails(
+    ec_pem: str, ec_pem2: str, session: Session, serve: Serve
+) -> None:
     old_only = load_keyset(options(f"signing_key: {b64(ec_pem)}\n"))
     old_token = AssertionMinter(old_only).mint(session, HOST).jwt
     new_only = load_keyset(options(f"signing_key: {b64(ec_pem2)}\n"))
@@ -187,14 +217,18 @@ def test_rotation_removed_key_fails(ec_pem: str, ec_pem2: str, session: Session,
         client.get_signing_key_from_jwt(old_token)
 
 
-def test_rotation_schedule_with_sign_from(ec_pem: str, ec_pem2: str, session: Session, serve: Serve) -> None:
+def test_rotation_schedule_with_sign_from(
+    ec_pem: str, ec_pem2: str, session: Session, serve: Serve
+) -> None:
     import time
 
     now = time.time()
-    ks = load_keyset(options(
-        f"signing_key: {b64(ec_pem)}\n"
-        f"signing_keys:\n  - key: {b64(ec_pem2)}\n    sign_from: '{_iso(now - 1)}'\n"
-    ))
+    ks = load_keyset(
+        options(
+            f"signing_key: {b64(ec_pem)}\n"
+            f"signing_keys:\n  - key: {b64(ec_pem2)}\n    sign_from: '{_iso(now - 1)}'\n"
+        )
+    )
     server = serve(WellKnownEndpoints(ks))
     token = AssertionMinter(ks).mint(session, HOST).jwt
     kid = pyjwt.get_unverified_header(token)["kid"]

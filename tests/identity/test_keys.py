@@ -30,7 +30,10 @@ from .conftest import NOW, b64, options, pem_of
 # Pomerium's own test vector (authenticate/handlers_test.go, internal/controlplane/http_test.go):
 # this base64 signing key publishes kid 5b419ade... with these coordinates.
 POMERIUM_SIGNING_KEY = (
-    "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUpCMFZkbko1VjEvbVlpYUlIWHhnd2Q0Yzd5YWRTeXMxb3Y0bzA1b0F3ekdvQW9HQ0NxR1NNNDkKQXdFSG9VUURRZ0FFVUc1eENQMEpUVDFINklvbDhqS3VUSVBWTE0wNENnVzlQbEV5cE5SbVdsb29LRVhSOUhUMwpPYnp6aktZaWN6YjArMUt3VjJmTVRFMTh1dy82MXJVQ0JBPT0KLS0tLS1FTkQgRUMgUFJJVkFURSBLRVktLS0tLQo="
+    "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUpCMFZkbko1VjEvbVlpYUlIWHhnd2Q0Yzd5"
+    "YWRTeXMxb3Y0bzA1b0F3ekdvQW9HQ0NxR1NNNDkKQXdFSG9VUURRZ0FFVUc1eENQMEpUVDFINklvbDhqS3VUSVBW"
+    "TE0wNENnVzlQbEV5cE5SbVdsb29LRVhSOUhUMwpPYnp6aktZaWN6YjArMUt3VjJmTVRFMTh1dy82MXJVQ0JBPT0K"
+    "LS0tLS1FTkQgRUMgUFJJVkFURSBLRVktLS0tLQo="
 )
 POMERIUM_JWK = {
     "kty": "EC",
@@ -78,7 +81,7 @@ def test_rsa_key_signs_rs256(rsa_pem: str) -> None:
 def test_kid_is_rfc7638_thumbprint(ec_pem: str) -> None:
     key = parse_pem_keys(ec_pem.encode(), "k")[0]
     jwk = key.jwk
-    canonical = '{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}' % (jwk["x"], jwk["y"])
+    canonical = f'{{"crv":"P-256","kty":"EC","x":"{jwk["x"]}","y":"{jwk["y"]}"}}'
     assert key.kid == hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -93,7 +96,9 @@ def test_rfc7638_example_thumbprint() -> None:
     key = rsa.RSAPublicNumbers(
         65537, int.from_bytes(base64.urlsafe_b64decode(n + "=="), "big")
     ).public_key()
-    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     from gatehouse.identity.keys import make_key
 
     got = make_key(serialization.load_pem_public_key(pem), "rfc")  # type: ignore[arg-type]
@@ -106,7 +111,7 @@ def test_multi_key_pem_first_signs_all_published(ec_pem: str, ec_pem2: str, rsa_
     ks = load_keyset(options(f"signing_key: {b64(bundle)}\n"))
     first = parse_pem_keys(ec_pem.encode(), "x")[0]
     assert ks.signer(NOW).kid == first.kid
-    assert [k["kid"] for k in ks.jwks()["keys"]][0] == first.kid
+    assert ks.jwks()["keys"][0]["kid"] == first.kid
     assert len(ks.jwks()["keys"]) == 3
     assert {k["alg"] for k in ks.jwks()["keys"]} == {"ES256", "RS256"}
 
@@ -122,9 +127,12 @@ def test_public_key_after_first_is_published_only(ec_pem: str) -> None:
 
 
 def test_public_key_first_is_refused() -> None:
-    pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    pub = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     with pytest.raises(ConfigError, match="first key must be a private key"):
         load_keyset(options(f"signing_key: {b64(pub)}\n"))
 
@@ -134,7 +142,10 @@ def test_public_key_first_is_refused() -> None:
     [
         (lambda: ec.generate_private_key(ec.SECP384R1()), "curve secp384r1; only P-256"),
         (lambda: ec.generate_private_key(ec.SECP256K1()), "curve secp256k1; only P-256"),
-        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024), "1024 bits; at least 2048"),
+        (
+            lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024),
+            "1024 bits; at least 2048",
+        ),
         (lambda: ed25519.Ed25519PrivateKey.generate(), "unsupported key type"),
     ],
 )
@@ -165,6 +176,7 @@ def test_encrypted_key_is_refused() -> None:
 
 # -- derivation from the shared secret ------------------------------------------------------
 
+
 def _rfc5869_hkdf_sha256(ikm: bytes, info: bytes, length: int) -> bytes:
     """Independent HKDF (RFC 5869) with stdlib hmac, to check the derivation."""
     prk = hmac.new(b"\x00" * 32, ikm, hashlib.sha256).digest()  # Go: nil salt = zeros
@@ -182,7 +194,11 @@ def test_derivation_matches_pomerium_algorithm() -> None:
     # Go: hkdf.New(sha256.New, secret, nil, "derived-jwt-signing-key") read by
     # keygen.ECDSALegacy(P256): 40 bytes, k = int mod (N-1) + 1.
     n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-    expected_d = int.from_bytes(_rfc5869_hkdf_sha256(secret, b"derived-jwt-signing-key", 40), "big") % (n - 1) + 1
+    expected_d = (
+        int.from_bytes(_rfc5869_hkdf_sha256(secret, b"derived-jwt-signing-key", 40), "big")
+        % (n - 1)
+        + 1
+    )
     assert derive_p256_key(secret).private_numbers().private_value == expected_d
 
     ks1 = load_keyset(options(f"shared_secret: {secret_b64}\n"))
@@ -206,11 +222,16 @@ def test_different_secrets_different_keys() -> None:
 
 
 def test_signing_key_wins_over_shared_secret(ec_pem: str) -> None:
-    ks = load_keyset(options(f"signing_key: {b64(ec_pem)}\nshared_secret: {base64.b64encode(b'x' * 32).decode()}\n"))
+    ks = load_keyset(
+        options(
+            f"signing_key: {b64(ec_pem)}\nshared_secret: {base64.b64encode(b'x' * 32).decode()}\n"
+        )
+    )
     assert ks.signer(NOW).source.startswith("signing_key")
 
 
 # -- generated key --------------------------------------------------------------------------
+
 
 def test_generated_key_persisted_0600(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data_dir = tmp_path / "data"
@@ -241,6 +262,7 @@ def test_unwritable_data_dir_is_config_error(tmp_path: Path) -> None:
 
 # -- keygen -------------------------------------------------------------------------------
 
+
 def test_generate_pem_and_keygen_text() -> None:
     pem = generate_pem()
     assert pem.startswith("-----BEGIN PRIVATE KEY-----")
@@ -252,6 +274,7 @@ def test_generate_pem_and_keygen_text() -> None:
 
 
 # -- rotation schedule ----------------------------------------------------------------------
+
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
@@ -279,10 +302,7 @@ def test_rotation_newest_passed_sign_from_signs(ec_pem: str, ec_pem2: str, rsa_p
 
 def test_rotation_without_primary_and_future_only(ec_pem: str, ec_pem2: str) -> None:
     yaml_body = (
-        "signing_keys:\n"
-        f"  - key: {b64(ec_pem)}\n"
-        f"  - file: /dev/null\n"
-        f"    sign_from: {_iso(NOW)}\n"
+        f"signing_keys:\n  - key: {b64(ec_pem)}\n  - file: /dev/null\n    sign_from: {_iso(NOW)}\n"
     )
     with pytest.raises(ConfigError, match="no PEM key found"):
         load_keyset(options(yaml_body))

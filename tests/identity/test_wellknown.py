@@ -17,9 +17,17 @@ from .conftest import b64, options
 from .httpserve import EndpointServer
 
 
-def _request(path: str, method: str = "GET", headers: dict[str, str] | None = None,
-             scheme: str = "https", host: str = "app.example.com", port: int | None = None) -> Request:
-    return Request(method, scheme, host, port, path, "", Headers((headers or {}).items()), "127.0.0.1")
+def _request(
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    scheme: str = "https",
+    host: str = "app.example.com",
+    port: int | None = None,
+) -> Request:
+    return Request(
+        method, scheme, host, port, path, "", Headers((headers or {}).items()), "127.0.0.1"
+    )
 
 
 def _run(coro: object) -> Response:
@@ -33,7 +41,7 @@ def test_jwks_document(keyset: KeySet) -> None:
     assert h["Content-Type"] == "application/json"
     assert h["Cache-Control"] == "max-age=60"
     assert h["Access-Control-Allow-Origin"] == "*"
-    assert h["ETag"].startswith('"') and not h["ETag"].startswith('W/')
+    assert h["ETag"].startswith('"') and not h["ETag"].startswith("W/")
     doc = json.loads(resp.body)
     (key,) = doc["keys"]
     assert set(key) == {"kty", "crv", "x", "y", "kid", "alg", "use"}

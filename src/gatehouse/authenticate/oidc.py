@@ -24,6 +24,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
+from gatehouse.config.options import Options
+
 from .discovery import ProviderMetadata
 from .errors import (
     AuthorizationDenied,
@@ -76,7 +78,7 @@ class ClientConfig:
             raise ValueError("redirect_uri must be an absolute http(s) URL")
 
     @classmethod
-    def from_options(cls, options: Any, redirect_uri: str) -> ClientConfig:
+    def from_options(cls, options: Options, redirect_uri: str) -> ClientConfig:
         """Build from :class:`gatehouse.config.Options` (``idp_*`` keys)."""
         secret = options.idp_client_secret or ""
         if not secret and options.idp_client_secret_file:

@@ -127,13 +127,10 @@ def check_policy(
         access_control_request_method=access_control_request_method,
     )
     decision = policy.evaluate(inp)
-    who = (
-        "anonymous"
-        if session is None
-        else (
-            f"user={session.user_id} email={session.email or '-'} groups={','.join(session.groups) or '-'}"
-        )
-    )
+    who = "anonymous"
+    if session is not None:
+        groups_text = ",".join(session.groups) or "-"
+        who = f"user={session.user_id} email={session.email or '-'} groups={groups_text}"
     head = [
         f"request: {method} {scheme}://{host}{path}"
         + (f" (normalised from {parts.path})" if path != (parts.path or "/") else ""),

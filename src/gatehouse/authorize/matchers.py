@@ -107,6 +107,14 @@ def value_key(value: object) -> object:
     return ("json", json.dumps(value, sort_keys=True, default=str))
 
 
+def _list_op(op: str, key: object) -> ListPredicate:
+    if op == "has":
+        return lambda xs: key in xs
+    if op == "is":
+        return lambda xs: len(xs) == 1 and xs[0] == key
+    return lambda xs: key not in xs
+
+
 def compile_list_matcher(data: Any, loc: Loc) -> ListPredicate:
     """Compile a list matcher over a sequence of :func:`value_key` keys."""
     if not isinstance(data, dict):
@@ -131,13 +139,7 @@ def compile_list_matcher(data: Any, loc: Loc) -> ListPredicate:
                 "expected a single value (string, number or boolean); "
                 "to accept any of several values, write several criteria under `or`",
             )
-        key = value_key(value)
-        if op == "has":
-            preds.append(lambda xs, k=key: k in xs)
-        elif op == "is":
-            preds.append(lambda xs, k=key: len(xs) == 1 and xs[0] == k)
-        else:
-            preds.append(lambda xs, k=key: k not in xs)
+        preds.append(_list_op(op, value_key(value)))
     if len(preds) == 1:
         return preds[0]
     ptuple = tuple(preds)

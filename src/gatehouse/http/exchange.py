@@ -193,7 +193,7 @@ class Exchange:
         Raises:
             PayloadTooLarge: the body is longer than ``limit``.
         """
-        from ..errors import PayloadTooLarge
+        from ..errors import BadRequest, PayloadTooLarge
 
         if self.body_done and not self._body_buffer:
             return b""
@@ -211,8 +211,14 @@ class Exchange:
             if not fut.done():
                 fut.set_result(None)
 
+        def gone() -> None:
+            if not fut.done():
+                fut.set_exception(BadRequest("client went away while sending the body"))
+
+        self.on_abort(gone)
         self.stream_body(sink, end)
         await fut
+        self.on_abort(None)
         if size > limit:
             raise PayloadTooLarge("body over the internal endpoint limit")
         return b"".join(parts)
@@ -307,6 +313,12 @@ class Exchange:
         if not self.done.done():
             self.done.set_result(None)
         self._conn.exchange_aborted(self)
+
+    def cancel_upstream(self) -> None:
+        """Run and clear the abort callback (drop the upstream side) without aborting."""
+        on_abort, self._on_abort = self._on_abort, None
+        if on_abort is not None:
+            on_abort()
 
     def on_abort(self, callback: Callable[[], None] | None) -> None:
         """Register what to do when the client goes away (cancel the upstream side)."""

@@ -75,10 +75,13 @@ class DownstreamProtocol(asyncio.Protocol):
         self._closing = False
         self._head_started = 0.0
         self._idle_since = 0.0
+        self._served = 0
         #: When set, raw bytes go to this callable instead of the parser (tunnel mode).
         self.tunnel_sink: Callable[[bytes], None] | None = None
         self.tunnel_peer: asyncio.Protocol | None = None
         self.on_lost: Callable[[], None] | None = None
+        #: While corked, writes are gathered and sent as one (fewer send() calls).
+        self._corked: list[bytes] | None = None
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -185,9 +188,23 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- used by Exchange ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+            return
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
+
+    def cork(self) -> None:
+        """Gather writes until :meth:`uncork`: a response head and body in one send()."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     @property
     def write_paused(self) -> bool:
@@ -210,6 +227,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex is not self.current:
             return
         self.current = None
+        self._served += 1
         if not ex.keep_alive or not ex.body_done or self._closing or self.server.draining:
             self.close()
             return
@@ -240,6 +258,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         self._closing = True
+        self.uncork()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
@@ -266,6 +285,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _fail_exchange(self, ex: Exchange, err: GatehouseError) -> None:
         if ex.phase is Phase.RECEIVING:
+            ex.cancel_upstream()
             ex.keep_alive = False
             ex.send(self.server.render_error(err, ex.head))
         elif ex.phase is Phase.RESPONDING:
@@ -331,7 +351,9 @@ class DownstreamProtocol(asyncio.Protocol):
             if self.reader.in_head:
                 if now - self._head_started > s.timeout_request_head_s:
                     self._protocol_error(RequestTimeout("request head not received in time"))
-            elif now - self._idle_since > s.timeout_idle_s:
+            elif now - self._idle_since > (s.timeout_idle_s if self._served else s.timeout_request_head_s):
+                # Before the first request the head timeout applies: a client that
+                # connects and sends nothing is a slowloris, not a keep-alive.
                 self.close()
             elif self.server.draining:
                 self.close()

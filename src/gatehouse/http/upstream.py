@@ -54,6 +54,11 @@ class ResponseSink(Protocol):
 
     def on_response_error(self, error: UpstreamError) -> None: ...
 
+    def cork(self) -> None:
+        """Gather writes to the client while one batch of upstream bytes is parsed."""
+
+    def uncork(self) -> None: ...
+
 
 class ConnState(enum.Enum):
     CONNECTING = "connecting"
@@ -103,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = False
         self._in_body = False
         self._chunked_request = False
+        self._request_complete = True
         self._write_paused = False
         self._status = 0
         self._tunnel_sink: Callable[[bytes], None] | None = None
@@ -152,6 +158,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
+        sink = self.sink
+        sink.cork()
         try:
             self._parser.feed_data(data)
         except _StopParsing:
@@ -165,6 +173,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._protocol_error(f"response rejected: {exc.__context__ or exc}")
         except httptools.HttpParserError as exc:
             self._protocol_error(f"malformed response: {exc}")
+        finally:
+            sink.uncork()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -193,7 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- request ------------------------------------------------------------------------
 
     def send_request(
-        self, head: bytes, sink: ResponseSink, *, chunked_body: bool, head_only: bool
+        self, head: bytes, sink: ResponseSink, *, chunked_body: bool, head_only: bool, has_body: bool
     ) -> None:
         """Write a request head (with its terminating blank line) and await the response."""
         self.sink = sink
@@ -202,6 +212,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.reusable = False
         self._chunked_request = chunked_body
+        self._request_complete = not has_body
         self._headers = []
         self._head_bytes = 0
         self._content_length = None
@@ -221,6 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
     def end_body(self) -> None:
         if self._chunked_request and self.transport is not None and self.state is ConnState.BUSY:
             self.transport.write(b"0\r\n\r\n")
+        self._request_complete = True
         self.request_producer = None
 
     def close(self) -> None:
@@ -301,7 +313,9 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_response_end()
         # The sink may have closed us (e.g. the client went away).
         if self.state is ConnState.BUSY:
-            if self.reusable:
+            # Reuse only when both messages are complete (an early answer to an
+            # unfinished upload leaves the upstream expecting the rest of the body).
+            if self.reusable and self._request_complete:
                 self.pool.release(self)
             else:
                 self.close()

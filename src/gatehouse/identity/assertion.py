@@ -54,7 +54,9 @@ BASE_CLAIMS = frozenset(
 )
 
 IssuerFormat = Literal["hostOnly", "uri"]
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 # Header values must not carry control characters (RFC 9110 §5.5): IdP claims are untrusted.
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F])
 del _CONTROL[0x09]
@@ -87,7 +89,9 @@ class AssertionSpec:
             ConfigError: a header name that is not an HTTP token, or an unknown issuer format.
         """
         if issuer_format not in ("hostOnly", "uri"):
-            raise ConfigError([f"jwt_issuer_format: expected hostOnly or uri, got {issuer_format!r}"])
+            raise ConfigError(
+                [f"jwt_issuer_format: expected hostOnly or uri, got {issuer_format!r}"]
+            )
         pairs = tuple((claims_headers or {}).items())
         for name, claim in pairs:
             if not name or not set(name) <= _TOKEN_CHARS:
@@ -203,7 +207,11 @@ class AssertionMinter:
             return entry.assertion
         assertion = self.sign(session, host, spec, now=now)
         self._cache[cache_key] = _Entry(
-            assertion, session, _fingerprint(session), assertion.issued_at + self._reuse_s, assertion.kid
+            assertion,
+            session,
+            _fingerprint(session),
+            assertion.issued_at + self._reuse_s,
+            assertion.kid,
         )
         self._cache.move_to_end(cache_key)
         if len(self._cache) > self._cache_size:
@@ -211,7 +219,12 @@ class AssertionMinter:
         return assertion
 
     def sign(
-        self, session: Session, host: str, spec: AssertionSpec = DEFAULT_SPEC, *, now: float | None = None
+        self,
+        session: Session,
+        host: str,
+        spec: AssertionSpec = DEFAULT_SPEC,
+        *,
+        now: float | None = None,
     ) -> Assertion:
         """A freshly signed assertion (no cache).
 

@@ -45,12 +45,14 @@ class JwsSigner:
         self._header_b64 = b64url(_dumps(header).encode()) + b"."
         private = key.private_key
         if isinstance(private, ec.EllipticCurvePrivateKey):
+
             def sign_es256(data: bytes) -> bytes:
                 r, s = decode_dss_signature(private.sign(data, _ECDSA_SHA256))
                 return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
             self._sign = sign_es256
         elif isinstance(private, rsa.RSAPrivateKey):
+
             def sign_rs256(data: bytes) -> bytes:
                 return private.sign(data, _PKCS1, _SHA256)
 

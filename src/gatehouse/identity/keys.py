@@ -6,7 +6,8 @@ Sources, in the order :func:`load_keyset` tries them:
    several keys: the first signs, every one is published (the classic rotation).
 2. ``signing_keys`` (gatehouse addition): entries ``{key|file, sign_from}``. All are
    published; the signer is the newest key whose ``sign_from`` has passed, so a rotation
-   is one config change made ahead of time (see :class:`~gatehouse.config.identity.SigningKeyEntry`).
+   is one config change made ahead of time (see
+   :class:`~gatehouse.config.identity.SigningKeyEntry`).
 3. Nothing configured but ``shared_secret``: a P-256 key derived from it exactly as Pomerium
    does (HKDF-SHA256, info ``derived-jwt-signing-key``, Go 1.19 ``ecdsa.GenerateKey``
    reduction), so gatehouse and Pomerium replicas sharing a secret publish the same key.
@@ -55,9 +56,7 @@ Alg = Literal["ES256", "RS256"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL
-)
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _P256_ORDER = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16)
 
 
@@ -95,7 +94,9 @@ class KeySet:
 
     __slots__ = ("_floor", "_keys", "_next_change", "_now_signer", "_schedule", "_times")
 
-    def __init__(self, keys: Sequence[SigningKey], schedule: Sequence[tuple[float, SigningKey]]) -> None:
+    def __init__(
+        self, keys: Sequence[SigningKey], schedule: Sequence[tuple[float, SigningKey]]
+    ) -> None:
         if not schedule:
             raise ConfigError(["no signing key: at least one private key is needed"])
         seen: dict[str, SigningKey] = {}
@@ -178,19 +179,21 @@ def make_key(key: PrivateKey | PublicKey, source: str) -> SigningKey:
     """
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
-            raise ConfigError([
-                f"{source}: EC key on curve {key.curve.name}; only P-256 (ES256) is supported"
-            ])
+            raise ConfigError(
+                [f"{source}: EC key on curve {key.curve.name}; only P-256 (ES256) is supported"]
+            )
     elif isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
-            raise ConfigError([
-                f"{source}: RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required"
-            ])
+            raise ConfigError(
+                [f"{source}: RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required"]
+            )
     else:
-        raise ConfigError([
-            f"{source}: unsupported key type {type(key).__name__.lstrip('_')}; "
-            "use an EC P-256 key (ES256) or an RSA key of at least 2048 bits (RS256)"
-        ])
+        raise ConfigError(
+            [
+                f"{source}: unsupported key type {type(key).__name__.lstrip('_')}; "
+                "use an EC P-256 key (ES256) or an RSA key of at least 2048 bits (RS256)"
+            ]
+        )
     private: PrivateKey | None = None
     if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         private = key
@@ -211,7 +214,9 @@ def parse_pem_keys(data: bytes, source: str) -> list[SigningKey]:
     """
     blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)]
     if not blocks:
-        raise ConfigError([f"{source}: no PEM key found (expected -----BEGIN ... PRIVATE KEY-----)"])
+        raise ConfigError(
+            [f"{source}: no PEM key found (expected -----BEGIN ... PRIVATE KEY-----)"]
+        )
     out: list[SigningKey] = []
     for n, block in enumerate(blocks, 1):
         label = block.split(b"-----", 2)[1].decode("ascii", "replace").removeprefix("BEGIN ")
@@ -256,6 +261,7 @@ def _read_file(path_text: str, what: str) -> bytes:
 
 # -- shared secret derivation -----------------------------------------------------------
 
+
 def shared_secret_bytes(secret_text: str) -> bytes:
     """The shared secret's bytes: standard base64 as Pomerium decodes it, else the raw text.
 
@@ -277,12 +283,15 @@ def derive_p256_key(secret: bytes) -> ec.EllipticCurvePrivateKey:
     HKDF's output prefix does not depend on the requested length, so deriving 40 bytes
     equals reading the first 40 bytes of Go's HKDF reader.
     """
-    stream = HKDF(algorithm=hashes.SHA256(), length=40, salt=None, info=DERIVED_KEY_INFO).derive(secret)
+    stream = HKDF(algorithm=hashes.SHA256(), length=40, salt=None, info=DERIVED_KEY_INFO).derive(
+        secret
+    )
     d = int.from_bytes(stream, "big") % (_P256_ORDER - 1) + 1
     return ec.derive_private_key(d, ec.SECP256R1())
 
 
 # -- generated key ---------------------------------------------------------------------
+
 
 def generate_pem() -> str:
     """A new P-256 private key as PKCS#8 PEM (for ``gatehouse keygen``)."""
@@ -324,7 +333,9 @@ def load_or_create_key_file(data_dir: str) -> tuple[bytes, Path]:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise ConfigError([f"cannot read the generated signing key {path}: {exc.strerror}"]) from exc
+        raise ConfigError(
+            [f"cannot read the generated signing key {path}: {exc.strerror}"]
+        ) from exc
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = directory / f".{GENERATED_KEY_FILENAME}.{os.getpid()}.tmp"
@@ -342,13 +353,16 @@ def load_or_create_key_file(data_dir: str) -> tuple[bytes, Path]:
             tmp.unlink(missing_ok=True)
         return path.read_bytes(), path
     except OSError as exc:
-        raise ConfigError([
-            f"cannot store a generated signing key in {directory}: {exc.strerror}; "
-            "set signing_key, signing_key_file or shared_secret, or a writable data_dir"
-        ]) from exc
+        raise ConfigError(
+            [
+                f"cannot store a generated signing key in {directory}: {exc.strerror}; "
+                "set signing_key, signing_key_file or shared_secret, or a writable data_dir"
+            ]
+        ) from exc
 
 
 # -- the whole set ---------------------------------------------------------------------
+
 
 def build_keyset(
     primary: Iterable[SigningKey] = (),
@@ -383,7 +397,9 @@ def load_keyset(options: Options) -> KeySet:
     """
     primary: list[SigningKey] = []
     if options.signing_key_file:
-        primary = parse_pem_keys(_read_file(options.signing_key_file, "signing_key_file"), "signing_key_file")
+        primary = parse_pem_keys(
+            _read_file(options.signing_key_file, "signing_key_file"), "signing_key_file"
+        )
     elif options.signing_key:
         primary = parse_pem_keys(decode_key_text(options.signing_key), "signing_key")
     scheduled: list[tuple[float | None, list[SigningKey]]] = []
@@ -400,7 +416,9 @@ def load_keyset(options: Options) -> KeySet:
 
     secret_text = _shared_secret_text(options)
     if secret_text:
-        key = make_key(derive_p256_key(shared_secret_bytes(secret_text)), "derived from shared_secret")
+        key = make_key(
+            derive_p256_key(shared_secret_bytes(secret_text)), "derived from shared_secret"
+        )
         return build_keyset([key])
 
     data, path = load_or_create_key_file(options.data_dir)

@@ -98,5 +98,14 @@ class AccessLog:
             pass  # stdout gone: nothing useful left to do with access lines
 
 
+_second_cache: list[Any] = [0, ""]
+
+
 def now_iso() -> str:
-    return _iso(time.time())
+    """The current UTC time as ISO 8601 with milliseconds (the seconds part is cached)."""
+    ts = time.time()
+    sec = int(ts)
+    if _second_cache[0] != sec:
+        _second_cache[0] = sec
+        _second_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second_cache[1]}.{int((ts - sec) * 1000):03d}Z"

@@ -70,6 +70,12 @@ class ResponseForwarder:
         if ex.connection.write_paused:
             self.conn.pause_reading()
 
+    def cork(self) -> None:
+        self.exchange.connection.cork()
+
+    def uncork(self) -> None:
+        self.exchange.connection.uncork()
+
     def on_response_body(self, chunk: bytes) -> None:
         ex = self.exchange
         ex.last_activity = _now()
@@ -172,8 +178,10 @@ async def forward(
             identity_headers=identity_headers,
         )
 
-        def client_gone(conn: UpstreamConnection = conn) -> None:
+        def client_gone(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:
             conn.abort()
+            if not forwarder.finished.done():
+                forwarder.finished.set_result(None)
 
         def timed_out(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:
             conn.abort()
@@ -188,6 +196,7 @@ async def forward(
             forwarder,
             chunked_body=body_framing is not None and body_framing.startswith(b"t"),
             head_only=head.method == b"HEAD",
+            has_body=head.has_body,
         )
         body_streamed = False
         if head.has_body:

@@ -66,9 +66,12 @@ def _b64d(text: str) -> bytes | None:
         return None
     try:
         raw = text.encode("ascii")
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (UnicodeEncodeError, binascii.Error, ValueError):
         return None
+    # Only the canonical encoding is accepted: the decoder skips stray characters and
+    # ignores trailing bits, and one value should have exactly one spelling.
+    return data if _b64e(data) == text else None
 
 
 def _valid_session_id(session_id: str) -> bool:

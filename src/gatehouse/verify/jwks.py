@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +73,12 @@ def urllib_fetch(url: str, timeout_s: float) -> tuple[bytes, str | None]:
     if not url.startswith(("https://", "http://")):
         raise KeysUnavailable(f"JWKS URL must be http(s): {url!r}")
     req = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout_s)  # noqa: S310
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the connection
+        raise KeysUnavailable(f"JWKS {url} answered {exc.code}") from None
+    with resp:
         body = resp.read(MAX_JWKS_BYTES + 1)
         if len(body) > MAX_JWKS_BYTES:
             raise KeysUnavailable(f"JWKS from {url} is larger than {MAX_JWKS_BYTES} bytes")
@@ -111,7 +117,8 @@ def _parse_jwk(jwk: dict[str, Any]) -> PublicKey | None:
             nums = ec.EllipticCurvePublicNumbers(
                 int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
             )
-            alg, key = "ES256", nums.public_key()  # checks the point is on the curve
+            key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey = nums.public_key()  # on-curve check
+            alg = "ES256"
         elif jwk.get("kty") == "RSA":
             n = int.from_bytes(b64url_decode(jwk["n"]), "big")
             e = int.from_bytes(b64url_decode(jwk["e"]), "big")

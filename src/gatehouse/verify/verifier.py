@@ -82,7 +82,8 @@ class Verifier:
     """Verifies assertions from one issuer (a gatehouse or Pomerium route host).
 
     Args:
-        jwks_url: where the keys are; default ``https://<issuer host>/.well-known/pomerium/jwks.json``.
+        jwks_url: where the keys are; default
+            ``https://<issuer host>/.well-known/pomerium/jwks.json``.
         issuer: the route's host, in either form (``app.example.com`` or
             ``https://app.example.com/``): both denote the same host and either is accepted.
         audience: acceptable ``aud`` values; default the issuer's host.
@@ -138,10 +139,17 @@ class Verifier:
         return self._finish(header, key, signing_input, signature, payload_b64)
 
     def _finish(
-        self, header: dict[str, Any], key: PublicKey, signing_input: bytes, signature: bytes, payload_b64: str
+        self,
+        header: dict[str, Any],
+        key: PublicKey,
+        signing_input: bytes,
+        signature: bytes,
+        payload_b64: str,
     ) -> Identity:
         if key.alg != header["alg"]:
-            raise UnsupportedAlgorithm(f"token says {header['alg']} but key {key.kid[:16]}... is {key.alg}")
+            raise UnsupportedAlgorithm(
+                f"token says {header['alg']} but key {key.kid[:16]}... is {key.alg}"
+            )
         _check_signature(key, signing_input, signature)
         claims = _json_object(payload_b64, "payload")
         self._check_claims(claims)
@@ -150,7 +158,9 @@ class Verifier:
             sub=claims["sub"],
             email=_str(claims.get("email")),
             name=_str(claims.get("name")),
-            groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+            groups=tuple(g for g in groups if isinstance(g, str))
+            if isinstance(groups, list)
+            else (),
             claims=MappingProxyType(claims),
         )
 
@@ -174,7 +184,9 @@ class Verifier:
         if not auds:
             raise MissingClaim("aud is missing")
         if not any(isinstance(a, str) and a in self._audience for a in auds):
-            raise WrongAudience(f"audience {str(aud)[:100]!r} is not one of {sorted(self._audience)}")
+            raise WrongAudience(
+                f"audience {str(aud)[:100]!r} is not one of {sorted(self._audience)}"
+            )
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise MissingClaim("sub is missing or empty")

@@ -68,8 +68,6 @@ server.listen(0, '127.0.0.1', () => {
     pkce: { required: () => true },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     ttl: { IdToken: 300, AccessToken: 300, AuthorizationCode: 60, RefreshToken: 3600 },
-    // The RP refreshes with the same refresh token after revocation tests: keep it simple.
-    rotateRefreshToken: false,
   });
   provider.proxy = false;
 

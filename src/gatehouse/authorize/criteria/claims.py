@@ -50,6 +50,10 @@ def compile_claim(data: Any, sub_path: str, loc: Loc) -> Criterion:
 
 def compile_groups(data: Any, sub_path: str, loc: Loc) -> Criterion:
     no_sub_path("groups", sub_path, loc)
+    operands = data.values() if isinstance(data, dict) else [data]
+    if any(isinstance(v, bool | int | float) for v in operands):
+        # Groups are strings: an unquoted numeric group id would never match.
+        raise PolicySyntaxError(loc, "group names and ids are strings; quote the value")
     pred = compile_list_matcher(data, loc)
 
     def test(session: Session) -> bool:

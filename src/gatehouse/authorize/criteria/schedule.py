@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -110,6 +111,16 @@ def parse_days(spec: Any, loc: Loc) -> frozenset[int]:
     return frozenset(days)
 
 
+@functools.lru_cache(maxsize=256)
+def local_clock(unix_second: int, zone: ZoneInfo | None) -> tuple[int, int]:
+    """(weekday, seconds since local midnight) of a Unix second in a zone (None = UTC).
+
+    Cached per second: converting to a zone costs about a microsecond and every request in
+    the same second asks the same question."""
+    moment = datetime.fromtimestamp(unix_second, zone or UTC)
+    return moment.weekday(), moment.hour * 3600 + moment.minute * 60 + moment.second
+
+
 def compile_day_of_week(data: Any, sub_path: str, loc: Loc) -> Criterion:
     no_sub_path("day_of_week", sub_path, loc)
     zone: ZoneInfo | None = None
@@ -124,10 +135,8 @@ def compile_day_of_week(data: Any, sub_path: str, loc: Loc) -> Criterion:
         days = parse_days(data, loc)
 
     def run(inp: PolicyInput) -> CriterionOutcome:
-        moment = inp.datetime_utc()
-        if zone is not None:
-            moment = moment.astimezone(zone)
-        return _DOW_OK if moment.weekday() in days else _DOW_NO
+        weekday, _ = local_clock(int(inp.timestamp() // 1), zone)
+        return _DOW_OK if weekday in days else _DOW_NO
 
     return run
 
@@ -174,8 +183,10 @@ def compile_time_of_day(data: Any, sub_path: str, loc: Loc) -> Criterion:
     wraps = after > before
 
     def run(inp: PolicyInput) -> CriterionOutcome:
-        local = inp.datetime_utc().astimezone(zone)
-        t = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+        ts = inp.timestamp()
+        second = int(ts // 1)
+        _, whole = local_clock(second, zone)
+        t = whole + (ts - second)
         inside = (t >= after or t < before) if wraps else (after <= t < before)
         return _TOD_OK if inside else _TOD_NO
 

@@ -1,0 +1,1118 @@
+#!/usr/bin/env python3
+"""Benchmark: gatehouse against nginx as a plain reverse proxy, in front of the same upstream.
+
+One run does everything (issue 2, "Speed"):
+
+1. installs ``nginx`` and ``wrk`` from Debian's packages when missing;
+2. starts a fast upstream (an nginx ``return 200``), nginx as a plain keep-alive reverse proxy
+   and gatehouse (``workers: 1``), each in a private temporary directory, and waits on each
+   by polling a real request through it (never a fixed sleep);
+3. warms each up, then drives each with ``wrk --latency`` at a fixed concurrency, interleaving
+   the runs in ABBA order (nginx, gatehouse, gatehouse, nginx, ...) so slow drift on the shared
+   machine hits both alike;
+4. prints requests/s, p50 and p99 latency per run and the medians, the ratios gatehouse/nginx,
+   the CPU time per request of each proxy process (``/proc/PID/stat`` utime+stime deltas over
+   the run) and their peak RSS (``VmHWM``), and anything odd (non-2xx, socket errors, error
+   lines or crashes in gatehouse's stderr, statuses found in both access logs);
+5. with ``--profile``, runs one more wrk round against gatehouse under ``py-spy record``
+   (or ``cProfile``) and prints the top functions, self and inclusive;
+6. with ``--json FILE``, writes every figure to FILE.
+
+Nothing is pinned to a CPU: upstream, both proxies and wrk share the machine's cores, as the
+issue's target (>= 0.45x nginx's requests/s, p99 <= 3x nginx's) is stated for that set-up.
+Every process started here is stopped at exit, also on Ctrl-C and on errors.
+
+Fairness choices (both proxies do the same work where it can be configured):
+  * one worker process each; HTTP/1.1 keep-alive on both sides; nginx keeps up to 64 idle
+    upstream connections (``keepalive 64``, ``proxy_set_header Connection ""``);
+  * both write one JSON access-log line per request to a file, buffered (gatehouse: 64 KiB or
+    0.2 s; nginx: ``buffer=64k flush=200ms``);
+  * nginx sets the same X-Forwarded-* request headers gatehouse sets;
+  * ``keepalive_requests`` is raised on nginx so neither proxy closes wrk's connections mid-run.
+
+Usage: ``python bench/proxy_bench.py [-c 50] [-t 1] [-d 10s] [--rounds 2] [--profile] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+#: Host header every benchmark request carries; gatehouse routes it, nginx ignores it.
+BENCH_HOST = "bench.localhost"
+#: Body of the upstream's fixed response (small: we measure proxy overhead, not bandwidth).
+UPSTREAM_BODY = "hello from the gatehouse bench upstream\n"
+#: How long to wait for a process to serve its first request, seconds.
+READY_TIMEOUT_S = 30.0
+#: Interval between readiness polls, seconds (a poll interval, not a readiness guess).
+READY_POLL_S = 0.05
+#: How long a process gets to exit after SIGTERM before SIGKILL, seconds.
+STOP_TIMEOUT_S = 10.0
+#: Upstream CPU use above this share of one core during a run means it may be the bottleneck.
+UPSTREAM_BUSY_WARN = 0.80
+#: Lines of gatehouse stderr shown when something looks wrong.
+STDERR_EXCERPT_LINES = 15
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What a benchmark scenario adds to the gatehouse route and to every wrk request.
+
+    ``prepare`` runs once the upstream is up and before gatehouse starts; it may return
+    extra route keys (YAML text, indented under the route) and extra wrk headers.
+    """
+
+    name: str
+    description: str
+    prepare: Callable[[Path], tuple[str, list[str]]]
+
+
+def _prepare_plain(_tmp: Path) -> tuple[str, list[str]]:
+    return "", []
+
+
+def _prepare_authenticated(_tmp: Path) -> tuple[str, list[str]]:
+    # TODO(lead, issue 3+): the authenticated scenario. It needs, once sign-in and policy exist:
+    #   * global keys for a session store and signing key (e.g. `shared_secret`, `cookie_secret`,
+    #     `signing_key`) and an IdP (`idp_*`, or the built-in `gatehouse/idp`),
+    #   * route keys such as `policy: [{allow: {and: [{email: {is: bench@example.com}}]}}]`
+    #     and `pass_identity_headers: true` (returned as the first value, YAML indented 4 spaces),
+    #   * a valid session created directly in the store (no browser dance), whose cookie goes
+    #     into every request: return [f"Cookie: _pomerium={cookie}"] as the second value.
+    # nginx stays a plain proxy in that scenario (it has no equivalent), so its ratio reads
+    # "cost of identity-aware proxying relative to plain nginx", as in ARCHITECTURE.md.
+    raise NotImplementedError(
+        "scenario 'authenticated' is a placeholder until sessions and policy land; "
+        "see the TODO in bench/proxy_bench.py::_prepare_authenticated"
+    )
+
+
+SCENARIOS = {
+    "plain": Scenario("plain", "plain proxying: no session, no policy", _prepare_plain),
+    "authenticated": Scenario(
+        "authenticated",
+        "signed-in session + policy + identity assertion (NOT IMPLEMENTED YET)",
+        _prepare_authenticated,
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a process did not start, a tool is missing...)."""
+
+
+@dataclass
+class Proc:
+    """A process this script started, with where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stderr_tail(self, lines: int = STDERR_EXCERPT_LINES) -> list[str]:
+        try:
+            text = self.stderr.read_text(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+
+class Processes:
+    """Starts processes in their own session and stops every one of them, by pid, at exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+
+    def start(
+        self, name: str, argv: list[str], tmp: Path, env: dict[str, str] | None = None
+    ) -> Proc:
+        stdout = tmp / f"{name}.stdout"
+        stderr = tmp / f"{name}.stderr"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            # Own session: a Ctrl-C in the terminal reaches only this script, which then
+            # stops its children in order (and after collecting what it needs).
+            popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        proc = Proc(name, popen, stdout, stderr)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int | None:
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(sig)
+            try:
+                proc.popen.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                print(
+                    f"  ! {proc.name} (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S}s; killing",
+                    file=sys.stderr,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.kill()
+                proc.popen.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+        return proc.popen.returncode
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------
+# Tools and readiness
+
+
+def ensure_tools(need_pyspy: bool) -> None:
+    """Install nginx and wrk from Debian's packages when missing; py-spy from PyPI if asked."""
+    missing = [
+        pkg
+        for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"))
+        if shutil.which(tool) is None
+    ]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian packages ...", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = [*sudo, "apt-get", "install", "-y", "--no-install-recommends", *missing]
+        if subprocess.run(cmd, env=env).returncode != 0:
+            subprocess.run([*sudo, "apt-get", "update"], env=env, check=True)
+            subprocess.run(cmd, env=env, check=True)
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise BenchError(f"{tool} is not installed and could not be installed")
+    if need_pyspy and shutil.which("py-spy") is None:
+        print("installing py-spy from PyPI ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=False)
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    """A port free right now (nginx cannot report a port-0 bind back; a clash is retried)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def probe(port: int, host: str = BENCH_HOST, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """One GET / through ``port``; returns (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(proc: Proc, port_of: Callable[[], int | None], expect_body: bytes | None) -> int:
+    """Poll until ``proc`` answers 200 (with ``expect_body`` when given); returns its port."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no port yet"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            tail = "\n    ".join(proc.stderr_tail())
+            raise BenchError(
+                f"{proc.name} exited with {proc.popen.returncode} before ready:\n    {tail}"
+            )
+        port = port_of()
+        if port is not None:
+            try:
+                status, body = probe(port)
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if status == 200 and (expect_body is None or body == expect_body):
+                    return port
+                last = f"status {status}, body {body[:80]!r}"
+        time.sleep(READY_POLL_S)
+    raise BenchError(f"{proc.name} not ready after {READY_TIMEOUT_S}s (last: {last})")
+
+
+# --------------------------------------------------------------------------------------------
+# nginx (upstream and reverse proxy)
+
+_NGINX_COMMON = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+{user}
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    client_body_temp_path {tmp}/{name}-tmp/client;
+    proxy_temp_path {tmp}/{name}-tmp/proxy;
+    fastcgi_temp_path {tmp}/{name}-tmp/fastcgi;
+    uwsgi_temp_path {tmp}/{name}-tmp/uwsgi;
+    scgi_temp_path {tmp}/{name}-tmp/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+{body}
+}}
+"""
+
+_UPSTREAM_BODY = """\
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            default_type text/plain;
+            return 200 "{text}";
+        }}
+    }}
+"""
+
+_PROXY_BODY = """\
+    log_format bench escape=json '{{"time":"$time_iso8601","method":"$request_method","host":"$host",'
+        '"path":"$uri","status":$status,"bytes":$body_bytes_sent,"duration":$request_time,'
+        '"upstream_duration":"$upstream_response_time","client":"$remote_addr"}}';
+    access_log {tmp}/nginx-proxy.access.log bench buffer=64k flush=200ms;
+    upstream bench_upstream {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
+    }}
+"""
+
+
+def _const(port: int) -> Callable[[], int | None]:
+    return lambda: port
+
+
+def start_nginx(
+    procs: Processes,
+    tmp: Path,
+    name: str,
+    body: str,
+    workers: int = 1,
+    expect_body: bytes | None = None,
+    **fmt: Any,
+) -> tuple[Proc, int]:
+    """Start one nginx (``daemon off``, private prefix); retries if its port got taken."""
+    for _attempt in range(5):
+        port = free_port()
+        (tmp / f"{name}-tmp").mkdir(exist_ok=True)
+        # As root, nginx's workers would switch to "nobody" and could not write in our tmp dir.
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = _NGINX_COMMON.format(
+            workers=workers,
+            user=user,
+            tmp=tmp,
+            name=name,
+            body=body.format(port=port, tmp=tmp, **fmt),
+        )
+        conf_path = tmp / f"{name}.conf"
+        conf_path.write_text(conf)
+        argv = [
+            nginx_binary(),
+            "-p",
+            str(tmp),
+            "-c",
+            str(conf_path),
+            "-e",
+            str(tmp / f"{name}.error.log"),
+        ]
+        proc = procs.start(name, argv, tmp)
+        try:
+            return proc, wait_ready(proc, _const(port), expect_body)
+        except BenchError as exc:
+            procs.stop(proc)
+            if "Address already in use" not in str(exc) + (tmp / f"{name}.error.log").read_text(
+                errors="replace"
+            ):
+                raise
+    raise BenchError(f"{name}: no free port after 5 attempts")
+
+
+# --------------------------------------------------------------------------------------------
+# gatehouse
+
+_GATEHOUSE_CONFIG = """\
+address: 127.0.0.1:0
+insecure_server: true
+workers: 1
+access_log: true
+routes:
+  - from: http://{host}
+    to: http://127.0.0.1:{upstream_port}
+{route_extra}"""
+
+_LISTENING = re.compile(rb'"message":\s*"listening".*?"address":\s*"[^"]*:(\d+)"')
+
+
+def gatehouse_argv(config: Path, profiler: str | None, prof_out: Path) -> list[str]:
+    base = ["-m", "gatehouse", "run", "-c", str(config)]
+    if profiler == "cprofile":
+        return [sys.executable, "-m", "cProfile", "-o", str(prof_out), *base]
+    return [sys.executable, *base]
+
+
+def start_gatehouse(
+    procs: Processes,
+    tmp: Path,
+    upstream_port: int,
+    route_extra: str,
+    name: str = "gatehouse",
+    profiler: str | None = None,
+) -> tuple[Proc, int]:
+    config = tmp / f"{name}.yaml"
+    config.write_text(
+        _GATEHOUSE_CONFIG.format(
+            host=BENCH_HOST, upstream_port=upstream_port, route_extra=route_extra
+        )
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = procs.start(
+        name, gatehouse_argv(config, profiler, tmp / f"{name}.cprofile"), tmp, env=env
+    )
+
+    def port_of() -> int | None:
+        with contextlib.suppress(OSError):
+            match = _LISTENING.search(proc.stderr.read_bytes())
+            if match:
+                return int(match.group(1))
+        return None
+
+    return proc, wait_ready(proc, port_of, UPSTREAM_BODY.encode())
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of proc(5)
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def nginx_worker(master_pid: int) -> int:
+    """The (single) worker of an nginx master: where nginx's per-request CPU is spent."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(READY_POLL_S)
+    raise BenchError(f"nginx {master_pid} has no worker")
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class RunResult:
+    target: str
+    round: int
+    requests: int = 0
+    duration_s: float = 0.0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p75_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    non_2xx_3xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    proxy_cpu_s: float = 0.0
+    proxy_cpu_us_per_req: float = 0.0
+    proxy_cpu_share: float = 0.0
+    upstream_cpu_share: float = 0.0
+    wrk_output: str = ""
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value)
+    if not match:
+        raise BenchError(f"cannot read wrk time {value!r}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def parse_wrk(text: str, result: RunResult) -> None:
+    if m := re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", text, re.M):
+        result.requests = int(m.group(1))
+        result.duration_s = _ms(m.group(2) + m.group(3)) / 1000
+    if m := re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M):
+        result.rps = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        if m := re.search(rf"^\s*{pct}%\s+(\S+)", text, re.M):
+            setattr(result, f"p{pct}_ms", _ms(m.group(1)))
+    if m := re.search(r"^\s*Latency\s+\S+\s+\S+\s+(\S+)", text, re.M):
+        result.latency_max_ms = _ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text):
+        result.non_2xx_3xx = int(m.group(1))
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    ):
+        result.socket_errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+    if not result.requests or not result.rps:
+        raise BenchError(f"cannot read wrk's output:\n{text}")
+
+
+def run_wrk(port: int, args: argparse.Namespace, duration: str, headers: list[str]) -> str:
+    argv = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration}",
+        "--latency",
+        "-H",
+        f"Host: {BENCH_HOST}",
+    ]
+    for header in headers:
+        argv += ["-H", header]
+    argv.append(f"http://127.0.0.1:{port}/")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=_ms(duration) / 1000 + 60)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: Proc
+    cpu_pid: int  # the process whose CPU time is the proxy's work
+
+
+def measured_run(
+    target: Target, upstream_cpu_pid: int, args: argparse.Namespace, rnd: int, headers: list[str]
+) -> RunResult:
+    result = RunResult(target.name, rnd)
+    cpu0, up0, t0 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid), time.monotonic()
+    out = run_wrk(target.port, args, args.duration, headers)
+    cpu1, up1, t1 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid), time.monotonic()
+    result.wrk_output = out
+    parse_wrk(out, result)
+    result.proxy_cpu_s = cpu1 - cpu0
+    result.proxy_cpu_us_per_req = result.proxy_cpu_s / result.requests * 1e6
+    result.proxy_cpu_share = result.proxy_cpu_s / (t1 - t0)
+    result.upstream_cpu_share = (up1 - up0) / (t1 - t0)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Profiling
+
+
+_FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+
+
+def _frame_function(frame: str) -> str:
+    """``fn (path/file.py:123)`` -> ``fn (path/file.py)``: one row per function, not per line."""
+    match = _FRAME.match(frame)
+    return f"{match['fn']} ({match['file']})" if match else frame
+
+
+def _collapsed_top(path: Path, top: int) -> list[str]:
+    """Self and inclusive sample shares per function (and hottest lines), from py-spy's raw stacks."""
+    self_fn: Counter[str] = Counter()
+    self_line: Counter[str] = Counter()
+    incl_fn: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        # Leading frames may name the process or thread; they are not functions.
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        self_line[frames[-1]] += count
+        self_fn[_frame_function(frames[-1])] += count
+        for fn in {_frame_function(f) for f in frames}:
+            incl_fn[fn] += count
+    if not total:
+        return ["  (no samples)"]
+
+    def block(title: str, counts: Counter[str]) -> list[str]:
+        rows = [f"  {100 * n / total:6.1f}  {name}" for name, n in counts.most_common(top)]
+        return ["", f"  {title}", f"  {'%':>6}  function (file[:line])", *rows]
+
+    return [
+        f"  {total} samples. Time in C (socket syscalls, uvloop, httptools) is charged to the Python",
+        "  line that called it; 'Runner.run (asyncio/runners.py)' self = uvloop's own loop in C.",
+        *block("by SELF time, per function (where the CPU is):", self_fn),
+        *block("by SELF time, per line (hottest lines):", self_line),
+        *block("by INCLUSIVE time, per function (on the stack):", incl_fn),
+    ]
+
+
+def profile_pyspy(
+    procs: Processes, target: Target, args: argparse.Namespace, tmp: Path, headers: list[str]
+) -> tuple[str, list[str]]:
+    out = tmp / "gatehouse.pyspy.txt"
+    seconds = max(1, int(_ms(args.duration) / 1000))
+    # --nonblocking: sample without pausing gatehouse, so the profile perturbs it less.
+    # --native (C frames too) needs py-spy to pause the process at each sample.
+    mode = ["--native"] if args.profile_native else ["--nonblocking"]
+    recorder = procs.start(
+        "py-spy",
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(target.proc.pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            str(args.profile_rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            *mode,
+        ],
+        tmp,
+    )
+    wrk_out = run_wrk(target.port, args, args.duration, headers)
+    try:
+        recorder.popen.wait(seconds + 30)
+    except subprocess.TimeoutExpired:
+        pass
+    code = procs.stop(recorder)
+    if code != 0 or not out.exists():
+        raise BenchError(f"py-spy failed ({code}): " + " | ".join(recorder.stderr_tail()))
+    lines = [f"  raw collapsed stacks: {out}  (view: flamegraph.pl or speedscope.app)"]
+    return wrk_out, lines + _collapsed_top(out, args.profile_top)
+
+
+def profile_cprofile(
+    procs: Processes,
+    tmp: Path,
+    upstream_port: int,
+    route_extra: str,
+    args: argparse.Namespace,
+    headers: list[str],
+) -> tuple[str, list[str]]:
+    import pstats
+
+    proc, port = start_gatehouse(
+        procs, tmp, upstream_port, route_extra, name="gatehouse-cprofile", profiler="cprofile"
+    )
+    wrk_out = run_wrk(port, args, args.duration, headers)
+    procs.stop(proc)  # SIGTERM: gatehouse drains and exits, cProfile writes its file
+    prof = tmp / "gatehouse-cprofile.cprofile"
+    if not prof.exists():
+        raise BenchError("cProfile wrote no profile (did gatehouse exit cleanly?)")
+    lines = [f"  profile: {prof}  (cProfile inflates Python call costs; compare shares, not times)"]
+    for key, title in (("tottime", "SELF"), ("cumulative", "INCLUSIVE")):
+        buf = _StringSink()
+        stats = pstats.Stats(str(prof), stream=buf)  # type: ignore[arg-type]
+        stats.sort_stats(key).print_stats(args.profile_top)
+        body = buf.text()
+        start = body.find("ncalls")
+        lines += ["", f"  functions by {title} time:"] + [
+            "  " + ln for ln in body[start:].splitlines() if ln.strip()
+        ]
+    return wrk_out, lines
+
+
+class _StringSink:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def summarize(results: list[RunResult], target: str) -> dict[str, float]:
+    runs = [r for r in results if r.target == target]
+    return {
+        "rps": median([r.rps for r in runs]),
+        "p50_ms": median([r.p50_ms for r in runs]),
+        "p99_ms": median([r.p99_ms for r in runs]),
+        "cpu_us_per_req": median([r.proxy_cpu_us_per_req for r in runs]),
+        "cpu_share": median([r.proxy_cpu_share for r in runs]),
+        "upstream_cpu_share": median([r.upstream_cpu_share for r in runs]),
+        "non_2xx_3xx": sum(r.non_2xx_3xx for r in runs),
+        "socket_errors": sum(sum(r.socket_errors.values()) for r in runs),
+    }
+
+
+def access_statuses(path: Path) -> dict[str, int]:
+    """Count of each status in a JSON-lines access log (both proxies write ``"status"``)."""
+    counts: Counter[str] = Counter()
+    unreadable = 0
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        for line in f:
+            try:
+                counts[str(json.loads(line).get("status"))] += 1
+            except (ValueError, AttributeError):
+                unreadable += 1
+    if unreadable:
+        counts["unreadable-lines"] = unreadable
+    return dict(sorted(counts.items()))
+
+
+def stderr_problems(path: Path) -> list[str]:
+    """Lines of gatehouse's stderr that are errors, warnings or tracebacks."""
+    problems = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if line.strip():
+                    problems.append(line)  # not JSON: a traceback or a print
+                continue
+            if isinstance(record, dict) and record.get("level") not in ("info", "debug"):
+                problems.append(line)
+    return problems
+
+
+def print_table(results: list[RunResult], summary: dict[str, dict[str, float]]) -> list[str]:
+    out = []
+    head = (
+        f"{'target':<10} {'round':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'CPU us/req':>10} {'CPU %core':>9} {'upstr %':>7} {'non2xx':>6} {'sockerr':>7}"
+    )
+    out += [head, "-" * len(head)]
+    for r in results:
+        out.append(
+            f"{r.target:<10} {r.round:>5} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.latency_max_ms:>8.2f} {r.proxy_cpu_us_per_req:>10.1f} {100 * r.proxy_cpu_share:>9.0f} "
+            f"{100 * r.upstream_cpu_share:>7.0f} {r.non_2xx_3xx:>6} {sum(r.socket_errors.values()):>7}"
+        )
+    out.append("-" * len(head))
+    for name, s in summary.items():
+        out.append(
+            f"{name:<10} {'med':>5} {s['rps']:>10.0f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
+            f"{'':>8} {s['cpu_us_per_req']:>10.1f} {100 * s['cpu_share']:>9.0f} "
+            f"{100 * s['upstream_cpu_share']:>7.0f} {s['non_2xx_3xx']:>6.0f} {s['socket_errors']:>7.0f}"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("-c", "--connections", type=int, default=50, help="wrk connections (default 50)")
+    p.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument(
+        "-d", "--duration", default="10s", help="wrk duration per measured run (default 10s)"
+    )
+    p.add_argument(
+        "--warmup", default="3s", help="wrk warm-up per target, not measured (default 3s)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="measured runs per target, interleaved ABBA (default 2)",
+    )
+    p.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default="plain",
+        help="plain (default); authenticated is a documented placeholder, not implemented",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured runs, profile gatehouse during one more wrk run",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=("auto", "py-spy", "cprofile"),
+        default="auto",
+        help="py-spy (sampling, low overhead; default when it works) or cProfile",
+    )
+    p.add_argument(
+        "--profile-top", type=int, default=25, help="functions shown per profile listing"
+    )
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="py-spy --native: show C frames (uvloop, httptools); pauses gatehouse per sample",
+    )
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
+    p.add_argument(
+        "--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)"
+    )
+    p.add_argument("--show-wrk", action="store_true", help="print wrk's raw output of every run")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.connections < 1 or args.threads < 1:
+        p.error("--rounds, --connections and --threads must be positive")
+    if args.connections < args.threads:
+        p.error("wrk needs at least one connection per thread")
+    for name in ("duration", "warmup"):
+        try:
+            _ms(getattr(args, name))
+        except BenchError:
+            p.error(f"--{name}: use a wrk duration such as 10s or 1m")
+    return args
+
+
+def environment() -> dict[str, str]:
+    def first_line(cmd: list[str]) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (done.stdout or done.stderr).strip().splitlines()[0]
+        return "?"
+
+    return {
+        "gatehouse": first_line([sys.executable, "-m", "gatehouse", "--version"]),
+        "git": first_line(
+            ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"]
+        ),
+        "nginx": first_line([nginx_binary(), "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count()),
+        "kernel": platform.release(),
+        "loadavg_at_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            print(f"temporary files kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    procs = Processes()
+    keep = args.keep_tmp or args.profile
+    try:
+        with workspace(keep) as tmp:
+            try:
+                return _bench(args, scenario, procs, tmp)
+            finally:
+                procs.stop_all()
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process started here was stopped", file=sys.stderr)
+        return 130
+    except (BenchError, NotImplementedError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+
+
+def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: Path) -> int:
+    ensure_tools(args.profile and args.profiler != "cprofile")
+    env = environment()
+    print(f"gatehouse bench: scenario={scenario.name} ({scenario.description})")
+    print(
+        f"  wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency, "
+        f"{args.rounds} round(s) per target, warm-up {args.warmup}; nothing pinned, {env['cpus']} CPUs"
+    )
+    print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
+    print(f"  workdir: {tmp}")
+
+    upstream, upstream_port = start_nginx(
+        procs,
+        tmp,
+        "upstream",
+        _UPSTREAM_BODY,
+        expect_body=UPSTREAM_BODY.encode(),
+        text=UPSTREAM_BODY.replace("\n", "\\n"),
+    )
+    upstream_worker = nginx_worker(upstream.pid)
+    route_extra, headers = scenario.prepare(tmp)
+    nginx, nginx_port = start_nginx(
+        procs,
+        tmp,
+        "nginx-proxy",
+        _PROXY_BODY,
+        expect_body=UPSTREAM_BODY.encode(),
+        upstream_port=upstream_port,
+    )
+    gate, gate_port = start_gatehouse(procs, tmp, upstream_port, route_extra)
+    targets = {
+        "nginx": Target("nginx", nginx_port, nginx, nginx_worker(nginx.pid)),
+        "gatehouse": Target("gatehouse", gate_port, gate, gate.pid),
+    }
+    print(
+        f"  upstream :{upstream_port} (nginx pid {upstream.pid}), nginx proxy :{nginx_port} "
+        f"(pid {nginx.pid}), gatehouse :{gate_port} (pid {gate.pid})"
+    )
+
+    # Warm-up: the upstream alone first (its ceiling shows whether it could be the bottleneck),
+    # then each proxy (pools filled, code paths hot, allocator grown).
+    warm = RunResult("upstream", 0)
+    parse_wrk(run_wrk(upstream_port, args, args.warmup, headers), warm)
+    print(f"  upstream alone (warm-up): {warm.rps:.0f} req/s, p99 {warm.p99_ms:.2f} ms")
+    for target in targets.values():
+        out = run_wrk(target.port, args, args.warmup, headers)
+        w = RunResult(target.name, 0)
+        parse_wrk(out, w)
+        print(
+            f"  warm-up {target.name}: {w.rps:.0f} req/s, non-2xx {w.non_2xx_3xx}, "
+            f"socket errors {sum(w.socket_errors.values())}"
+        )
+
+    results: list[RunResult] = []
+    order = ["nginx", "gatehouse"]
+    for rnd in range(1, args.rounds + 1):
+        # ABBA: a drift in machine load over the run falls on both targets alike.
+        for name in order if rnd % 2 else order[::-1]:
+            target = targets[name]
+            if not target.proc.alive():
+                raise BenchError(
+                    f"{name} died (exit {target.proc.popen.returncode}): "
+                    + "\n    ".join(target.proc.stderr_tail())
+                )
+            r = measured_run(target, upstream_worker, args, rnd, headers)
+            results.append(r)
+            print(
+                f"  round {rnd} {name:<9}: {r.rps:>8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms"
+                f"  CPU {r.proxy_cpu_us_per_req:.1f} us/req"
+            )
+            if args.show_wrk:
+                print("    " + r.wrk_output.replace("\n", "\n    "))
+
+    profile_lines: list[str] = []
+    profile_rps = 0.0
+    profiler_used = ""
+    if args.profile:
+        profiler_used, profile_rps, profile_lines = _profile(
+            args, procs, tmp, targets["gatehouse"], upstream_port, route_extra, headers
+        )
+
+    alive = {name: t.proc.alive() for name, t in targets.items()}
+    peaks = {name: peak_rss_kib(t.cpu_pid) if t.proc.alive() else 0 for name, t in targets.items()}
+    # Stop the proxies now so their access logs are flushed before they are read.
+    gate_exit = procs.stop(gate)
+    procs.stop(nginx)
+    statuses = {
+        "gatehouse": access_statuses(gate.stdout),
+        "nginx": access_statuses(tmp / "nginx-proxy.access.log"),
+    }
+    problems = stderr_problems(gate.stderr)
+
+    summary = {name: summarize(results, name) for name in targets}
+    g, n = summary["gatehouse"], summary["nginx"]
+    ratio_rps = g["rps"] / n["rps"] if n["rps"] else 0.0
+    ratio_p99 = g["p99_ms"] / n["p99_ms"] if n["p99_ms"] else 0.0
+    ratio_cpu = g["cpu_us_per_req"] / n["cpu_us_per_req"] if n["cpu_us_per_req"] else 0.0
+
+    print()
+    for line in print_table(results, summary):
+        print(line)
+    print()
+    print(
+        f"gatehouse/nginx  throughput: {ratio_rps:.2f}x  (target >= 0.45x: "
+        f"{'MET' if ratio_rps >= 0.45 else 'NOT MET'})"
+    )
+    print(
+        f"gatehouse/nginx  p99:        {ratio_p99:.2f}x  (target <= 3x:    "
+        f"{'MET' if ratio_p99 <= 3 else 'NOT MET'})"
+    )
+    print(
+        f"gatehouse/nginx  CPU/req:    {ratio_cpu:.2f}x  "
+        f"({g['cpu_us_per_req']:.1f} vs {n['cpu_us_per_req']:.1f} us per request)"
+    )
+    print(
+        f"peak RSS: gatehouse {peaks['gatehouse'] / 1024:.1f} MiB, nginx worker {peaks['nginx'] / 1024:.1f} MiB"
+    )
+    print(f"access-log statuses: gatehouse {statuses['gatehouse']}, nginx {statuses['nginx']}")
+    print(
+        f"gatehouse exit status on SIGTERM: {gate_exit} ({'clean' if gate_exit == 0 else 'NOT clean'})"
+    )
+    if max(summary[t]["upstream_cpu_share"] for t in summary) > UPSTREAM_BUSY_WARN:
+        print(
+            f"! upstream used > {UPSTREAM_BUSY_WARN:.0%} of a core in a run: it may be the bottleneck"
+        )
+    anomalies = [
+        f"{r.target} round {r.round}: {r.non_2xx_3xx} non-2xx/3xx, socket errors {r.socket_errors}"
+        for r in results
+        if r.non_2xx_3xx or any(r.socket_errors.values())
+    ]
+    if not all(alive.values()):
+        anomalies.append(f"a proxy died during the runs: {alive}")
+    if problems:
+        anomalies.append(
+            f"gatehouse stderr has {len(problems)} warning/error/non-JSON line(s); first ones:"
+        )
+        anomalies += ["    " + p[:400] for p in problems[:STDERR_EXCERPT_LINES]]
+    print("anomalies: " + ("none" if not anomalies else ""))
+    for a in anomalies:
+        print("  " + a)
+    if profile_lines:
+        print()
+        print(
+            f"profile of gatehouse ({profiler_used}) during one more wrk run "
+            f"({profile_rps:.0f} req/s while profiled):"
+        )
+        for line in profile_lines:
+            print(line)
+
+    if args.json:
+        doc = {
+            "scenario": scenario.name,
+            "wrk": {
+                "threads": args.threads,
+                "connections": args.connections,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "rounds": args.rounds,
+            },
+            "environment": env,
+            "fairness": {
+                "access_log": "both to a file, JSON lines, buffered 64 KiB / 0.2 s",
+                "workers": 1,
+                "upstream_keepalive": 64,
+                "pinned": False,
+            },
+            "upstream_alone_rps": warm.rps,
+            "runs": [{k: v for k, v in asdict(r).items() if k != "wrk_output"} for r in results],
+            "summary": summary,
+            "ratios": {"rps": ratio_rps, "p99": ratio_p99, "cpu_per_request": ratio_cpu},
+            "targets_met": {"rps_ge_0.45": ratio_rps >= 0.45, "p99_le_3": ratio_p99 <= 3},
+            "peak_rss_kib": peaks,
+            "access_log_statuses": statuses,
+            "gatehouse_exit_status": gate_exit,
+            "gatehouse_stderr_problems": problems[:100],
+            "profile": {
+                "profiler": profiler_used,
+                "rps_while_profiled": profile_rps,
+                "top": profile_lines,
+            },
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+def _profile(
+    args: argparse.Namespace,
+    procs: Processes,
+    tmp: Path,
+    target: Target,
+    upstream_port: int,
+    route_extra: str,
+    headers: list[str],
+) -> tuple[str, float, list[str]]:
+    profiler = args.profiler
+    if profiler in ("auto", "py-spy"):
+        if shutil.which("py-spy") is None:
+            if profiler == "py-spy":
+                raise BenchError("py-spy is not installed (pip install py-spy)")
+            profiler = "cprofile"
+        else:
+            try:
+                wrk_out, lines = profile_pyspy(procs, target, args, tmp, headers)
+                r = RunResult("gatehouse", 0)
+                parse_wrk(wrk_out, r)
+                return "py-spy", r.rps, lines
+            except BenchError as exc:
+                if profiler == "py-spy":
+                    raise
+                print(f"  ! py-spy did not work ({exc}); falling back to cProfile", file=sys.stderr)
+    wrk_out, lines = profile_cprofile(procs, tmp, upstream_port, route_extra, args, headers)
+    r = RunResult("gatehouse", 0)
+    parse_wrk(wrk_out, r)
+    return "cprofile", r.rps, lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
