@@ -30,7 +30,8 @@ Fairness choices (both proxies do the same work where it can be configured):
   * nginx sets the same X-Forwarded-* request headers gatehouse sets;
   * ``keepalive_requests`` is raised on nginx so neither proxy closes wrk's connections mid-run.
 
-Usage: ``python bench/proxy_bench.py [-c 50] [-t 1] [-d 10s] [--rounds 2] [--profile] [--json out.json]``
+Usage: ``python bench/proxy_bench.py [-c 50] [-t 1] [-d 10s] [--rounds 2] [--profile]
+       [--json out.json]``
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -188,7 +190,8 @@ class Processes:
                 proc.popen.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 print(
-                    f"  ! {proc.name} (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S}s; killing",
+                    f"  ! {proc.name} (pid {proc.pid}) ignored SIGTERM for {STOP_TIMEOUT_S}s; "
+                    "killing",
                     file=sys.stderr,
                 )
                 with contextlib.suppress(ProcessLookupError):
@@ -315,7 +318,8 @@ _UPSTREAM_BODY = """\
 """
 
 _PROXY_BODY = """\
-    log_format bench escape=json '{{"time":"$time_iso8601","method":"$request_method","host":"$host",'
+    log_format bench escape=json
+        '{{"time":"$time_iso8601","method":"$request_method","host":"$host",'
         '"path":"$uri","status":$status,"bytes":$body_bytes_sent,"duration":$request_time,'
         '"upstream_duration":"$upstream_response_time","client":"$remote_addr"}}';
     access_log {tmp}/nginx-proxy.access.log bench buffer=64k flush=200ms;
@@ -491,6 +495,9 @@ class RunResult:
     proxy_cpu_us_per_req: float = 0.0
     proxy_cpu_share: float = 0.0
     upstream_cpu_share: float = 0.0
+    wrk_cpu_share: float = 0.0
+    others_cpu_share: float = 0.0
+    steal_share: float = 0.0
     wrk_output: str = ""
 
 
@@ -554,19 +561,57 @@ class Target:
     cpu_pid: int  # the process whose CPU time is the proxy's work
 
 
+def steal_s() -> float:
+    """CPU seconds the hypervisor took from this machine so far (``/proc/stat`` steal)."""
+    return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / CLK_TCK
+
+
+def others_cpu_s(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds so far of every process except ``exclude`` (our own), by pid."""
+    out: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) not in exclude:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                out[int(entry.name)] = cpu_seconds(int(entry.name))
+    return out
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measured_run(
-    target: Target, upstream_cpu_pid: int, args: argparse.Namespace, rnd: int, headers: list[str]
+    target: Target,
+    upstream_cpu_pid: int,
+    args: argparse.Namespace,
+    rnd: int,
+    headers: list[str],
+    ours: set[int],
 ) -> RunResult:
     result = RunResult(target.name, rnd)
-    cpu0, up0, t0 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid), time.monotonic()
+    cpu0, up0 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
+    exclude = {os.getpid(), upstream_cpu_pid, target.cpu_pid, *ours}
+    others0, steal0 = others_cpu_s(exclude), steal_s()
+    wrk0, t0 = children_cpu_s(), time.monotonic()
     out = run_wrk(target.port, args, args.duration, headers)
-    cpu1, up1, t1 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid), time.monotonic()
+    cpu1, up1 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
+    wrk1, t1 = children_cpu_s(), time.monotonic()
+    others1, steal1 = others_cpu_s(exclude), steal_s()
+    wall = t1 - t0
     result.wrk_output = out
     parse_wrk(out, result)
     result.proxy_cpu_s = cpu1 - cpu0
     result.proxy_cpu_us_per_req = result.proxy_cpu_s / result.requests * 1e6
-    result.proxy_cpu_share = result.proxy_cpu_s / (t1 - t0)
-    result.upstream_cpu_share = (up1 - up0) / (t1 - t0)
+    result.proxy_cpu_share = result.proxy_cpu_s / wall
+    result.upstream_cpu_share = (up1 - up0) / wall
+    result.wrk_cpu_share = (wrk1 - wrk0) / wall
+    # What the rest of the machine (other sessions, kernel threads) took during the run, and
+    # what the hypervisor took away (steal): the noise that the interleaving tries to spread.
+    # (Processes that started or ended within the run are missed: an underestimate.)
+    others = sum(others1[pid] - cpu for pid, cpu in others0.items() if pid in others1)
+    result.others_cpu_share = max(0.0, others) / wall
+    result.steal_share = (steal1 - steal0) / wall
     return result
 
 
@@ -584,7 +629,7 @@ def _frame_function(frame: str) -> str:
 
 
 def _collapsed_top(path: Path, top: int) -> list[str]:
-    """Self and inclusive sample shares per function (and hottest lines), from py-spy's raw stacks."""
+    """Self and inclusive sample shares per function and hottest lines, from py-spy raw stacks."""
     self_fn: Counter[str] = Counter()
     self_line: Counter[str] = Counter()
     incl_fn: Counter[str] = Counter()
@@ -611,8 +656,9 @@ def _collapsed_top(path: Path, top: int) -> list[str]:
         return ["", f"  {title}", f"  {'%':>6}  function (file[:line])", *rows]
 
     return [
-        f"  {total} samples. Time in C (socket syscalls, uvloop, httptools) is charged to the Python",
-        "  line that called it; 'Runner.run (asyncio/runners.py)' self = uvloop's own loop in C.",
+        f"  {total} samples. Time in C (socket syscalls, uvloop, httptools) is charged to the",
+        "  Python line that called it; self time of 'Runner.run (asyncio/runners.py)' is",
+        "  uvloop's own loop in C.",
         *block("by SELF time, per function (where the CPU is):", self_fn),
         *block("by SELF time, per line (hottest lines):", self_line),
         *block("by INCLUSIVE time, per function (on the stack):", incl_fn),
@@ -709,18 +755,55 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+#: Columns of the results table: (heading, width, format, field of RunResult / summary, scale).
+_COLUMNS = (
+    ("req/s", 9, ".0f", "rps", 1.0),
+    ("p50 ms", 7, ".2f", "p50_ms", 1.0),
+    ("p99 ms", 7, ".2f", "p99_ms", 1.0),
+    ("max ms", 7, ".1f", "latency_max_ms", 1.0),
+    ("CPU us/req", 10, ".1f", "proxy_cpu_us_per_req", 1.0),
+    ("proxy%", 6, ".0f", "proxy_cpu_share", 100.0),
+    ("upstr%", 6, ".0f", "upstream_cpu_share", 100.0),
+    ("wrk%", 5, ".0f", "wrk_cpu_share", 100.0),
+    ("other%", 6, ".0f", "others_cpu_share", 100.0),
+    ("steal%", 6, ".0f", "steal_share", 100.0),
+    ("non2xx", 6, ".0f", "non_2xx_3xx", 1.0),
+    ("sockerr", 7, ".0f", "socket_errors_total", 1.0),
+)
+
+
+def _row_values(r: RunResult) -> dict[str, float]:
+    values: dict[str, float] = {c[3]: float(getattr(r, c[3], 0.0)) for c in _COLUMNS[:-1]}
+    values["socket_errors_total"] = float(sum(r.socket_errors.values()))
+    return values
+
+
 def summarize(results: list[RunResult], target: str) -> dict[str, float]:
-    runs = [r for r in results if r.target == target]
-    return {
-        "rps": median([r.rps for r in runs]),
-        "p50_ms": median([r.p50_ms for r in runs]),
-        "p99_ms": median([r.p99_ms for r in runs]),
-        "cpu_us_per_req": median([r.proxy_cpu_us_per_req for r in runs]),
-        "cpu_share": median([r.proxy_cpu_share for r in runs]),
-        "upstream_cpu_share": median([r.upstream_cpu_share for r in runs]),
-        "non_2xx_3xx": sum(r.non_2xx_3xx for r in runs),
-        "socket_errors": sum(sum(r.socket_errors.values()) for r in runs),
-    }
+    """Medians over the rounds of one target (error counts are summed)."""
+    rows = [_row_values(r) for r in results if r.target == target]
+    summary = {key: median([row[key] for row in rows]) for key in rows[0]} if rows else {}
+    for key in ("non_2xx_3xx", "socket_errors_total"):
+        summary[key] = sum(row[key] for row in rows)
+    return summary
+
+
+def print_table(results: list[RunResult], summary: dict[str, dict[str, float]]) -> list[str]:
+    head = f"{'target':<10} {'round':>5} " + " ".join(f"{c[0]:>{c[1]}}" for c in _COLUMNS)
+
+    def row(name: str, rnd: str, values: dict[str, float]) -> str:
+        cells = " ".join(f"{values[c[3]] * c[4]:>{c[1]}{c[2]}}" for c in _COLUMNS)
+        return f"{name:<10} {rnd:>5} {cells}"
+
+    out = [head, "-" * len(head)]
+    out += [row(r.target, str(r.round), _row_values(r)) for r in results]
+    out.append("-" * len(head))
+    out += [row(name, "med", s) for name, s in summary.items()]
+    out += [
+        "proxy%/upstr%/wrk%: CPU of the proxy process (nginx: its worker), of the upstream's",
+        "worker and of wrk, in % of one core; other%: every other process on the machine (other",
+        f"sessions); steal%: taken by the hypervisor. Cores: {os.cpu_count()}. High other%: noisy.",
+    ]
+    return out
 
 
 def access_statuses(path: Path) -> dict[str, int]:
@@ -752,29 +835,6 @@ def stderr_problems(path: Path) -> list[str]:
             if isinstance(record, dict) and record.get("level") not in ("info", "debug"):
                 problems.append(line)
     return problems
-
-
-def print_table(results: list[RunResult], summary: dict[str, dict[str, float]]) -> list[str]:
-    out = []
-    head = (
-        f"{'target':<10} {'round':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'CPU us/req':>10} {'CPU %core':>9} {'upstr %':>7} {'non2xx':>6} {'sockerr':>7}"
-    )
-    out += [head, "-" * len(head)]
-    for r in results:
-        out.append(
-            f"{r.target:<10} {r.round:>5} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.latency_max_ms:>8.2f} {r.proxy_cpu_us_per_req:>10.1f} {100 * r.proxy_cpu_share:>9.0f} "
-            f"{100 * r.upstream_cpu_share:>7.0f} {r.non_2xx_3xx:>6} {sum(r.socket_errors.values()):>7}"
-        )
-    out.append("-" * len(head))
-    for name, s in summary.items():
-        out.append(
-            f"{name:<10} {'med':>5} {s['rps']:>10.0f} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} "
-            f"{'':>8} {s['cpu_us_per_req']:>10.1f} {100 * s['cpu_share']:>9.0f} "
-            f"{100 * s['upstream_cpu_share']:>7.0f} {s['non_2xx_3xx']:>6.0f} {s['socket_errors']:>7.0f}"
-        )
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -879,6 +939,8 @@ def workspace(keep: bool) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenario = SCENARIOS[args.scenario]
+    # Explicitly: a shell starting us in the background may have set SIGINT to "ignore".
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     procs = Processes()
@@ -903,11 +965,14 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     print(f"gatehouse bench: scenario={scenario.name} ({scenario.description})")
     print(
         f"  wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency, "
-        f"{args.rounds} round(s) per target, warm-up {args.warmup}; nothing pinned, {env['cpus']} CPUs"
+        f"{args.rounds} round(s) per target, warm-up {args.warmup}; "
+        f"nothing pinned, {env['cpus']} CPUs"
     )
     print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
     print(f"  workdir: {tmp}")
 
+    # First, so that a scenario that cannot run fails before anything starts.
+    route_extra, headers = scenario.prepare(tmp)
     upstream, upstream_port = start_nginx(
         procs,
         tmp,
@@ -917,7 +982,6 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         text=UPSTREAM_BODY.replace("\n", "\\n"),
     )
     upstream_worker = nginx_worker(upstream.pid)
-    route_extra, headers = scenario.prepare(tmp)
     nginx, nginx_port = start_nginx(
         procs,
         tmp,
@@ -961,10 +1025,12 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
                     f"{name} died (exit {target.proc.popen.returncode}): "
                     + "\n    ".join(target.proc.stderr_tail())
                 )
-            r = measured_run(target, upstream_worker, args, rnd, headers)
+            ours = {p.pid for p in procs.procs} | {t.cpu_pid for t in targets.values()}
+            r = measured_run(target, upstream_worker, args, rnd, headers, ours)
             results.append(r)
             print(
-                f"  round {rnd} {name:<9}: {r.rps:>8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms"
+                f"  round {rnd} {name:<9}: {r.rps:>8.0f} req/s  p50 {r.p50_ms:.2f} ms  "
+                f"p99 {r.p99_ms:.2f} ms"
                 f"  CPU {r.proxy_cpu_us_per_req:.1f} us/req"
             )
             if args.show_wrk:
@@ -993,7 +1059,9 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     g, n = summary["gatehouse"], summary["nginx"]
     ratio_rps = g["rps"] / n["rps"] if n["rps"] else 0.0
     ratio_p99 = g["p99_ms"] / n["p99_ms"] if n["p99_ms"] else 0.0
-    ratio_cpu = g["cpu_us_per_req"] / n["cpu_us_per_req"] if n["cpu_us_per_req"] else 0.0
+    ratio_cpu = (
+        g["proxy_cpu_us_per_req"] / n["proxy_cpu_us_per_req"] if n["proxy_cpu_us_per_req"] else 0.0
+    )
 
     print()
     for line in print_table(results, summary):
@@ -1009,18 +1077,21 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     )
     print(
         f"gatehouse/nginx  CPU/req:    {ratio_cpu:.2f}x  "
-        f"({g['cpu_us_per_req']:.1f} vs {n['cpu_us_per_req']:.1f} us per request)"
+        f"({g['proxy_cpu_us_per_req']:.1f} vs {n['proxy_cpu_us_per_req']:.1f} us per request)"
     )
     print(
-        f"peak RSS: gatehouse {peaks['gatehouse'] / 1024:.1f} MiB, nginx worker {peaks['nginx'] / 1024:.1f} MiB"
+        f"peak RSS: gatehouse {peaks['gatehouse'] / 1024:.1f} MiB, "
+        f"nginx worker {peaks['nginx'] / 1024:.1f} MiB"
     )
     print(f"access-log statuses: gatehouse {statuses['gatehouse']}, nginx {statuses['nginx']}")
     print(
-        f"gatehouse exit status on SIGTERM: {gate_exit} ({'clean' if gate_exit == 0 else 'NOT clean'})"
+        f"gatehouse exit status on SIGTERM: {gate_exit} "
+        f"({'clean' if gate_exit == 0 else 'NOT clean'})"
     )
     if max(summary[t]["upstream_cpu_share"] for t in summary) > UPSTREAM_BUSY_WARN:
         print(
-            f"! upstream used > {UPSTREAM_BUSY_WARN:.0%} of a core in a run: it may be the bottleneck"
+            f"! upstream used > {UPSTREAM_BUSY_WARN:.0%} of a core in a run: "
+            "it may be the bottleneck"
         )
     anomalies = [
         f"{r.target} round {r.round}: {r.non_2xx_3xx} non-2xx/3xx, socket errors {r.socket_errors}"

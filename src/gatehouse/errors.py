@@ -19,7 +19,8 @@ Hierarchy::
     │   ├── NotFound                    404 no route matches
     │   ├── MethodNotAllowed            405
     │   ├── UpgradeRefused              403 Upgrade on a route without allow_websockets
-    │   ├── Unauthenticated             401 no valid session (or a redirect to sign in)
+    │   ├── Unauthenticated             401 no valid session
+    │   │   └── SignInRequired          302 to sign in for browsers, 401 for APIs
     │   └── Forbidden                   403 policy denied
     ├── UpstreamError                   502 the upstream misbehaved
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
@@ -101,9 +102,23 @@ class Unauthenticated(ClientError):
     title = "Unauthorized"
 
 
+class SignInRequired(Unauthenticated):
+    """No session where one is needed: browsers are sent to ``location`` to sign in."""
+
+    def __init__(self, message: str, location: str | None) -> None:
+        super().__init__(message)
+        self.location = location
+
+
 class Forbidden(ClientError):
+    """Policy denied; ``details`` (rule outcomes) are shown only with show_error_details."""
+
     status = 403
     title = "Forbidden"
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class UpstreamError(GatehouseError):

@@ -28,14 +28,14 @@ from pathlib import Path
 
 from .config.loader import LoadedConfig, load_file
 from .config.options import Options
-from .errors import ConfigError
+from .errors import ConfigError, GatehouseError
 from .http.server import HttpServer
 from .http.tls import CertificatePem, server_context
 from .http.upstream import ConnectionPool
 from .observability.logs import AccessLog, setup_logging
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
-from .proxy.state import ProxyState, build_state
+from .proxy.state import ProxyState, Services, build_state
 
 log = logging.getLogger("gatehouse")
 
@@ -44,7 +44,7 @@ RELOAD_POLL_INTERVAL_S = 1.0
 #: A worker that dies sooner than this after start is restarted only after a pause, seconds.
 WORKER_RESTART_BACKOFF_S = 1.0
 
-StateBuilder = Callable[[LoadedConfig], ProxyState]
+StateBuilder = Callable[[LoadedConfig, Services | None], ProxyState]
 
 
 def _pem_source(value: str, what: str) -> bytes:
@@ -120,11 +120,13 @@ class Worker:
     loaded: LoadedConfig
     build: StateBuilder = build_state
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    services: Services = field(default_factory=Services)
 
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
         options = self.loaded.options
-        state = self.build(self.loaded)
+        self.services = await start_services(options)
+        state = self.build(self.loaded, self.services)
         pool = ConnectionPool(loop)
         access = AccessLog(enabled=options.access_log)
         pipeline = Pipeline(state, pool, access)
@@ -150,6 +152,7 @@ class Worker:
         flusher.cancel()
         access.flush()
         pool.close_all()
+        await stop_services(self.services)
         log.info("stopped", extra={"connections_cut": cut})
         return 0
 
@@ -172,7 +175,7 @@ class Worker:
                 loaded = await asyncio.to_thread(load_file, path)
                 if loaded.digest == digest:
                     continue
-                state = self.build(loaded)
+                state = self.build(loaded, self.services)
             except ConfigError as exc:
                 log.error(
                     "config reload failed; keeping the running config",
@@ -188,6 +191,30 @@ class Worker:
             server.update_settings(state.server_settings)
             log.info("config reloaded", extra={"config": str(path), "digest": digest[:12],
                                                "routes": len(state.router.routes)})
+
+
+async def start_services(options: Options) -> Services:
+    """The worker's long-lived parts: session store (when sign-in is configured), IdP client."""
+    services = Services()
+    if options.idp_provider is not None:
+        from .authenticate import new_http_client
+        from .sessions.manager import build_session_manager
+
+        services.sessions = build_session_manager(options)
+        services.http_client = new_http_client()
+        try:
+            await services.sessions.start()
+        except GatehouseError as exc:
+            # Keep serving: requests needing a session get 503 until the store is back.
+            log.error("session store unavailable at start: %s", exc)
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    if services.sessions is not None:
+        await services.sessions.close()
+    if services.http_client is not None:
+        await services.http_client.aclose()
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:
@@ -225,7 +252,7 @@ def run(config_path: str | None, loaded: LoadedConfig, build: StateBuilder = bui
         log.warning(warning)
     try:
         # Fail before binding/forking when the state cannot be built (bad key, policy...).
-        build(loaded)
+        build(loaded, None)
         if not options.insecure_server:
             server_context(certificate_pairs(options))
     except ConfigError as exc:

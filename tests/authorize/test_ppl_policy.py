@@ -172,6 +172,8 @@ def test_needs_login(policy: Any, expected: Outcome) -> None:
         ({"allow": {"or": [{"email": "a", "user": "b"}]}}, "exactly one key"),
         ({"allow": {"or": [{"device": {"is": "x"}}]}}, "criterion 'device' is not supported"),
         ({"allow": ["email"]}, "allow expects an object"),
+        ({"allow": None}, "allow expects an object"),
+        ({"deny": {"or": None}}, "or expects a list of criteria"),
         ("allow", "a rule is an object"),
         (
             {"allow": {"or": [{"source_ip": ["10.0.0.0/8", "bad"]}]}},
@@ -208,14 +210,15 @@ def test_decision_report() -> None:
         route="app",
     )
     d = policy.evaluate(PolicyInput("DELETE", "/x", session=ALICE))
-    assert d.outcome is Outcome.DENY
+    assert d.outcome is Outcome.DENY and d.matched_deny
     assert d.matched_rules() == ("policy[0].allow.or", "policy[1].deny.and")
     assert d.failed_rules() == ()
     assert d.reasons() == ("groups-ok", "http-method-ok")
     fields = d.log_fields()
     assert fields["decision"] == "deny" and fields["route"] == "app"
     text = d.explain()
-    assert "DENY" in text and "policy[1].deny.and: MATCH" in text and "✓ groups" in text
+    assert "DENY" in text and "policy[1].deny.and: MATCH" in text and "+ groups" in text
     d2 = policy.evaluate(PolicyInput("GET", "/x", session=BOB))
     assert d2.outcome is Outcome.DENY and d2.reasons() == ("domain-unauthorized",)
+    assert not d2.matched_deny
     assert d2.failed_rules() == ("policy[0].allow.or", "policy[1].deny.and")

@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from support import wait_until
 from support.client import RawConnection, send_raw, parse_response
-from support.gatehouse import GatehouseProcess
+from support.gatehouse import GatehouseProcess, public
 from support.upstream import Hang, SlowBody, SlowHead, Upstream, WebSocketEcho, closed_port
 
 
@@ -28,7 +28,7 @@ def _config(ups: dict[str, Upstream], ws: WebSocketEcho) -> dict[str, Any]:
     return {
         "default_upstream_timeout": "10s",
         "set_response_headers": {"X-Global": "g", "X-XSS-Protection": ""},
-        "routes": [
+        "routes": public([
             {"from": "http://exact.test", "to": a},
             {"from": "http://*.wild.test", "to": b},
             {"from": "http://port.test:8443", "response": {"status": 200, "body": "port 8443"}},
@@ -75,7 +75,7 @@ def _config(ups: dict[str, Upstream], ws: WebSocketEcho) -> dict[str, Any]:
                 "redirect": {"prefix_rewrite": "/manual/", "strip_query": True},
             },
             {"from": "http://response.test", "response": {"status": 418, "body": "I am a teapot"}},
-        ],
+        ]),
     }
 
 
@@ -372,12 +372,27 @@ def test_websocket_refused_without_allow_websockets(gh: GatehouseProcess, ws_ser
     assert len(ws_server.paths) == before
 
 
+def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A masked client frame (RFC 6455 §5.2), payload < 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
 def test_websocket_client_close_closes_upstream(gh: GatehouseProcess, ws_server: WebSocketEcho) -> None:
     before = ws_server.closed
-    ws = _ws(gh, "ws.test")
-    ws.send("x")
-    assert ws.recv(timeout=5) == "x"
-    ws.socket.close()  # abrupt: no close frame
+    with RawConnection(gh.port) as conn:
+        conn.send(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        resp = conn.read_response()
+        assert resp.status == 101
+        assert resp.header("upgrade").lower() == "websocket"
+        conn.send(_ws_frame(b"ping me"))
+        echoed = conn.buf.exactly(2 + len(b"ping me"))
+        assert echoed == bytes([0x81, len(b"ping me")]) + b"ping me"
+    # closed abruptly: no close frame
     wait_until(lambda: ws_server.closed > before, 5, what="the upstream websocket to close")
 
 

@@ -25,7 +25,12 @@ import yaml
 from . import wait_until
 
 #: Defaults every test config gets unless it sets them.
-BASE_CONFIG: dict[str, Any] = {"address": "127.0.0.1:0", "insecure_server": True, "workers": 1}
+BASE_CONFIG: dict[str, Any] = {
+    "address": "127.0.0.1:0",
+    "insecure_server": True,
+    "workers": 1,
+    "shutdown_timeout": "5s",
+}
 
 
 def _option_env_names() -> set[str]:
@@ -41,6 +46,16 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+_POLICY_KEYS = ("policy", "allowed_users", "allowed_domains", "allowed_idp_claims",
+                "allow_public_unauthenticated_access", "allow_any_authenticated_user")
+
+
+def public(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark routes without any policy key as public (no sign-in), for data-plane tests."""
+    return [r if any(k in r for k in _POLICY_KEYS) else {**r, "allow_public_unauthenticated_access": True}
+            for r in routes]
 
 
 def config_text(config: Mapping[str, Any] | str, defaults: bool = True) -> str:
@@ -63,6 +78,10 @@ class GatehouseProcess:
     ) -> None:
         self.workdir = workdir
         self.config_path = workdir / "gatehouse.yaml"
+        if not isinstance(config, str) and "data_dir" not in config:
+            # Keep generated keys and session stores out of the user's home directory.
+            config = {**config, "data_dir": str(workdir / "data")}
+        self._data_dir = str(workdir / "data")
         self.config_path.write_text(config_text(config))
         self.env = clean_env(env)
         self.args = args
@@ -129,6 +148,8 @@ class GatehouseProcess:
 
     def write_config(self, config: Mapping[str, Any] | str) -> None:
         """Replace the config file (for hot-reload tests); the size or mtime changes."""
+        if not isinstance(config, str) and "data_dir" not in config:
+            config = {**config, "data_dir": self._data_dir}
         text = config_text(config)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)
@@ -203,4 +224,4 @@ def started(config: Mapping[str, Any] | str, workdir: Path, **kw: Any) -> Gateho
     return GatehouseProcess(config, workdir, **kw).start()
 
 
-__all__ = ["BASE_CONFIG", "GatehouseProcess", "clean_env", "config_text", "started"]
+__all__ = ["BASE_CONFIG", "GatehouseProcess", "clean_env", "config_text", "public", "started"]

@@ -434,9 +434,13 @@ class WebSocketEcho:
         async def handler(ws) -> None:  # type: ignore[no-untyped-def]
             self.paths.append(ws.request.path)
             self.request_headers.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
+            from websockets.exceptions import ConnectionClosed
+
             try:
                 async for message in ws:
                     await ws.send(message)
+            except ConnectionClosed:
+                pass
             finally:
                 self.closed += 1
 

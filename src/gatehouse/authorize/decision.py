@@ -13,6 +13,7 @@ Reasons follow Pomerium's names (``email-ok``, ``email-unauthorized``,
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Well-known reasons (Pomerium's spelling).
@@ -84,7 +85,7 @@ class ClauseResult:
 
 
 #: What the evaluator records per clause: (matched, raw criterion outcomes).
-RawClause = tuple[bool, list[CriterionOutcome]]
+RawClause = tuple[bool, Sequence[CriterionOutcome]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,14 @@ class Decision:
                 picked = picked + [c for c in denies if c.needs_login]
         return tuple(sorted({r for c in picked for r in c.reasons}))
 
+    @property
+    def matched_deny(self) -> bool:
+        """True when a ``deny`` rule matched (an explicit refusal, not a missing allow)."""
+        return any(
+            matched and info.action == "deny"
+            for info, (matched, _) in zip(self.clauses, self.raw, strict=True)
+        )
+
     def matched_rules(self) -> tuple[str, ...]:
         return tuple(
             f"{info.label}.{info.operator.value}"
@@ -165,7 +174,7 @@ class Decision:
                 f" [{', '.join(res.reasons) or '-'}]"
             )
             for crit in res.criteria:
-                lines.append(f"      {'✓' if crit.matched else '✗'} {crit.label} ({crit.reason})")
+                lines.append(f"      {'+' if crit.matched else '-'} {crit.label} ({crit.reason})")
         reasons = self.reasons()
         if reasons:
             lines.append(f"reasons: {', '.join(reasons)}")

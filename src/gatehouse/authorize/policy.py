@@ -73,26 +73,16 @@ class Policy:
         allow = allow_unauth_hit = allow_unauth_any = False
         deny = deny_clean = deny_unauth_hit = deny_unauth_any = False
         for is_deny, op, crits in self._compiled:
-            results: list[CriterionOutcome] = [c(inp) for c in crits]
-            true_count = 0
-            unauth = False
-            for value, reason in results:
-                if value:
-                    true_count += 1
-                elif reason == _UNAUTH:
-                    unauth = True
-            if op == _AND:
-                matched = true_count == len(results)
-                relevant_unauth = unauth and not matched
-            elif op == _OR:
-                matched = true_count > 0
-                relevant_unauth = unauth and not matched
-            elif op == _NOT:
-                matched = true_count == 0
-                relevant_unauth = unauth and matched
+            results: Sequence[CriterionOutcome]
+            if len(crits) == 1:
+                # The common one-criterion clause: and/or keep its value, not/nor invert
+                # it; an unauthenticated result is always among the deciding ones.
+                result = crits[0](inp)
+                matched = result[0] is (op <= _OR)
+                relevant_unauth = result[1] == _UNAUTH
+                results = (result,)
             else:
-                matched = true_count < len(results)
-                relevant_unauth = unauth and matched
+                results, matched, relevant_unauth = _combine(op, [c(inp) for c in crits])
             raw.append((matched, results))
             if is_deny:
                 if matched:
@@ -123,6 +113,28 @@ class Policy:
         else:
             outcome = _DENY
         return Decision(outcome, self.route, self.clauses, tuple(raw))
+
+
+def _combine(op: int, results: list[CriterionOutcome]) -> tuple[list[CriterionOutcome], bool, bool]:
+    """(results, clause matched, an unauthenticated result is among the deciding ones)."""
+    true_count = 0
+    unauth = False
+    for value, reason in results:
+        if value:
+            true_count += 1
+        elif reason == _UNAUTH:
+            unauth = True
+    if op == _AND:
+        matched = true_count == len(results)
+        return results, matched, unauth and not matched
+    if op == _OR:
+        matched = true_count > 0
+        return results, matched, unauth and not matched
+    if op == _NOT:
+        matched = true_count == 0
+    else:
+        matched = true_count < len(results)
+    return results, matched, unauth and matched
 
 
 def _criterion_label(spec: CriterionSpec, origin: str = "") -> str:

@@ -76,8 +76,6 @@ def _criterion(raw: Any, loc: Loc, problems: list[PolicySyntaxError]) -> Criteri
 def _rule_body(
     action: str, body: Any, loc: Loc, problems: list[PolicySyntaxError]
 ) -> list[ClauseSpec]:
-    if body is None:
-        return []
     if not isinstance(body, dict):
         problems.append(
             PolicySyntaxError(loc, f"{action} expects an object with and, or, not or nor")
@@ -99,8 +97,6 @@ def _rule_body(
                     + (f" (did you mean {close[0]!r}?)" if close else ""),
                 )
             )
-            continue
-        if items is None:
             continue
         if not isinstance(items, list):
             problems.append(PolicySyntaxError(where, f"{op_name} expects a list of criteria"))

@@ -7,7 +7,6 @@ Entry points for the proxy::
     spec = AssertionSpec.for_route(options, route)
     assertion = minter.mint(session, host, spec)  # .headers() -> [(name, value), ...]
     endpoints = WellKnownEndpoints(keyset, authenticate_url=...)  # wellknown.py
-    scrub_identity_headers(raw_headers, pass_identity_headers=...)  # headers.py
 """
 
 from .assertion import (
@@ -17,7 +16,6 @@ from .assertion import (
     AssertionMinter,
     AssertionSpec,
 )
-from .headers import scrub_identity_headers
 from .keys import KeySet, SigningKey, generate_pem, keygen_text, load_keyset
 from .wellknown import PATH_JWKS, PATH_WELL_KNOWN, WellKnownEndpoints
 
@@ -35,5 +33,4 @@ __all__ = [
     "generate_pem",
     "keygen_text",
     "load_keyset",
-    "scrub_identity_headers",
 ]

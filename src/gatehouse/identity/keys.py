@@ -13,6 +13,15 @@ Sources, in the order :func:`load_keyset` tries them:
    reduction), so gatehouse and Pomerium replicas sharing a secret publish the same key.
 4. Nothing at all: a key generated once and kept in ``data_dir`` (mode 0600), with a warning.
 
+Rotation procedure (verifiers cache the JWKS: Grafana for the smaller of its ``cache_ttl``
+and our ``max-age=60``; this SDK for ``max-age``):
+
+1. Publish the new key first: add it under ``signing_keys`` with ``sign_from`` at least a few
+   minutes ahead (longer than any verifier's cache), or append it to the PEM bundle.
+2. From ``sign_from`` on it signs (with a bundle: move it first after the wait).
+3. Drop the old key once the last token it signed has expired: 300 s after the switch,
+   plus the verifiers' clock leeway (60 s in this SDK).
+
 EC P-256 keys sign ES256, RSA keys (>= 2048 bits) RS256; anything else is a
 :class:`~gatehouse.errors.ConfigError`. ``kid`` is the hex RFC 7638 SHA-256 thumbprint,
 as Pomerium computes it.

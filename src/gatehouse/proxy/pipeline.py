@@ -10,16 +10,26 @@ responses in one place (:mod:`gatehouse.proxy.responses`) and writes one access-
 
 from __future__ import annotations
 
-from time import monotonic as _now
 import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from time import monotonic as _now
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..constants import HEALTHZ_PATH, PING_PATH
-from ..errors import BadRequest, GatehouseError, NotFound, UpgradeRefused, UpstreamError
+from ..authorize.decision import Outcome as DecisionOutcome
+from ..authorize.input import PolicyInput
+from ..constants import HEALTHZ_PATH, PING_PATH, POMERIUM_PREFIX
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    GatehouseError,
+    NotFound,
+    SignInRequired,
+    UpgradeRefused,
+    UpstreamError,
+)
 from ..http.exchange import Exchange, Phase
 from ..http.messages import Headers, Request, Response
 from ..http.upstream import ConnectionPool
@@ -28,7 +38,8 @@ from .forward import Outcome, forward
 from .paths import normalize_path
 from .responses import error_response
 from .router import Route, split_host
-from .state import ProxyState
+from ..sessions.model import Session
+from .state import EndpointHandler, ProxyState
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -45,6 +56,27 @@ class Target:
     raw_host: bytes
     path: str
     query: bytes
+
+
+@dataclass(slots=True)
+class _Access:
+    """What the pipeline learned about a request, for its access-log line."""
+
+    user: str | None = None
+    decision: str | None = None
+
+
+def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    """The value of cookie ``name`` from raw Cookie headers (RFC 6265 §5.4), or ``None``."""
+    prefix = name.encode("latin-1") + b"="
+    for key, value in headers:
+        if key != b"cookie" or prefix not in value:
+            continue
+        for part in value.split(b";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                return part[len(prefix) :].strip(b'"').decode("latin-1")
+    return None
 
 
 class Pipeline:
@@ -65,16 +97,17 @@ class Pipeline:
         route: Route | None = None
         outcome: Outcome | None = None
         error: GatehouseError | None = None
+        access = _Access()
         try:
             target = parse_target(exchange)
-            handler = state.endpoints.get(target.path)
-            if handler is not None or target.path in (PING_PATH, HEALTHZ_PATH):
-                await self._internal(exchange, target, state)
+            handler = self._endpoint_for(state, target)
+            if handler is not None:
+                await self._internal(exchange, target, handler)
             else:
                 route = state.router.match(target.host, target.port, target.path)
                 if route is None:
                     raise NotFound(f"no route for {target.host}{target.path}")
-                outcome = await self._route(exchange, target, route)
+                outcome = await self._route(exchange, target, route, state, access)
         except UpstreamError as exc:
             error = exc
             log.warning(
@@ -85,14 +118,38 @@ class Pipeline:
         except GatehouseError as exc:
             error = exc
             if exc.status >= 500:
-                log.error("request failed: %s", exc)
+                log.error("request failed: %s", exc, extra={"route": route.name if route else None})
         if error is not None and exchange.phase is Phase.RECEIVING:
             self._send(exchange, error_response(error, exchange.head), route)
-        if outcome is not None and outcome.tunnel is not None:
-            await self._hold_tunnel(exchange, route, outcome)
-        self._log(exchange, route, outcome, error)
+        if outcome is not None and outcome.tunnel is not None and route is not None:
+            await self._hold_tunnel(exchange, route, outcome, access)
+        self._log(exchange, route, outcome, error, access)
 
-    async def _route(self, exchange: Exchange, target: Target, route: Route) -> Outcome | None:
+    def _endpoint_for(self, state: ProxyState, target: Target) -> EndpointHandler | None:
+        """gatehouse's own handler for this request, if any (checked before routes)."""
+        path = target.path
+        handler = state.endpoints.get(path)
+        if handler is not None:
+            return handler
+        if path == PING_PATH:
+            return self._ping
+        if path == HEALTHZ_PATH:
+            return self._healthz
+        if state.authenticate_host is not None and target.host == state.authenticate_host:
+            handler = state.authenticate_endpoints.get(path)
+            if handler is None:
+                raise NotFound(f"no authenticate endpoint {path}")
+            return handler
+        if path.startswith(POMERIUM_PREFIX) or path == POMERIUM_PREFIX[:-1]:
+            handler = state.route_host_endpoints.get(path)
+            if handler is None or not state.router.candidates(target.host, target.port):
+                raise NotFound(f"no gatehouse endpoint {path}")
+            return handler
+        return None
+
+    async def _route(
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
+    ) -> Outcome | None:
         if route.response is not None:
             self._send(exchange, Response.text(route.response.body, route.response.status), route)
             return None
@@ -102,6 +159,16 @@ class Pipeline:
         head = exchange.head
         if head.upgrade is not None and not route.allow_websockets:
             raise UpgradeRefused("upgrade requested on a route without allow_websockets")
+        session = await self._authorize(exchange, target, route, state, access)
+        identity: list[tuple[bytes, bytes]] | None = None
+        if route.pass_identity_headers:
+            identity = []
+            minter = state.minter
+            if session is not None and minter is not None:
+                assertion = minter.mint(session, target.host, state.specs[route.index])
+                identity = [
+                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in assertion.headers()
+                ]
         path = route.rewrite_path(target.path)
         return await forward(
             exchange,
@@ -110,32 +177,85 @@ class Pipeline:
             path=path,
             query=target.query,
             original_host=target.raw_host,
-            identity_headers=None,
+            identity_headers=identity,
         )
 
-    async def _internal(self, exchange: Exchange, target: Target, state: ProxyState) -> None:
-        if target.path == PING_PATH:
-            self._send(exchange, Response.text("OK"), None)
-            return
-        if target.path == HEALTHZ_PATH:
-            ok = self.ready
-            body: dict[str, Any] = {"status": "ok" if ok else "starting", "config": state.digest[:12]}
-            self._send(exchange, Response.json(body, 200 if ok else 503, [("Cache-Control", "no-store")]), None)
-            return
-        handler = state.endpoints[target.path]
-        body_bytes = await exchange.read_body(INTERNAL_BODY_LIMIT) if exchange.head.has_body else b""
+    async def _authorize(
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
+    ) -> Session | None:
+        """Load the session and evaluate the route's policy; raise unless allowed."""
+        head = exchange.head
+        auth = state.auth
+        session: Session | None = None
+        if auth is not None:
+            cookie = _cookie(head.headers, auth.cookie_name)
+            authorization = head.get(b"authorization")
+            if cookie is not None or authorization is not None:
+                session = await auth.session_for(
+                    cookie, authorization.decode("latin-1") if authorization else None, target.host
+                )
+                if session is not None and auth.sessions.needs_refresh(session):
+                    session = await auth.sessions.refresh_if_needed(session, auth.refresh)
+        access.user = session.email or session.user_id if session is not None else None
+        policy = route.policy
+        if policy is None:
+            access.decision = "allow"
+            return session
+        decision = policy.evaluate(
+            PolicyInput(
+                method=head.method.decode("ascii", "replace"),
+                path=target.path,
+                source_ip=exchange.client_ip,
+                session=session,
+                now=time.time(),
+                origin=(head.get(b"origin") or b"").decode("latin-1"),
+                access_control_request_method=(
+                    head.get(b"access-control-request-method") or b""
+                ).decode("latin-1"),
+            )
+        )
+        outcome = decision.outcome
+        if outcome is DecisionOutcome.ALLOW:
+            access.decision = "allow"
+            return session
+        fields = decision.log_fields()
+        fields["user"] = access.user or ""
+        fields["decision"] = outcome.value
+        access.decision = outcome.value
+        log.info("access %s", outcome.value, extra={"policy": fields})
+        if outcome is DecisionOutcome.NEEDS_LOGIN:
+            original = f"{route.options.from_scheme}://{target.raw_host.decode('latin-1')}" + (
+                head.target.decode("latin-1") if head.target[:1] == b"/" else target.path
+            )
+            location = auth.sign_in_url(original) if auth is not None else None
+            raise SignInRequired("sign-in required", location)
+        details = decision.explain().splitlines() if route.options.show_error_details else None
+        raise Forbidden("denied by policy", details)
+
+    async def _internal(self, exchange: Exchange, target: Target, handler: EndpointHandler) -> None:
+        head = exchange.head
+        body = await exchange.read_body(INTERNAL_BODY_LIMIT) if head.has_body else b""
         request = Request(
-            method=exchange.head.method.decode("ascii", "replace"),
+            method=head.method.decode("ascii", "replace"),
             scheme=exchange.scheme,
             host=target.host,
             port=target.port,
             path=target.path,
             query=target.query.decode("ascii", "replace"),
-            headers=Headers.from_raw(exchange.head.headers),
+            headers=Headers.from_raw(head.headers),
             client_ip=exchange.client_ip,
-            body=body_bytes,
+            body=body,
         )
-        self._send(exchange, await handler(request), None)
+        response = await handler(request)
+        self._send(exchange, response, None)
+
+    async def _ping(self, request: Request) -> Response:
+        return Response.text("OK")
+
+    async def _healthz(self, request: Request) -> Response:
+        ok = self.ready
+        body: dict[str, Any] = {"status": "ok" if ok else "draining", "config": self.state.digest[:12]}
+        return Response.json(body, 200 if ok else 503, [("Cache-Control", "no-store")])
 
     def _send(self, exchange: Exchange, response: Response, route: Route | None) -> None:
         """Send a response gatehouse made, with the route's (or global) response headers."""
@@ -147,19 +267,51 @@ class Pipeline:
                 response.headers.append((text, value.decode("latin-1")))
         exchange.send(response)
 
-    async def _hold_tunnel(self, exchange: Exchange, route: Route | None, outcome: Outcome) -> None:
+    async def _hold_tunnel(
+        self, exchange: Exchange, route: Route, outcome: Outcome, access: _Access
+    ) -> None:
+        """Keep a tunnel's coroutine alive: idle timeout and periodic re-authorization.
+
+        Every ``websocket_reauthorize_interval`` the session is re-read (a sign-out ends
+        it) and the current policy (after a reload, the new one) is re-evaluated; a tunnel
+        that is no longer allowed is closed.
+        """
         tunnel = outcome.tunnel
-        if tunnel is None or route is None:
+        if tunnel is None:
             return
         idle = route.idle_timeout_s
+        reauth = self.state.options.websocket_reauthorize_interval
+        next_check = time.monotonic() + reauth if reauth > 0 else float("inf")
         while not tunnel.closed.done():
-            wait = min(idle / 4, 5.0) if idle > 0 else 5.0
+            wait = min(idle / 4 if idle > 0 else 5.0, 5.0, max(0.05, next_check - time.monotonic()))
             try:
                 await asyncio.wait_for(asyncio.shield(tunnel.closed), timeout=wait)
             except TimeoutError:
-                if idle > 0 and time.monotonic() - tunnel.last_activity > idle:
-                    log.info("closing idle tunnel on %s", route.name)
+                now = time.monotonic()
+                if idle > 0 and now - tunnel.last_activity > idle:
+                    log.info("closing idle tunnel", extra={"route": route.name})
                     tunnel.close()
+                elif now >= next_check:
+                    next_check = now + reauth
+                    if not await self._still_allowed(exchange):
+                        log.info("closing tunnel: no longer authorized", extra={"route": route.name, "user": access.user})
+                        access.decision = "revoked"
+                        tunnel.close()
+
+    async def _still_allowed(self, exchange: Exchange) -> bool:
+        """Re-run the session and policy steps for a tunnelled request against the current state."""
+        state = self.state
+        try:
+            target = parse_target(exchange)
+            route = state.router.match(target.host, target.port, target.path)
+            if route is None or not route.allow_websockets:
+                return False
+            # Sign-outs reach the session cache through store invalidation (immediate
+            # with Redis pub/sub, within the cache's max age otherwise).
+            await self._authorize(exchange, target, route, state, _Access())
+        except GatehouseError:
+            return False
+        return True
 
     def _log(
         self,
@@ -167,6 +319,7 @@ class Pipeline:
         route: Route | None,
         outcome: Outcome | None,
         error: GatehouseError | None,
+        access_info: _Access,
     ) -> None:
         access = self.access_log
         if not access.enabled:
@@ -188,6 +341,8 @@ class Pipeline:
             "upstream": outcome.upstream if outcome else None,
             "upstream_ms": round(outcome.upstream_duration_s * 1000, 3) if outcome else None,
             "client": exchange.client_ip,
+            "user": access_info.user,
+            "decision": access_info.decision,
         }
         if exchange.phase is Phase.ABORTED:
             fields["aborted"] = True

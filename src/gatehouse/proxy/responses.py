@@ -7,7 +7,7 @@ HTML page, everything else a short JSON body (compare Pomerium's ``httputil/erro
 
 from __future__ import annotations
 
-from ..errors import GatehouseError
+from ..errors import Forbidden, GatehouseError, SignInRequired
 from ..http.messages import RequestHead, Response
 from ..pages import render
 
@@ -46,6 +46,10 @@ def error_response(
     headers: list[tuple[str, str]] | None = None,
 ) -> Response:
     """The response for ``error``; ``details`` are shown only when the caller allows it."""
+    if isinstance(error, SignInRequired) and error.location and wants_html(head):
+        return Response.redirect(error.location, 302, headers or [])
+    if isinstance(error, Forbidden) and details is None:
+        details = error.details
     status = error.status
     message = _MESSAGES.get(status, _MESSAGES[500])
     extra = [("Cache-Control", "no-store"), *(headers or [])]

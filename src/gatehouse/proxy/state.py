@@ -1,24 +1,55 @@
 """The immutable per-config state the pipeline reads: built at load, swapped on reload.
 
-Each reload builds a whole new :class:`ProxyState` from a validated config and swaps the
-reference the pipeline holds (as Pomerium's ``proxy/state.go``); requests already running
-keep the state they started with. Building it is where per-route work is done once:
-routes compiled, policies compiled, keys loaded.
+Each reload builds a whole new :class:`ProxyState` from a validated config and the
+worker's long-lived :class:`Services`, and swaps the reference the pipeline holds (as
+Pomerium's ``proxy/state.go``); requests already running keep the state they started
+with. Building it is where per-route work is done once: routes and policies compiled,
+signing keys loaded, the relying party and built-in provider set up.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+
+from ..authenticate import build_authenticator
+from ..authenticate.endpoints import AuthEndpoints
+from ..authenticate.flow import Authenticator
+from ..authenticate.redirects import RedirectSigner
+from ..authorize.policy import compile_route_policy
 from ..config.loader import LoadedConfig
 from ..config.options import Options
+from ..constants import JWKS_PATH, WELL_KNOWN_PATH
+from ..errors import ConfigError
 from ..http.connection import Limits
 from ..http.messages import Request, Response
 from ..http.server import ServerSettings
+from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_keyset
+from ..sessions.keys import decode_secret, load_or_create_secret
+from ..sessions.manager import SessionManager
 from .router import Route, Router, compile_route
 
+log = logging.getLogger("gatehouse")
+
 EndpointHandler = Callable[[Request], Awaitable[Response]]
+#: File in data_dir holding a generated shared_secret (embedded default only).
+GENERATED_SHARED_SECRET_FILE = "shared_secret"  # noqa: S105 - a file name
+
+
+@dataclass
+class Services:
+    """Long-lived, per-process parts that survive config reloads."""
+
+    sessions: SessionManager | None = None
+    http_client: httpx.AsyncClient | None = None
+    #: Extra per-state builders (e.g. the built-in IdP) registered by the composition root.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +65,15 @@ class ProxyState:
     response_headers: tuple[tuple[bytes, bytes], ...] = ()
     #: Handlers answered on every host, by exact normalised path.
     endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
+    #: The authenticate host (lower case) and its handlers.
+    authenticate_host: str | None = None
+    authenticate_endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
+    #: ``/.pomerium/*`` handlers on route hosts.
+    route_host_endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
+    auth: AuthEndpoints | None = None
+    minter: AssertionMinter | None = None
+    #: Assertion spec per route index.
+    specs: dict[int, AssertionSpec] = field(default_factory=dict)
 
 
 def server_settings(options: Options) -> ServerSettings:
@@ -51,19 +91,117 @@ def server_settings(options: Options) -> ServerSettings:
 
 
 def compile_routes(options: Options) -> list[Route]:
-    return [compile_route(options, route, i) for i, route in enumerate(options.all_routes)]
+    """Compile every route and its policy; collect every problem before raising."""
+    routes: list[Route] = []
+    problems: list[str] = []
+    for i, route_options in enumerate(options.all_routes):
+        route = compile_route(options, route_options, i)
+        try:
+            policy = compile_route_policy(route_options, i)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        object.__setattr__(route, "policy", policy)
+        routes.append(route)
+    if problems:
+        raise ConfigError(problems)
+    return routes
 
 
-def build_state(loaded: LoadedConfig) -> ProxyState:
+def shared_secret(options: Options) -> bytes:
+    """The decoded ``shared_secret`` (or ``shared_secret_file``), or one generated in data_dir.
+
+    Raises:
+        ConfigError: malformed, or missing where replicas must agree (Redis store).
+    """
+    if options.shared_secret:
+        return decode_secret(options.shared_secret, name="shared_secret")
+    if options.shared_secret_file:
+        try:
+            text = Path(options.shared_secret_file).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError([f"shared_secret_file: cannot read ({exc.strerror})"]) from exc
+        return decode_secret(text, name="shared_secret_file")
+    if options.databroker_storage_type == "redis":
+        raise ConfigError(["shared_secret is required with databroker_storage_type: redis"])
+    return load_or_create_secret(Path(options.data_dir).expanduser() / GENERATED_SHARED_SECRET_FILE)
+
+
+def _scheme_lookup(router: Router, options: Options) -> Callable[[str], str]:
+    auth_url = options.authenticate_service_url
+    auth_host = (urlsplit(auth_url).hostname or "").lower() if auth_url else None
+    auth_scheme = urlsplit(auth_url).scheme if auth_url else "https"
+
+    def scheme_for(host: str) -> str:
+        if host == auth_host:
+            return auth_scheme
+        routes = router.candidates(host, None)
+        return routes[0].options.from_scheme if routes else "https"
+
+    return scheme_for
+
+
+def build_state(loaded: LoadedConfig, services: Services | None = None) -> ProxyState:
     """Compile a validated config into the state the pipeline serves from.
 
     Raises:
         ConfigError: something only detectable while compiling (a policy, a key).
     """
     options = loaded.options
+    services = services or Services()
+    router = Router(compile_routes(options))
+    keyset = load_keyset(options)
+    minter = AssertionMinter(keyset)
+    specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
+    well_known = WellKnownEndpoints(
+        keyset,
+        authenticate_url=options.authenticate_service_url,
+        callback_path=options.authenticate_callback_path,
+    )
+    endpoints: dict[str, EndpointHandler] = {
+        JWKS_PATH: well_known.jwks,
+        WELL_KNOWN_PATH: well_known.pomerium,
+    }
+    auth_endpoints: AuthEndpoints | None = None
+    authenticate_host: str | None = None
+    authenticate_table: dict[str, EndpointHandler] = {}
+    route_table: dict[str, EndpointHandler] = {}
+    if services.sessions is not None:
+        secret = shared_secret(options)
+        authenticator: Authenticator | None = None
+        if options.idp_provider is not None:
+            if not options.authenticate_service_url:
+                raise ConfigError(["authenticate_service_url is required with idp_provider"])
+            if services.http_client is None:
+                raise ConfigError(["internal: no HTTP client for the identity provider"])
+            extra_builder = services.extra.get("idp")
+            if extra_builder is not None:
+                extra_builder(options, endpoints_out=authenticate_table, secret=secret)
+            authenticator = build_authenticator(
+                options,
+                shared_secret=secret,
+                client=services.http_client,
+                allowed_hosts=lambda: _allowed_hosts(router, authenticate_host),
+            )
+        authenticate_host = (
+            (urlsplit(options.authenticate_service_url).hostname or "").lower()
+            if options.authenticate_service_url
+            else None
+        )
+        auth_endpoints = AuthEndpoints(
+            options,
+            services.sessions,
+            authenticator,
+            RedirectSigner(secret),
+            secret,
+            _scheme_lookup(router, options),
+            minter.forget_session,
+        )
+        authenticate_table.update(auth_endpoints.authenticate_routes())  # type: ignore[arg-type]
+        route_table = auth_endpoints.route_host_routes()  # type: ignore[assignment]
     return ProxyState(
         options=options,
-        router=Router(compile_routes(options)),
+        router=router,
         server_settings=server_settings(options),
         digest=loaded.digest,
         source=loaded.source,
@@ -71,4 +209,21 @@ def build_state(loaded: LoadedConfig) -> ProxyState:
             (k.lower().encode("latin-1"), v.encode("latin-1"))
             for k, v in options.response_headers().items()
         ),
+        endpoints=endpoints,
+        authenticate_host=authenticate_host,
+        authenticate_endpoints=authenticate_table,
+        route_host_endpoints=route_table,
+        auth=auth_endpoints,
+        minter=minter,
+        specs=specs,
     )
+
+
+def _allowed_hosts(router: Router, authenticate_host: str | None) -> list[str]:
+    hosts = [r.options.from_host for r in router.routes]
+    if authenticate_host:
+        hosts.append(authenticate_host)
+    return hosts
+
+
+__all__ = ["ProxyState", "Services", "build_state", "shared_secret"]

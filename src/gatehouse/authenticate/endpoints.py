@@ -1,0 +1,388 @@
+"""The sign-in, hand-off, user-info and sign-out endpoints (Pomerium's paths).
+
+Authenticate host (``authenticate_service_url``)::
+
+    GET  /.pomerium/sign_in      signed URL → IdP (or straight back when already signed in here)
+    GET  /oauth2/callback        IdP → new session → hand-off to the route host
+    GET  /.pomerium/signed_out   the page after sign-out; clears this host's cookie
+
+Every route host::
+
+    GET  /.pomerium/callback/    redeem the single-use hand-off, set this host's cookie
+    GET  /.pomerium/             who am I (HTML), with a sign-out button
+    GET  /.pomerium/user         who am I (JSON)
+    POST /.pomerium/sign_out     (form with a CSRF token) or GET with a signed URL
+    GET  /.pomerium/api/v1/login programmatic login for command-line tools
+
+Theory of operation: the authenticate host is the only one that talks to the IdP. After
+the callback it creates the session and sends the browser to the route host with an
+encrypted, single-use, 60-second hand-off token bound to that host; the route host sets
+its own cookie. No cookie is ever shared across domains, and a user signed in once is
+sent straight back by ``sign_in`` for the next route host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from urllib.parse import quote, urlencode, urlsplit
+
+from ..config.options import Options
+from ..constants import (
+    PROGRAMMATIC_LOGIN_PATH,
+    ROUTE_CALLBACK_PATH,
+    SIGN_IN_PATH,
+    SIGN_OUT_PATH,
+    SIGNED_OUT_PATH,
+    USER_INFO_PATH,
+    USER_JSON_PATH,
+)
+from ..errors import BadRequest, Unauthenticated
+from ..http.messages import Request, Response
+from ..pages import render
+from ..sessions.manager import SessionManager
+from ..sessions.model import Session
+from .errors import InvalidRedirect, InvalidState
+from .flow import Authenticator
+from .keys import derive_key
+from .redirects import QUERY_REDIRECT_URI, RedirectSigner, is_allowed_programmatic_redirect
+from .state import csrf_cookie_name
+
+log = logging.getLogger("gatehouse.authenticate")
+
+QUERY_HANDOFF = "pomerium_handoff"
+QUERY_JWT = "pomerium_jwt"
+PROGRAMMATIC_COMPLETE_PATH = PROGRAMMATIC_LOGIN_PATH + "/complete"
+#: The binding of programmatic tokens (``Authorization: Pomerium …``): not a real host,
+#: so such a token is never accepted as a cookie and no cookie as such a token.
+PROGRAMMATIC_BINDING = "programmatic.gatehouse.invalid"
+
+Endpoint = Callable[[Request], "Response"]
+
+
+def _origin(scheme: str, request: Request) -> str:
+    default = 443 if scheme == "https" else 80
+    port = "" if request.port in (None, default) else f":{request.port}"
+    return f"{scheme}://{request.host}{port}"
+
+
+class AuthEndpoints:
+    """Handlers for one config; ``scheme_for`` maps a host to the scheme its users see."""
+
+    def __init__(
+        self,
+        options: Options,
+        sessions: SessionManager,
+        authenticator: Authenticator | None,
+        signer: RedirectSigner,
+        shared_secret: bytes,
+        scheme_for: Callable[[str], str],
+        forget_assertions: Callable[[str], None] = lambda session_id: None,
+    ) -> None:
+        self.options = options
+        self.sessions = sessions
+        self.auth = authenticator
+        self.signer = signer
+        self._csrf_key = derive_key(shared_secret, "gatehouse sign-out form")
+        self._scheme_for = scheme_for
+        self._forget_assertions = forget_assertions
+        url = options.authenticate_service_url
+        self.authenticate_url = url.rstrip("/") if url else None
+        self.authenticate_host = (urlsplit(url).hostname or "").lower() if url else None
+        self.cookie_name = options.cookie_name
+        self.csrf_cookie = csrf_cookie_name(options.cookie_name)
+
+    # -- tables -------------------------------------------------------------------------
+
+    def authenticate_routes(self) -> dict[str, Callable[[Request], object]]:
+        return {
+            SIGN_IN_PATH: self.sign_in,
+            self.options.authenticate_callback_path: self.oauth_callback,
+            SIGN_OUT_PATH: self.sign_out,
+            SIGNED_OUT_PATH: self.signed_out,
+        }
+
+    def route_host_routes(self) -> dict[str, Callable[[Request], object]]:
+        return {
+            ROUTE_CALLBACK_PATH: self.route_callback,
+            USER_INFO_PATH: self.user_page,
+            USER_JSON_PATH: self.user_json,
+            SIGN_OUT_PATH: self.sign_out,
+            PROGRAMMATIC_LOGIN_PATH: self.programmatic_login,
+            PROGRAMMATIC_COMPLETE_PATH: self.programmatic_complete,
+        }
+
+    # -- used by the pipeline -----------------------------------------------------------
+
+    def sign_in_url(self, original_url: str) -> str | None:
+        """Where to send a browser that needs to sign in (``None``: no IdP configured)."""
+        if self.auth is None or self.authenticate_url is None:
+            return None
+        return self.signer.sign_in_url(self.authenticate_url, original_url)
+
+    async def session_for(self, request_cookie: str | None, authorization: str | None, host: str) -> Session | None:
+        """The session a request carries: its cookie, or ``Authorization: Pomerium <token>``."""
+        if authorization:
+            token = _programmatic_token(authorization)
+            if token is not None:
+                return await self.sessions.load(token, PROGRAMMATIC_BINDING)
+        if request_cookie:
+            return await self.sessions.load(request_cookie, host)
+        return None
+
+    async def refresh(self, session: Session) -> Session:
+        """The refresher the session manager calls (new tokens, same session)."""
+        if self.auth is None:
+            return session
+        identity = await self.auth.refresh(session)
+        return replace(
+            session,
+            email=identity.email or session.email,
+            name=identity.name or session.name,
+            groups=identity.groups,
+            claims=identity.claims,
+            id_token=identity.id_token or session.id_token,
+            access_token=identity.access_token,
+            refresh_token=identity.refresh_token or session.refresh_token,
+            tokens_expire_at=identity.tokens_expire_at,
+            last_refresh_at=time.time(),
+        )
+
+    # -- authenticate host ----------------------------------------------------------------
+
+    async def sign_in(self, request: Request) -> Response:
+        auth = self._require_auth()
+        url = self._authenticate_request_url(request)
+        params = self.signer.verify(url)
+        target = auth.check_redirect(params.get(QUERY_REDIRECT_URI, ""))
+        # Already signed in on the authenticate host: hand the session over directly.
+        existing = await self.session_for(request.cookies().get(self.cookie_name), None, request.host)
+        if existing is not None:
+            return self._handoff(existing, target)
+        start = await auth.sign_in(url, request.cookies().get(self.csrf_cookie))
+        response = Response.redirect(start.authorization_url)
+        response.set_cookie(
+            self.csrf_cookie,
+            start.csrf_cookie_value,
+            max_age=start.csrf_cookie_max_age_s,
+            secure=self._secure(request),
+            same_site="Lax",
+        )
+        return response
+
+    async def oauth_callback(self, request: Request) -> Response:
+        auth = self._require_auth()
+        done = await auth.callback(
+            request.query_params(), request.cookies().get(self.csrf_cookie), self.sessions.consume_once
+        )
+        ident = done.identity
+        session = await self.sessions.create(
+            user_id=ident.user_id,
+            email=ident.email,
+            name=ident.name,
+            groups=ident.groups,
+            claims=ident.claims,
+            id_token=ident.id_token,
+            access_token=ident.access_token,
+            refresh_token=ident.refresh_token,
+            tokens_expire_at=ident.tokens_expire_at,
+        )
+        log.info("signed in", extra={"user": ident.user_id, "email": ident.email})
+        response = self._handoff(session, done.redirect_url)
+        self._set_session_cookie(response, request, session)
+        response.set_cookie(self.csrf_cookie, "", max_age=0, secure=self._secure(request))
+        return response
+
+    async def signed_out(self, request: Request) -> Response:
+        target = self.options.signout_redirect_url
+        response = Response.redirect(target) if target else Response.html(render("signed_out.html"))
+        self._clear_session_cookie(response, request)
+        return response
+
+    # -- route hosts ------------------------------------------------------------------------
+
+    async def route_callback(self, request: Request) -> Response:
+        params = request.query_params()
+        session = await self.sessions.redeem_handoff(params.get(QUERY_HANDOFF, ""), request.host)
+        if session is None:
+            raise InvalidState("sign-in hand-off invalid, expired or already used")
+        target = params.get(QUERY_REDIRECT_URI, "/")
+        parts = urlsplit(target)
+        if parts.hostname is None or parts.hostname.lower() != request.host or parts.scheme not in ("http", "https"):
+            target = "/"
+        response = Response.redirect(target)
+        self._set_session_cookie(response, request, session)
+        return response
+
+    async def user_page(self, request: Request) -> Response:
+        session = await self._current(request)
+        if session is None:
+            return self._login_or_401(request)
+        return Response.html(
+            render(
+                "user.html",
+                session=session,
+                groups=list(session.groups),
+                claims=sorted((k, v) for k, v in session.claims.items()),
+                expires=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(session.expires_at)),
+                csrf=self._csrf_token(session),
+                sign_out_path=SIGN_OUT_PATH,
+            ),
+            headers=[("Cache-Control", "no-store")],
+        )
+
+    async def user_json(self, request: Request) -> Response:
+        session = await self._current(request)
+        if session is None:
+            raise Unauthenticated("no session")
+        body = {
+            **dict(session.claims),
+            "sub": session.user_id,
+            "user": session.user_id,
+            "email": session.email,
+            "name": session.name,
+            "groups": list(session.groups),
+            "sid": session.id,
+            "exp": int(session.expires_at),
+        }
+        return Response.json(body, headers=[("Cache-Control", "no-store")])
+
+    async def sign_out(self, request: Request) -> Response:
+        session = await self._current(request)
+        if request.method == "POST":
+            form = request.form()
+            expected = self._csrf_token(session) if session is not None else None
+            if expected is None or not hmac.compare_digest(form.get("csrf", ""), expected):
+                raise BadRequest("sign-out without a valid CSRF token")
+        elif request.method in ("GET", "HEAD"):
+            try:
+                self.signer.verify(self._request_url(request))
+            except InvalidRedirect:
+                raise BadRequest("sign-out link invalid or expired") from None
+        else:
+            raise BadRequest("sign-out needs POST or a signed GET")
+        end_url: str | None = None
+        if session is not None:
+            if self.auth is not None and self.authenticate_url is not None:
+                end_url = await self.auth.sign_out(session, self.authenticate_url + SIGNED_OUT_PATH)
+            await self.sessions.revoke(session.id)
+            self._forget_assertions(session.id)
+            log.info("signed out", extra={"user": session.user_id})
+        if end_url is None:
+            if self.authenticate_url is not None:
+                end_url = self.authenticate_url + SIGNED_OUT_PATH
+            else:
+                end_url = self.options.signout_redirect_url or SIGNED_OUT_PATH
+        response = Response.redirect(end_url, 303)
+        self._clear_session_cookie(response, request)
+        return response
+
+    async def programmatic_login(self, request: Request) -> Response:
+        target = request.query_params().get(QUERY_REDIRECT_URI, "")
+        if not is_allowed_programmatic_redirect(target, self.options.programmatic_redirect_domain_whitelist):
+            raise BadRequest("programmatic login needs a loopback pomerium_redirect_uri")
+        origin = _origin(self._scheme_for(request.host), request)
+        complete = self.signer.sign(
+            f"{origin}{PROGRAMMATIC_COMPLETE_PATH}?"
+            + urlencode({QUERY_REDIRECT_URI: target}, quote_via=quote)
+        )
+        url = self.sign_in_url(complete)
+        if url is None:
+            raise Unauthenticated("sign-in is not configured")
+        return Response.text(url, headers=[("Cache-Control", "no-store")])
+
+    async def programmatic_complete(self, request: Request) -> Response:
+        try:
+            params = self.signer.verify(self._request_url(request))
+        except InvalidRedirect:
+            raise BadRequest("programmatic login link invalid or expired") from None
+        target = params.get(QUERY_REDIRECT_URI, "")
+        if not is_allowed_programmatic_redirect(target, self.options.programmatic_redirect_domain_whitelist):
+            raise BadRequest("programmatic login target not allowed")
+        session = await self._current(request)
+        if session is None:
+            raise Unauthenticated("no session")
+        token = self.sessions.cookie_value(session, PROGRAMMATIC_BINDING)
+        sep = "&" if "?" in target else "?"
+        return Response.redirect(f"{target}{sep}{urlencode({QUERY_JWT: token})}")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _require_auth(self) -> Authenticator:
+        if self.auth is None:
+            raise Unauthenticated("sign-in is not configured (no idp_provider)")
+        return self.auth
+
+    async def _current(self, request: Request) -> Session | None:
+        return await self.session_for(
+            request.cookies().get(self.cookie_name), request.headers.get("authorization"), request.host
+        )
+
+    def _handoff(self, session: Session, target: str) -> Response:
+        host = (urlsplit(target).hostname or "").lower()
+        scheme = urlsplit(target).scheme or "https"
+        netloc = urlsplit(target).netloc
+        if host == self.authenticate_host:
+            return Response.redirect(target)
+        token = self.sessions.issue_handoff(session.id, host)
+        query = urlencode({QUERY_HANDOFF: token, QUERY_REDIRECT_URI: target}, quote_via=quote)
+        return Response.redirect(f"{scheme}://{netloc}{ROUTE_CALLBACK_PATH}?{query}")
+
+    def _login_or_401(self, request: Request) -> Response:
+        url = self.sign_in_url(self._request_url(request)) if request.accepts_html() else None
+        if url is None:
+            raise Unauthenticated("no session")
+        return Response.redirect(url)
+
+    def _secure(self, request: Request) -> bool:
+        return self.options.cookie_secure and self._scheme_for(request.host) == "https"
+
+    def _set_session_cookie(self, response: Response, request: Request, session: Session) -> None:
+        response.set_cookie(
+            self.cookie_name,
+            self.sessions.cookie_value(session, request.host),
+            max_age=self.sessions.cookie_max_age(session),
+            domain=self.options.cookie_domain,
+            secure=self._secure(request),
+            http_only=self.options.cookie_http_only,
+            same_site=self.options.cookie_same_site.capitalize(),
+        )
+
+    def _clear_session_cookie(self, response: Response, request: Request) -> None:
+        response.set_cookie(
+            self.cookie_name,
+            "",
+            max_age=0,
+            domain=self.options.cookie_domain,
+            secure=self._secure(request),
+            http_only=self.options.cookie_http_only,
+            same_site=self.options.cookie_same_site.capitalize(),
+        )
+
+    def _csrf_token(self, session: Session) -> str:
+        return hmac.new(self._csrf_key, session.id.encode(), hashlib.sha256).hexdigest()
+
+    def _request_url(self, request: Request) -> str:
+        """The URL as the user's browser addressed it (scheme from the route's ``from``)."""
+        origin = _origin(self._scheme_for(request.host), request)
+        return origin + request.path + (f"?{request.query}" if request.query else "")
+
+    def _authenticate_request_url(self, request: Request) -> str:
+        # Signed sign-in URLs are made from authenticate_service_url: rebuild from it so a
+        # TLS terminator in front (insecure_server) does not change the scheme.
+        base = self.authenticate_url or _origin(request.scheme, request)
+        return base + request.path + (f"?{request.query}" if request.query else "")
+
+
+def _programmatic_token(authorization: str) -> str | None:
+    """``Pomerium <token>`` or ``Bearer Pomerium-<token>`` (Pomerium's two forms)."""
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "pomerium" and value:
+        return value.strip()
+    if scheme.lower() == "bearer" and value.startswith("Pomerium-"):
+        return value[len("Pomerium-") :].strip()
+    return None
