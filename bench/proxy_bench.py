@@ -95,7 +95,8 @@ class Scenario:
 
 
 def _prepare_plain(_tmp: Path) -> tuple[str, list[str]]:
-    return "", []
+    # Pomerium's key for "no sign-in, no policy": without it the route needs a session.
+    return "    allow_public_unauthenticated_access: true\n", []
 
 
 def _prepare_authenticated(_tmp: Path) -> tuple[str, list[str]]:
@@ -821,8 +822,14 @@ def access_statuses(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _message(line: str) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(line).get("message"))
+    return line
+
+
 def stderr_problems(path: Path) -> list[str]:
-    """Lines of gatehouse's stderr that are errors, warnings or tracebacks."""
+    """Lines of gatehouse's stderr that are errors or tracebacks (warnings are listed apart)."""
     problems = []
     with contextlib.suppress(OSError):
         for line in path.read_text(errors="replace").splitlines():
@@ -832,7 +839,7 @@ def stderr_problems(path: Path) -> list[str]:
                 if line.strip():
                     problems.append(line)  # not JSON: a traceback or a print
                 continue
-            if isinstance(record, dict) and record.get("level") not in ("info", "debug"):
+            if isinstance(record, dict) and record.get("level") not in ("info", "debug", "warning"):
                 problems.append(line)
     return problems
 
@@ -1054,6 +1061,13 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         "nginx": access_statuses(tmp / "nginx-proxy.access.log"),
     }
     problems = stderr_problems(gate.stderr)
+    warnings = sorted(
+        {
+            _message(line)
+            for line in gate.stderr.read_text(errors="replace").splitlines()
+            if '"level": "warning"' in line
+        }
+    )
 
     summary = {name: summarize(results, name) for name in targets}
     g, n = summary["gatehouse"], summary["nginx"]
@@ -1102,9 +1116,11 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         anomalies.append(f"a proxy died during the runs: {alive}")
     if problems:
         anomalies.append(
-            f"gatehouse stderr has {len(problems)} warning/error/non-JSON line(s); first ones:"
+            f"gatehouse stderr has {len(problems)} error/non-JSON line(s); first ones:"
         )
         anomalies += ["    " + p[:400] for p in problems[:STDERR_EXCERPT_LINES]]
+    for w in warnings:
+        print(f"gatehouse warning: {w[:300]}")
     print("anomalies: " + ("none" if not anomalies else ""))
     for a in anomalies:
         print("  " + a)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def gh(ups: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatehouseProcess]:
     config = {"routes": public([{"from": "http://big.test", "to": ups["a"].url, "timeout": "60s"}])}
-    with GatehouseProcess(config, tmp_path_factory.mktemp("big"), env={"LOG_LEVEL": "warn"}) as proc:
+    with GatehouseProcess(config, tmp_path_factory.mktemp("big")) as proc:
         yield proc
 
 

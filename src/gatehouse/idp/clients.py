@@ -101,12 +101,12 @@ def authenticate_client(
     client = clients.get(client_id)
     if client is None:
         raise ClientAuthError("unknown client", used_basic=False)
-    secret = form.get("client_secret")
+    posted = form.get("client_secret")
     if client.client_secret is None:
-        if secret:
+        if posted:
             raise ClientAuthError("public client sent a secret", used_basic=False)
         return client
-    if secret is None or not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
+    if posted is None or not hmac.compare_digest(posted.encode(), client.client_secret.encode()):
         raise ClientAuthError("missing or wrong client secret", used_basic=False)
     return client
 

@@ -59,7 +59,7 @@ def is_supported_hash(password_hash: str) -> bool:
 
 def _bcrypt() -> object | None:
     try:
-        import bcrypt  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+        import bcrypt  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     return bcrypt  # type: ignore[no-any-return,unused-ignore]

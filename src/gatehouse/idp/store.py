@@ -145,7 +145,8 @@ class SQLiteStateStore(StateStore):
         def op(conn: sqlite3.Connection, now: float) -> None:
             conn.execute(
                 "INSERT INTO idp_state(key, value, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+                "ON CONFLICT(key) DO UPDATE SET "
+                "value = excluded.value, expires_at = excluded.expires_at",
                 (key, value, now + ttl_s),
             )
 

@@ -109,7 +109,7 @@ class IdpKey:
             signing = make_key(key, "idp signing key")
         self.key = signing
         self._signer = JwsSigner(signing)
-        public = dict(signing.jwk)
+        public: dict[str, str | list[str]] = dict(signing.jwk)
         self._verify_key = (
             ECKey.import_key(public) if public["kty"] == "EC" else RSAKey.import_key(public)
         )
