@@ -1119,8 +1119,8 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
             f"gatehouse stderr has {len(problems)} error/non-JSON line(s); first ones:"
         )
         anomalies += ["    " + p[:400] for p in problems[:STDERR_EXCERPT_LINES]]
-    for w in warnings:
-        print(f"gatehouse warning: {w[:300]}")
+    for warning in warnings:
+        print(f"gatehouse warning: {warning[:300]}")
     print("anomalies: " + ("none" if not anomalies else ""))
     for a in anomalies:
         print("  " + a)

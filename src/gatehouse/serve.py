@@ -33,6 +33,14 @@ from .http.server import HttpServer
 from .http.tls import CertificatePem, server_context
 from .http.upstream import ConnectionPool
 from .observability.logs import AccessLog, setup_logging
+from .observability.metrics import (
+    Metrics,
+    cleanup_multiprocess,
+    get_metrics,
+    mark_worker_dead,
+    prepare_multiprocess,
+    serve_metrics,
+)
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
@@ -121,6 +129,9 @@ class Worker:
     build: StateBuilder = build_state
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     services: Services = field(default_factory=Services)
+    #: Serve the metrics endpoint from this process (single-worker mode).
+    serve_metrics: bool = True
+    metrics: Metrics | None = None
 
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -129,7 +140,13 @@ class Worker:
         state = self.build(self.loaded, self.services)
         pool = ConnectionPool(loop)
         access = AccessLog(enabled=options.access_log)
-        pipeline = Pipeline(state, pool, access)
+        metrics = get_metrics() if options.metrics_address else None
+        if metrics is not None:
+            metrics.config_loaded(self.loaded.digest)
+            if self.serve_metrics:
+                serve_metrics(options.metrics_address or "")
+        self.metrics = metrics
+        pipeline = Pipeline(state, pool, access, metrics)
         server = HttpServer(pipeline, error_response, state.server_settings, loop)
         ssl_ctx = None if options.insecure_server else server_context(certificate_pairs(options))
         addresses = await server.listen(None, 0, ssl_context=ssl_ctx, sock=sock)
@@ -156,6 +173,10 @@ class Worker:
         log.info("stopped", extra={"connections_cut": cut})
         return 0
 
+    def _count_reload(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(result).inc()
+
     async def _flush_access(self, access: AccessLog) -> None:
         while True:
             await asyncio.sleep(0.1)
@@ -181,10 +202,15 @@ class Worker:
                     "config reload failed; keeping the running config",
                     extra={"problems": exc.problems, "config": str(path)},
                 )
+                self._count_reload("failure")
                 continue
             except Exception:
                 log.exception("config reload failed; keeping the running config")
+                self._count_reload("failure")
                 continue
+            self._count_reload("success")
+            if self.metrics is not None:
+                self.metrics.config_loaded(loaded.digest)
             digest = loaded.digest
             self.loaded = loaded
             pipeline.swap_state(state)
@@ -233,9 +259,15 @@ def _install_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _run_worker(config_path: str | None, loaded: LoadedConfig, sock: socket.socket, build: StateBuilder) -> int:
+def _run_worker(
+    config_path: str | None,
+    loaded: LoadedConfig,
+    sock: socket.socket,
+    build: StateBuilder,
+    serve_metrics_here: bool = True,
+) -> int:
     _install_loop()
-    worker = Worker(config_path, loaded, build)
+    worker = Worker(config_path, loaded, build, serve_metrics=serve_metrics_here)
     try:
         return asyncio.run(worker.serve(sock))
     except ConfigError as exc:
@@ -283,7 +315,7 @@ def _supervise(
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                code = _run_worker(config_path, loaded, sock, build)
+                code = _run_worker(config_path, loaded, sock, build, serve_metrics_here=False)
             finally:
                 os._exit(code)
         children[pid] = time.monotonic()
@@ -297,6 +329,11 @@ def _supervise(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    metrics_dir = None
+    metrics_server = None
+    if loaded.options.metrics_address:
+        metrics_dir = prepare_multiprocess()
+        metrics_server = serve_metrics(loaded.options.metrics_address)
     for _ in range(count):
         spawn()
     log.info("supervisor started", extra={"workers": count, "pids": list(children)})
@@ -316,6 +353,8 @@ def _supervise(
             time.sleep(0.05)
             continue
         started = children.pop(pid, time.monotonic())
+        if metrics_dir is not None:
+            mark_worker_dead(pid)
         if stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
@@ -324,6 +363,10 @@ def _supervise(
             time.sleep(WORKER_RESTART_BACKOFF_S)
         spawn()
     sock.close()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    if metrics_dir is not None:
+        cleanup_multiprocess(metrics_dir)
     log.info("stopped")
     return 0
 

@@ -143,7 +143,7 @@ def test_route_rules() -> None:
 
 
 def test_weights_parsed() -> None:
-    opts = load_text(BASE + "routes:\n  - from: http://a.test\n    to: [http://b:1,3, http://c:2]\n", env={}).options
+    opts = load_text(BASE + "routes:\n  - from: http://a.test\n    to: ['http://b:1,3', 'http://c:2']\n", env={}).options
     assert [(u.port, u.weight) for u in opts.routes[0].to or []] == [(1, 3), (2, 1)]
 
 

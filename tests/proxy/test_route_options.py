@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from support import wait_until
-from support.client import RawConnection, send_raw, parse_response
+from support.client import RawConnection, parse_response, send_raw
 from support.gatehouse import GatehouseProcess, public
 from support.upstream import Hang, SlowBody, SlowHead, Upstream, WebSocketEcho, closed_port
 
@@ -308,7 +308,7 @@ def test_timeout_gives_504(client: httpx.Client, ups: dict[str, Upstream], gh: G
     assert r.status_code == 504
     assert r.json()["status"] == 504
     assert r.elapsed.total_seconds() < 2.5
-    gh.wait_log(lambda rec: "upstream" in rec.get("message", "") and "504" in json.dumps(rec)
+    gh.wait_log(lambda rec: ("upstream" in rec.get("message", "") and "504" in json.dumps(rec))
                 or rec.get("status") == 504)
 
 

@@ -96,7 +96,7 @@ class GatehouseProcess:
 
     def start(self, timeout: float = 20.0) -> GatehouseProcess:
         cmd = [sys.executable, "-m", "gatehouse", "run", "-c", str(self.config_path), *(self.args or [])]
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=self.workdir
         )
         for stream, sink in ((self.proc.stdout, self.stdout_lines), (self.proc.stderr, self.stderr_lines)):

@@ -26,6 +26,7 @@ from ..errors import (
     Forbidden,
     GatehouseError,
     NotFound,
+    ServiceUnavailable,
     SignInRequired,
     UpgradeRefused,
     UpstreamError,
@@ -34,6 +35,7 @@ from ..http.exchange import Exchange, Phase
 from ..http.messages import Headers, Request, Response
 from ..http.upstream import ConnectionPool
 from ..observability.logs import AccessLog, now_iso
+from ..observability.metrics import Metrics
 from .forward import Outcome, forward
 from .paths import normalize_path
 from .responses import error_response
@@ -82,10 +84,17 @@ def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
 class Pipeline:
     """Serves every request of one worker from the current :class:`ProxyState`."""
 
-    def __init__(self, state: ProxyState, pool: ConnectionPool, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        state: ProxyState,
+        pool: ConnectionPool,
+        access_log: AccessLog,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.state = state
         self.pool = pool
         self.access_log = access_log
+        self.metrics = metrics
         self.ready = True
 
     def swap_state(self, state: ProxyState) -> None:
@@ -122,8 +131,41 @@ class Pipeline:
         if error is not None and exchange.phase is Phase.RECEIVING:
             self._send(exchange, error_response(error, exchange.head), route)
         if outcome is not None and outcome.tunnel is not None and route is not None:
-            await self._hold_tunnel(exchange, route, outcome, access)
+            if self.metrics is not None:
+                self.metrics.tunnels.inc()
+            try:
+                await self._hold_tunnel(exchange, route, outcome, access)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.tunnels.dec()
         self._log(exchange, route, outcome, error, access)
+        if self.metrics is not None:
+            self._record(exchange, route, outcome, error, access)
+
+    def _record(
+        self,
+        exchange: Exchange,
+        route: Route | None,
+        outcome: Outcome | None,
+        error: GatehouseError | None,
+        access: _Access,
+    ) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        name = route.name if route is not None else ""
+        status = exchange.status if exchange.phase is not Phase.ABORTED else (exchange.status or 499)
+        metrics.request(name, exchange.head.method.decode("ascii", "replace"), status, _now() - exchange.start_time)
+        if outcome is not None and outcome.upstream:
+            metrics.upstream_duration.labels(name).observe(outcome.upstream_duration_s)
+        if isinstance(error, UpstreamError):
+            kind = "timeout" if error.status == 504 else type(error).__name__
+            metrics.upstream_errors.labels(name, kind).inc()
+        elif isinstance(error, ServiceUnavailable):
+            dependency = "idp" if "Idp" in type(error).__name__ else "session_store"
+            metrics.dependency_errors.labels(dependency).inc()
+        if access.decision is not None and route is not None:
+            metrics.decisions.labels(name, access.decision).inc()
 
     def _endpoint_for(self, state: ProxyState, target: Target) -> EndpointHandler | None:
         """gatehouse's own handler for this request, if any (checked before routes)."""

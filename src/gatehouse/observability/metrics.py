@@ -1,0 +1,139 @@
+"""Prometheus metrics (``metrics_address``), safe with several worker processes.
+
+With more than one worker, prometheus-client's multiprocess mode is used: the supervisor
+creates a private directory and sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker
+imports the client, each worker writes its samples to memory-mapped files there, and
+the supervisor serves the merged view. With one worker, the worker serves its own
+registry. Nothing is recorded (and the client is never imported) unless
+``metrics_address`` is set, so the hot path pays only a ``None`` check.
+
+Label values are bounded: routes come from the config, methods from a fixed list
+(others become ``OTHER``), statuses are classes (``2xx``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+log = logging.getLogger("gatehouse.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Latency buckets (seconds) for requests and upstream calls.
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def prepare_multiprocess() -> str:
+    """Create the shared sample directory (supervisor, before forking workers)."""
+    path = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def cleanup_multiprocess(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (multiprocess mode)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+class Metrics:
+    """Every metric gatehouse records."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        multi = bool(os.environ.get(MULTIPROC_ENV))
+        self.requests = Counter(
+            "gatehouse_http_requests_total", "Requests served", ["route", "method", "status"]
+        )
+        self.request_duration = Histogram(
+            "gatehouse_http_request_duration_seconds",
+            "Time from request head to response end",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self.upstream_duration = Histogram(
+            "gatehouse_upstream_duration_seconds",
+            "Time from sending upstream to the end of its response",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self.upstream_errors = Counter(
+            "gatehouse_upstream_errors_total", "Upstream failures", ["route", "kind"]
+        )
+        self.decisions = Counter(
+            "gatehouse_authorization_decisions_total", "Policy decisions", ["route", "outcome"]
+        )
+        self.sessions = Counter(
+            "gatehouse_sessions_total", "Session lifecycle events", ["event"]
+        )
+        self.dependency_errors = Counter(
+            "gatehouse_dependency_errors_total", "Session store and IdP failures", ["dependency"]
+        )
+        self.reloads = Counter("gatehouse_config_reloads_total", "Config reloads", ["result"])
+        self.config_info = Gauge(
+            "gatehouse_config_info",
+            "The loaded config's hash (value 1)",
+            ["digest"],
+            multiprocess_mode="livemax" if multi else "all",
+        )
+        self.tunnels = Gauge(
+            "gatehouse_open_tunnels",
+            "Open WebSocket/upgrade tunnels",
+            multiprocess_mode="livesum" if multi else "all",
+        )
+        self._digest: str | None = None
+
+    def request(self, route: str, method: str, status: int, duration_s: float) -> None:
+        label_method = method if method in _METHODS else "OTHER"
+        self.requests.labels(route, label_method, f"{status // 100}xx").inc()
+        self.request_duration.labels(route).observe(duration_s)
+
+    def config_loaded(self, digest: str) -> None:
+        if self._digest is not None:
+            self.config_info.labels(self._digest).set(0)
+        self._digest = digest[:12]
+        self.config_info.labels(self._digest).set(1)
+
+
+def serve_metrics(address: str) -> Any:
+    """Serve the metrics on ``address`` (``host:port``) from a background thread."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    host, _, port = address.rpartition(":")
+    registry = None
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    kwargs: dict[str, Any] = {"addr": host or "0.0.0.0"}  # noqa: S104 - operator's choice
+    if registry is not None:
+        kwargs["registry"] = registry
+    server, thread = start_http_server(int(port), **kwargs)
+    log.info("metrics listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_port}"})  # noqa: S104
+    return server
+
+
+_lock = threading.Lock()
+_instance: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """The process's :class:`Metrics` (created on first use)."""
+    global _instance
+    with _lock:
+        if _instance is None:
+            _instance = Metrics()
+        return _instance
