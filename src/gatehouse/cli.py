@@ -57,6 +57,26 @@ def _cmd_check_policy(args: argparse.Namespace) -> int:
     return dryrun_main(args.rest)
 
 
+def _cmd_verify_app(args: argparse.Namespace) -> int:
+    from .verify.app import main as verify_main
+
+    return verify_main(args.rest)
+
+
+def _cmd_hash_password(args: argparse.Namespace) -> int:
+    from .idp.passwords import hash_password_command
+
+    return hash_password_command(args.rest)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_config
+    from .serve import run
+
+    config_path, loaded = demo_config()
+    return run(config_path, loaded)
+
+
 def _cmd_reference(args: argparse.Namespace) -> int:
     from .config.reference import reference_markdown
 
@@ -90,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     policy.add_argument("rest", nargs=argparse.REMAINDER)
     policy.set_defaults(func=_cmd_check_policy)
+
+    demo = sub.add_parser("demo", help="start the built-in single sign-on demo (same as run without -c)")
+    demo.set_defaults(func=_cmd_demo)
+
+    verify = sub.add_parser(
+        "verify-app",
+        help="run the verify app: an upstream that shows and checks the forwarded assertion",
+        add_help=False,
+    )
+    verify.add_argument("rest", nargs=argparse.REMAINDER)
+    verify.set_defaults(func=_cmd_verify_app)
+
+    hash_pw = sub.add_parser(
+        "hash-password", help="hash a password for idp_users (reads stdin or prompts)", add_help=False
+    )
+    hash_pw.add_argument("rest", nargs=argparse.REMAINDER)
+    hash_pw.set_defaults(func=_cmd_hash_password)
 
     ref = sub.add_parser("reference", help="print the configuration reference (Markdown)")
     ref.set_defaults(func=_cmd_reference)

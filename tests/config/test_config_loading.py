@@ -85,10 +85,8 @@ def test_go_durations(text: object, seconds: float) -> None:
     assert opts.default_upstream_timeout == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("bad", ["30", "5 minutes", "1d", "-5s", "s", "1h-30m"])
+@pytest.mark.parametrize("bad", ["5 minutes", "1d", "-5s", "s", "1h-30m"])
 def test_bad_durations(bad: str) -> None:
-    if bad == "30":
-        pytest.skip("a bare number string is accepted as seconds")
     found = problems(BASE + yaml.safe_dump({"timeout_read": bad}))
     assert any("timeout_read" in p for p in found), found
 

@@ -30,7 +30,9 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge.rstrip(b"=").decode()
 
 
-def authorize_url(issuer: str, client_id: str, redirect_uri: str, challenge: str, **extra: str) -> str:
+def authorize_url(
+    issuer: str, client_id: str, redirect_uri: str, challenge: str, **extra: str
+) -> str:
     params = {
         "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
         "scope": "openid email profile offline_access", "state": "st-1", "nonce": "n-1",

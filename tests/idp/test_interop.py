@@ -17,7 +17,14 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
 from .conftest import (
-    ALICE_PW, CLIENT_ID, CLIENT_SECRET, LOGOUT_DONE, OTHER_ID, OTHER_SECRET, REDIRECT, RP,
+    ALICE_PW,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    LOGOUT_DONE,
+    OTHER_ID,
+    OTHER_SECRET,
+    REDIRECT,
+    RP,
     IdpServer,
 )
 from .helpers import form_fields, query_of, submit_sign_in

@@ -372,6 +372,14 @@ def test_websocket_refused_without_allow_websockets(gh: GatehouseProcess, ws_ser
     assert len(ws_server.paths) == before
 
 
+def test_refused_upgrade_does_not_leave_the_connection_hanging(gh: GatehouseProcess) -> None:
+    """After a non-101 answer to an Upgrade request the connection must be closed (or keep serving)."""
+    with RawConnection(gh.port) as conn:
+        conn.send(b"GET /chat HTTP/1.1\r\nHost: nows.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert conn.read_response().status == 403
+        assert conn.is_closed(timeout=2), "connection left open and unread after the refusal"
+
+
 def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     """A masked client frame (RFC 6455 §5.2), payload < 126 bytes."""
     mask = b"\x01\x02\x03\x04"

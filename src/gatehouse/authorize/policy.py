@@ -64,6 +64,15 @@ class Policy:
     def __len__(self) -> int:
         return len(self.clauses)
 
+    @property
+    def allows_everyone(self) -> bool:
+        """True when the policy is only ``accept`` allows (a public route): nothing to evaluate."""
+        return bool(self.clauses) and all(
+            c.action == "allow" and c.operator.value in ("or", "and") and c.criteria
+            and all(_criterion_name(label) == "accept" for label in c.criteria)
+            for c in self.clauses
+        )
+
     def __repr__(self) -> str:
         return f"<Policy {self.route!r}: {len(self.clauses)} clauses>"
 
@@ -135,6 +144,11 @@ def _combine(op: int, results: list[CriterionOutcome]) -> tuple[list[CriterionOu
     else:
         matched = true_count < len(results)
     return results, matched, unauth and matched
+
+
+def _criterion_name(label: str) -> str:
+    """The criterion name from a report label (``"email: {...}"``, ``"legacy -> accept: true"``)."""
+    return label.rsplit("->", 1)[-1].split(":", 1)[0].strip()
 
 
 def _criterion_label(spec: CriterionSpec, origin: str = "") -> str:

@@ -89,7 +89,6 @@ class Exchange:
         "bytes_received",
         "bytes_sent",
         "client_ip",
-        "done",
         "head",
         "keep_alive",
         "last_activity",
@@ -144,7 +143,6 @@ class Exchange:
         #: Longest gap in the response stream before it is cut (0 = none); set by the app.
         self.response_idle_timeout_s = 0.0
         self.upgrade_rest = b""
-        self.done: asyncio.Future[None] = self._loop.create_future()
 
     # -- request body -----------------------------------------------------------------
 
@@ -260,6 +258,10 @@ class Exchange:
         else:
             self._framing = BodyFraming.CLOSE
             self.keep_alive = False
+        if head.upgrade is not None:
+            # An Upgrade answered with anything but 101: the client may already be
+            # sending the other protocol, so this connection cannot carry more requests.
+            self.keep_alive = False
         if not self.body_done and not self._continue_sent and head.expect_continue:
             # The client is still waiting to send a body we will not read: close after.
             self.keep_alive = False
@@ -290,8 +292,6 @@ class Exchange:
             self._conn.write(b"0\r\n\r\n")
         self.phase = Phase.DONE
         self.response_producer = None
-        if not self.done.done():
-            self.done.set_result(None)
         self._conn.exchange_finished(self)
 
     def send(self, response: Response) -> None:
@@ -310,9 +310,13 @@ class Exchange:
         on_abort, self._on_abort = self._on_abort, None
         if on_abort is not None:
             on_abort()
-        if not self.done.done():
-            self.done.set_result(None)
         self._conn.exchange_aborted(self)
+
+    def discard(self) -> None:
+        """Drop this exchange without touching the connection (it answers and closes itself)."""
+        self.cancel_upstream()
+        self.phase = Phase.ABORTED
+        self.keep_alive = False
 
     def cancel_upstream(self) -> None:
         """Run and clear the abort callback (drop the upstream side) without aborting."""

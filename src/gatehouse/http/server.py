@@ -133,10 +133,13 @@ class DownstreamProtocol(asyncio.Protocol):
             self.current.last_activity = _now()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still wait for its response (RFC 9112 §9.6).
-        if self.tunnel_peer is not None:
-            return True
-        return self.current is not None
+        # A client that closes its side while its request is in flight has gone away
+        # (as nginx treats it: the upstream request is cancelled); in a tunnel, the
+        # close ends the tunnel (on_lost closes the upstream).
+        ex = self.current
+        if ex is not None and ex.phase is not Phase.TUNNEL:
+            ex.abort()
+        return None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -270,6 +273,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.loop.create_task(self._run(ex))
 
     async def _run(self, ex: Exchange) -> None:
+        if ex.phase is Phase.ABORTED:
+            return  # rejected (e.g. bad body framing) before its handler got to run
         try:
             await self.server.handler(ex)
         except asyncio.CancelledError:
@@ -307,8 +312,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._queue.clear()
         self._receiving = None
         if ex is not None:
-            ex.on_abort(None)
-            ex.abort()
+            ex.discard()
         self.current = None
         response = self.server.render_error(err, None)
         headers = "".join(f"{k}: {v}\r\n" for k, v in response.headers)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TextIO
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 log = logging.getLogger("gatehouse.idp")
@@ -37,6 +37,19 @@ def _hasher() -> PasswordHasher:
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     return _hasher().hash(secrets.token_urlsafe(16))
+
+
+def dummy_hash_like(hashes: list[str]) -> str:
+    """A hash of a random password with the same argon2 parameters as the first configured
+    hash, so an unknown username costs as much as a known one (no timing oracle)."""
+    for h in hashes:
+        if h.startswith("$argon2"):
+            try:
+                params = extract_parameters(h)
+            except InvalidHashError:
+                continue
+            return PasswordHasher.from_parameters(params).hash(secrets.token_urlsafe(16))
+    return _dummy_hash()
 
 
 def hash_password(password: str) -> str:
@@ -65,15 +78,18 @@ def _bcrypt() -> object | None:
     return bcrypt  # type: ignore[no-any-return,unused-ignore]
 
 
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Check ``password`` against ``password_hash``; ``None`` (unknown user) costs the same.
+def verify_password(
+    password_hash: str | None, password: str, *, dummy_hash: str | None = None
+) -> bool:
+    """Check ``password`` against ``password_hash``; ``None`` (unknown user) is checked
+    against ``dummy_hash`` (see :func:`dummy_hash_like`) so it costs the same.
 
     Never raises for a bad password or a malformed hash: both are simply ``False``.
     """
     if len(password) > MAX_PASSWORD_CHARS:
         password = password[:MAX_PASSWORD_CHARS] + "\x00"  # still pay for a verification
     if password_hash is None:
-        _verify_argon2(_dummy_hash(), password)
+        _verify_argon2(dummy_hash or _dummy_hash(), password)
         return False
     if password_hash.startswith(("$2a$", "$2b$", "$2y$")):
         bcrypt = _bcrypt()
@@ -155,6 +171,7 @@ def hash_password_command(
 __all__ = [
     "MAX_PASSWORD_CHARS",
     "constant_time_equals",
+    "dummy_hash_like",
     "hash_password",
     "hash_password_command",
     "is_supported_hash",

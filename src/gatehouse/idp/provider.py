@@ -32,6 +32,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from urllib.parse import urlencode, urlsplit
 
 from ..config.auth import IdpUser
@@ -41,7 +42,7 @@ from .backchannel import BackChannel
 from .browser import CSRF_COOKIE, SESSION_COOKIE, BrowserSession, BrowserState
 from .clients import ClientRegistration
 from .pages import error_page, page
-from .passwords import verify_password
+from .passwords import dummy_hash_like, verify_password
 from .store import MemoryStateStore, StateStore
 from .throttle import LoginThrottle, ThrottlePolicy
 from .tokens import Grant, IdpKey, PrivateKey, new_token, token_hash
@@ -168,6 +169,7 @@ class BuiltinProvider:
                 raise ValueError(f"duplicate idp_users username {u.username!r}")
             self.users[u.username] = u
             self._by_email.setdefault(u.email.lower(), u)
+        self._dummy_hash = dummy_hash_like([u.password_hash for u in users])
         self.backchannel = BackChannel(self)
 
     # -- URLs and routes -----------------------------------------------------------------
@@ -426,7 +428,8 @@ class BuiltinProvider:
         user = self.find_user(username) if username else None
         # Off the event loop: argon2 takes tens of milliseconds of CPU by design.
         ok = await asyncio.to_thread(
-            verify_password, user.password_hash if user else None, password
+            partial(verify_password, dummy_hash=self._dummy_hash),
+            user.password_hash if user else None, password,
         )
         if not ok or user is None:
             after = await self.throttle.failed(username, address)

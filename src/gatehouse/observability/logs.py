@@ -79,6 +79,45 @@ class AccessLog:
         if self._size >= ACCESS_FLUSH_BYTES:
             self.flush()
 
+    def request(
+        self,
+        *,
+        route: str | None,
+        method: str,
+        host: str,
+        path: str,
+        status: int,
+        bytes_sent: int,
+        bytes_in: int,
+        duration_s: float,
+        upstream: str | None,
+        upstream_s: float | None,
+        client: str,
+        user: str | None,
+        decision: str | None,
+        aborted: bool,
+        error: str | None,
+    ) -> None:
+        """One request's line; built by hand because this runs for every request (the
+        same JSON ``json.dumps`` would give, at a third of the cost)."""
+        if not self.enabled:
+            return
+        upstream_ms = "null" if upstream_s is None else format(upstream_s * 1000, ".3f")
+        tail = _ABORTED if aborted else ""
+        if error is not None:
+            tail += ',"error":' + _js(error)
+        line = (
+            f'{{"time":"{now_iso()}","route":{_js(route)},"method":{_js(method)},'
+            f'"host":{_js(host)},"path":{_js(path)},"status":{status},"bytes":{bytes_sent},'
+            f'"bytes_in":{bytes_in},"duration_ms":{duration_s * 1000:.3f},'
+            f'"upstream":{_js(upstream)},"upstream_ms":{upstream_ms},'
+            f'"client":{_js(client)},"user":{_js(user)},"decision":{_js(decision)}{tail}}}\n'
+        )
+        self._buffer.append(line)
+        self._size += len(line)
+        if self._size >= ACCESS_FLUSH_BYTES:
+            self.flush()
+
     def maybe_flush(self) -> None:
         if self._buffer and time.monotonic() - self._last_flush >= ACCESS_FLUSH_INTERVAL_S:
             self.flush()
@@ -98,6 +137,14 @@ class AccessLog:
             pass  # stdout gone: nothing useful left to do with access lines
 
 
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _js(value: str | None) -> str:
+    return "null" if value is None else str(_encode_str(value))
+
+
+_ABORTED = ',"aborted":true'
 _second_cache: list[Any] = [0, ""]
 
 

@@ -129,6 +129,8 @@ class Pipeline:
             if exc.status >= 500:
                 log.error("request failed: %s", exc, extra={"route": route.name if route else None})
         if error is not None and exchange.phase is Phase.RECEIVING:
+            if isinstance(error, BadRequest):
+                exchange.keep_alive = False  # the framing or target cannot be trusted
             self._send(exchange, error_response(error, exchange.head), route)
         if outcome is not None and outcome.tunnel is not None and route is not None:
             if self.metrics is not None:
@@ -229,6 +231,11 @@ class Pipeline:
         head = exchange.head
         auth = state.auth
         session: Session | None = None
+        policy = route.policy
+        if policy is not None and policy.allows_everyone and not route.pass_identity_headers:
+            # A public route that forwards no identity: no session to load, nothing to decide.
+            access.decision = "allow"
+            return None
         if auth is not None:
             cookie = _cookie(head.headers, auth.cookie_name)
             authorization = head.get(b"authorization")
@@ -239,8 +246,7 @@ class Pipeline:
                 if session is not None and auth.sessions.needs_refresh(session):
                     session = await auth.sessions.refresh_if_needed(session, auth.refresh)
         access.user = session.email or session.user_id if session is not None else None
-        policy = route.policy
-        if policy is None:
+        if policy is None or policy.allows_everyone:
             access.decision = "allow"
             return session
         decision = policy.evaluate(
@@ -370,27 +376,25 @@ class Pipeline:
         host, _ = split_host(head.get(b"host"))
         target = head.target
         qmark = target.find(b"?")
-        fields: dict[str, Any] = {
-            "time": now_iso(),
-            "route": route.name if route else None,
-            "method": head.method.decode("ascii", "replace"),
-            "host": host,
-            "path": (target if qmark < 0 else target[:qmark]).decode("ascii", "replace")[:2048],
-            "status": exchange.status if exchange.phase is not Phase.ABORTED else (exchange.status or 499),
-            "bytes": exchange.bytes_sent,
-            "bytes_in": exchange.bytes_received,
-            "duration_ms": round((_now() - exchange.start_time) * 1000, 3),
-            "upstream": outcome.upstream if outcome else None,
-            "upstream_ms": round(outcome.upstream_duration_s * 1000, 3) if outcome else None,
-            "client": exchange.client_ip,
-            "user": access_info.user,
-            "decision": access_info.decision,
-        }
-        if exchange.phase is Phase.ABORTED:
-            fields["aborted"] = True
-        if error is not None:
-            fields["error"] = type(error).__name__
-        access.write(fields)
+        aborted = exchange.phase is Phase.ABORTED
+        access.request(
+            route=route.name if route else None,
+            method=head.method.decode("ascii", "replace"),
+            host=host,
+            # Never the query: it may carry tokens (hand-offs, programmatic logins).
+            path=(target if qmark < 0 else target[:qmark]).decode("ascii", "replace")[:2048],
+            status=(exchange.status or 499) if aborted else exchange.status,
+            bytes_sent=exchange.bytes_sent,
+            bytes_in=exchange.bytes_received,
+            duration_s=_now() - exchange.start_time,
+            upstream=outcome.upstream if outcome else None,
+            upstream_s=outcome.upstream_duration_s if outcome else None,
+            client=exchange.client_ip,
+            user=access_info.user,
+            decision=access_info.decision,
+            aborted=aborted,
+            error=type(error).__name__ if error is not None else None,
+        )
 
 
 def parse_target(exchange: Exchange) -> Target:

@@ -67,11 +67,18 @@ class Route:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def matches_host(self, host: str, port: int | None) -> bool:
-        if self.port is not None and port is not None and port != self.port:
-            return False
+        if self.port is not None:
+            # A Host without a port means the scheme's default port (RFC 9110 §7.2).
+            effective = port if port is not None else self.default_port
+            if effective != self.port:
+                return False
         if self.wildcard_suffix is not None:
             return host.endswith(self.wildcard_suffix) and len(host) > len(self.wildcard_suffix)
         return host == self.host
+
+    @property
+    def default_port(self) -> int:
+        return 443 if self.options.from_scheme == "https" else 80
 
     def matches_path(self, path: str) -> bool:
         kind = self.match_kind
