@@ -18,10 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .serve import load_or_exit, run
 
     if args.config is None:
-        from .demo import demo_config
-
-        config_path, loaded = demo_config()
-        return run(config_path, loaded)
+        return _cmd_demo(args)
     return run(args.config, load_or_exit(args.config))
 
 
@@ -73,8 +70,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_config
     from .serve import run
 
-    config_path, loaded = demo_config()
-    return run(config_path, loaded)
+    try:
+        loaded, sock = demo_config()
+    except OSError as exc:
+        print(f"gatehouse demo: cannot listen: {exc.strerror or exc} (set ADDRESS=:PORT)", file=sys.stderr)
+        return 1
+    return run(None, loaded, sock=sock)
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:

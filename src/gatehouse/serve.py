@@ -228,6 +228,8 @@ async def start_services(options: Options) -> Services:
 
         services.sessions = build_session_manager(options)
         services.http_client = new_http_client()
+        if options.idp_provider == "builtin":
+            services.extra["idp_store"] = _idp_store(options)
         try:
             await services.sessions.start()
         except GatehouseError as exc:
@@ -236,7 +238,19 @@ async def start_services(options: Options) -> Services:
     return services
 
 
+def _idp_store(options: Options) -> object:
+    """The built-in provider's state, shared by every worker on this machine."""
+    from .idp.store import MemoryStateStore, SQLiteStateStore
+
+    if options.databroker_storage_type == "memory":
+        return MemoryStateStore()
+    return SQLiteStateStore(Path(options.data_dir).expanduser() / "idp.sqlite3")
+
+
 async def stop_services(services: Services) -> None:
+    store = services.extra.get("idp_store")
+    if store is not None:
+        await store.close()
     if services.sessions is not None:
         await services.sessions.close()
     if services.http_client is not None:
@@ -276,8 +290,14 @@ def _run_worker(
         return 1
 
 
-def run(config_path: str | None, loaded: LoadedConfig, build: StateBuilder = build_state) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status."""
+def run(
+    config_path: str | None,
+    loaded: LoadedConfig,
+    build: StateBuilder = build_state,
+    *,
+    sock: socket.socket | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status (``sock``: already bound)."""
     options = loaded.options
     setup_logging(options.log_level)
     for warning in loaded.warnings:
@@ -291,11 +311,12 @@ def run(config_path: str | None, loaded: LoadedConfig, build: StateBuilder = bui
         for problem in exc.problems:
             log.error("config error: %s", problem)
         return 1
-    try:
-        sock = bind_socket(options)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", options.address, exc.strerror or exc)
-        return 1
+    if sock is None:
+        try:
+            sock = bind_socket(options)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", options.address, exc.strerror or exc)
+            return 1
     workers = options.workers or os.cpu_count() or 1
     if workers == 1:
         return _run_worker(config_path, loaded, sock, build)

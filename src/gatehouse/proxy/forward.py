@@ -122,6 +122,7 @@ async def forward(
     query: bytes,
     original_host: bytes,
     identity_headers: list[tuple[bytes, bytes]] | None,
+    session_cookie: bytes | None = None,
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams.
 
@@ -176,6 +177,7 @@ async def forward(
             body_framing=body_framing,
             upgrade=upgrade,
             identity_headers=identity_headers,
+            session_cookie=session_cookie,
         )
 
         def client_gone(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:

@@ -26,6 +26,13 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+def _without_cookie(value: bytes, name: bytes) -> bytes:
+    prefix = name + b"="
+    return b"; ".join(
+        part for part in (p.strip() for p in value.split(b";")) if part and not part.startswith(prefix)
+    )
+
+
 def upstream_request_head(
     *,
     method: bytes,
@@ -39,12 +46,15 @@ def upstream_request_head(
     body_framing: bytes | None,
     upgrade: bytes | None,
     identity_headers: list[tuple[bytes, bytes]] | None,
+    session_cookie: bytes | None = None,
 ) -> bytes:
     """Serialise the request head to send upstream (HTTP/1.1, ends with a blank line).
 
     ``body_framing`` is the framing header line to add (``content-length: N`` or
     ``transfer-encoding: chunked``), or ``None`` for no body. ``identity_headers`` are
     gatehouse's own assertion and claim headers, or ``None`` when the route passes none.
+    ``session_cookie`` is gatehouse's cookie name: that cookie is removed, since the
+    session handle is a credential the upstream has no use for.
     """
     connection_named = _connection_tokens(headers)
     remove = route.remove_request_headers
@@ -66,6 +76,10 @@ def upstream_request_head(
                 continue
         if connection_named and name in connection_named:
             continue
+        if name == b"cookie" and session_cookie is not None and session_cookie in value:
+            value = _without_cookie(value, session_cookie)
+            if not value:
+                continue
         out += (name, b": ", value, b"\r\n")
     client = client_ip.encode()
     out += (b"x-forwarded-for: ", (xff + b", " + client) if xff else client, b"\r\n")

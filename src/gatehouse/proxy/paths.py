@@ -22,7 +22,7 @@ What it does (RFC 3986 §6.2.2 normalisation, plus refusals):
   a path not starting with ``/``;
 - path parameters (``;``) are kept literally: ``/admin;x=1`` is not ``/admin``
   (write ``starts_with`` rules to cover them). A segment that some servers (Tomcat)
-  would read as a dot segment once parameters are stripped — ``..;x`` or ``.;x`` —
+  would read as a dot or empty segment once parameters are stripped — ``..;x``, ``.;x`` or ``;x`` —
   is refused.
 - Case is kept: matching is case-sensitive (``/ADMIN`` is not ``/admin``).
 
@@ -51,7 +51,7 @@ def normalize_path(raw_target_path: str) -> str:
         InvalidPath: the path cannot be normalised safely.
     """
     path = raw_target_path
-    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path:
+    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path and "/;" not in path:
         return path
     return _remove_dot_segments(_decode(path))
 
@@ -105,8 +105,10 @@ def _remove_dot_segments(path: str) -> str:
                 stack.pop()
             trailing = True
             continue
-        if ";" in seg and seg.partition(";")[0] in (".", ".."):
-            raise InvalidPath("dot segment with path parameters")
+        if ";" in seg and seg.partition(";")[0] in ("", ".", ".."):
+            # Servers that strip parameters (Tomcat, Spring) would read an empty or dot
+            # segment here: ``/;/admin`` is ``/admin`` to them.
+            raise InvalidPath("empty or dot segment with path parameters")
         stack.append(seg)
     if not stack:
         return "/"

@@ -222,6 +222,7 @@ class Pipeline:
             query=target.query,
             original_host=target.raw_host,
             identity_headers=identity,
+            session_cookie=state.auth.cookie_name.encode("latin-1") if state.auth is not None else None,
         )
 
     async def _authorize(

@@ -174,13 +174,13 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
                 raise ConfigError(["authenticate_service_url is required with idp_provider"])
             if services.http_client is None:
                 raise ConfigError(["internal: no HTTP client for the identity provider"])
-            extra_builder = services.extra.get("idp")
-            if extra_builder is not None:
-                extra_builder(options, endpoints_out=authenticate_table, secret=secret)
+            rp_options, client = options, services.http_client
+            if options.idp_provider == "builtin":
+                rp_options, client = _mount_builtin(options, secret, services, authenticate_table)
             authenticator = build_authenticator(
-                options,
+                rp_options,
                 shared_secret=secret,
-                client=services.http_client,
+                client=client,
                 allowed_hosts=lambda: _allowed_hosts(router, authenticate_host),
             )
         authenticate_host = (
@@ -217,6 +217,25 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         minter=minter,
         specs=specs,
     )
+
+
+def _mount_builtin(
+    options: Options, secret: bytes, services: Services, table: dict[str, EndpointHandler]
+) -> tuple[Options, httpx.AsyncClient]:
+    """Serve the built-in provider on the authenticate host; talk to it in process."""
+    from ..idp.mount import build_provider, in_process_client, relying_party_options
+
+    if not options.idp_users:
+        raise ConfigError(["idp_provider: builtin needs at least one entry in idp_users"])
+    store = services.extra.get("idp_store")
+    if store is None:
+        raise ConfigError(["internal: no state store for the built-in identity provider"])
+    try:
+        provider = build_provider(options, secret, store)
+    except ValueError as exc:
+        raise ConfigError([f"idp_users: {exc}"]) from None
+    table.update(provider.routes())
+    return relying_party_options(options, secret), in_process_client(provider)
 
 
 def _allowed_hosts(router: Router, authenticate_host: str | None) -> list[str]:

@@ -53,7 +53,10 @@ class VerifyApp:
 
     def report(self, environ: dict[str, Any]) -> dict[str, Any]:
         """What the page shows, as data."""
-        host = (environ.get("HTTP_HOST") or "").split(":")[0].lower()
+        # The host the user addressed: gatehouse sets X-Forwarded-Host (and overwrites any
+        # the client sent); Host is the upstream's own address unless preserve_host_header.
+        addressed = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST") or ""
+        host = addressed.split(",")[0].strip().rsplit(":", 1)[0].lower()
         token = environ.get(ASSERTION_ENV, "")
         headers = {
             key[5:].replace("_", "-").title(): str(value)
