@@ -99,28 +99,82 @@ def _prepare_plain(_tmp: Path) -> tuple[str, list[str]]:
     return "    allow_public_unauthenticated_access: true\n", []
 
 
-def _prepare_authenticated(_tmp: Path) -> tuple[str, list[str]]:
-    # TODO(lead, issue 3+): the authenticated scenario. It needs, once sign-in and policy exist:
-    #   * global keys for a session store and signing key (e.g. `shared_secret`, `cookie_secret`,
-    #     `signing_key`) and an IdP (`idp_*`, or the built-in `gatehouse/idp`),
-    #   * route keys such as `policy: [{allow: {and: [{email: {is: bench@example.com}}]}}]`
-    #     and `pass_identity_headers: true` (returned as the first value, YAML indented 4 spaces),
-    #   * a valid session created directly in the store (no browser dance), whose cookie goes
-    #     into every request: return [f"Cookie: _pomerium={cookie}"] as the second value.
-    # nginx stays a plain proxy in that scenario (it has no equivalent), so its ratio reads
-    # "cost of identity-aware proxying relative to plain nginx", as in ARCHITECTURE.md.
-    raise NotImplementedError(
-        "scenario 'authenticated' is a placeholder until sessions and policy land; "
-        "see the TODO in bench/proxy_bench.py::_prepare_authenticated"
+def _authenticated(tmp: Path, store: str) -> tuple[str, list[str]]:
+    """A signed-in session made directly in the store, a policy, and identity assertions.
+
+    The session is created with gatehouse's own ``SessionManager`` (no browser dance), in
+    the same store gatehouse will read (SQLite in the run's data dir, or the Redis on
+    127.0.0.1:6379); its cookie goes into every wrk request. The IdP is never contacted:
+    the session has no refresh token, so it is never refreshed.
+    """
+    import asyncio
+    import base64
+    import secrets as pysecrets
+
+    from gatehouse.config import load_text
+    from gatehouse.sessions.manager import build_session_manager
+
+    data_dir = tmp / "data"
+    global_keys = (
+        "authenticate_service_url: http://authenticate.localhost\n"
+        "idp_provider: oidc\n"
+        "idp_provider_url: http://127.0.0.1:9\n"
+        "idp_client_id: bench\n"
+        "idp_client_secret: bench-client-secret-0123456789\n"
+        f"shared_secret: {base64.b64encode(pysecrets.token_bytes(32)).decode()}\n"
+        f"cookie_secret: {base64.b64encode(pysecrets.token_bytes(32)).decode()}\n"
+        f"data_dir: {data_dir}\n"
+        f"databroker_storage_type: {store}\n"
     )
+    if store == "redis":
+        global_keys += "databroker_storage_connection_string: redis://127.0.0.1:6379/0\n"
+    options = load_text("insecure_server: true\n" + global_keys, "<bench>", env={}).options
+
+    async def make_cookie() -> str:
+        manager = build_session_manager(options)
+        await manager.start()
+        try:
+            session = await manager.create(
+                user_id="bench-user",
+                email="bench@example.com",
+                name="Bench User",
+                groups=["staff", "bench"],
+            )
+            return manager.cookie_value(session, BENCH_HOST)
+        finally:
+            await manager.close()
+
+    cookie = asyncio.run(make_cookie())
+    route_keys = (
+        "    pass_identity_headers: true\n"
+        "    policy:\n"
+        "      - allow:\n"
+        "          and:\n"
+        "            - email: {is: bench@example.com}\n"
+        "            - groups: {has: staff}\n"
+    )
+    return route_keys + global_keys, [f"Cookie: _gatehouse={cookie}"]
+
+
+def _prepare_authenticated(tmp: Path) -> tuple[str, list[str]]:
+    return _authenticated(tmp, "sqlite")
+
+
+def _prepare_authenticated_redis(tmp: Path) -> tuple[str, list[str]]:
+    return _authenticated(tmp, "redis")
 
 
 SCENARIOS = {
     "plain": Scenario("plain", "plain proxying: no session, no policy", _prepare_plain),
     "authenticated": Scenario(
         "authenticated",
-        "signed-in session + policy + identity assertion (NOT IMPLEMENTED YET)",
+        "signed-in session (SQLite store) + 2-criterion policy + signed assertion",
         _prepare_authenticated,
+    ),
+    "authenticated-redis": Scenario(
+        "authenticated-redis",
+        "as authenticated, with the Redis session store on 127.0.0.1:6379",
+        _prepare_authenticated_redis,
     ),
 }
 
@@ -249,18 +303,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def probe(port: int, host: str = BENCH_HOST, timeout_s: float = 2.0) -> tuple[int, bytes]:
-    """One GET / through ``port``; returns (status, body)."""
+def probe(
+    port: int, host: str = BENCH_HOST, timeout_s: float = 2.0, headers: list[str] | None = None
+) -> tuple[int, bytes]:
+    """One GET / through ``port`` (with the scenario's headers); returns (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    extra = dict(h.split(": ", 1) for h in headers or [])
     try:
-        conn.request("GET", "/", headers={"Host": host})
+        conn.request("GET", "/", headers={"Host": host, **extra})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
         conn.close()
 
 
-def wait_ready(proc: Proc, port_of: Callable[[], int | None], expect_body: bytes | None) -> int:
+def wait_ready(
+    proc: Proc,
+    port_of: Callable[[], int | None],
+    expect_body: bytes | None,
+    headers: list[str] | None = None,
+) -> int:
     """Poll until ``proc`` answers 200 (with ``expect_body`` when given); returns its port."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no port yet"
@@ -273,7 +335,7 @@ def wait_ready(proc: Proc, port_of: Callable[[], int | None], expect_body: bytes
         port = port_of()
         if port is not None:
             try:
-                status, body = probe(port)
+                status, body = probe(port, headers=headers)
             except OSError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
@@ -423,6 +485,7 @@ def start_gatehouse(
     route_extra: str,
     name: str = "gatehouse",
     profiler: str | None = None,
+    headers: list[str] | None = None,
 ) -> tuple[Proc, int]:
     config = tmp / f"{name}.yaml"
     config.write_text(
@@ -442,7 +505,7 @@ def start_gatehouse(
                 return int(match.group(1))
         return None
 
-    return proc, wait_ready(proc, port_of, UPSTREAM_BODY.encode())
+    return proc, wait_ready(proc, port_of, UPSTREAM_BODY.encode(), headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -870,7 +933,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         choices=sorted(SCENARIOS),
         default="plain",
-        help="plain (default); authenticated is a documented placeholder, not implemented",
+        help="plain (default), authenticated (SQLite sessions) or authenticated-redis",
     )
     p.add_argument(
         "--profile",
@@ -997,7 +1060,7 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         expect_body=UPSTREAM_BODY.encode(),
         upstream_port=upstream_port,
     )
-    gate, gate_port = start_gatehouse(procs, tmp, upstream_port, route_extra)
+    gate, gate_port = start_gatehouse(procs, tmp, upstream_port, route_extra, headers=headers)
     targets = {
         "nginx": Target("nginx", nginx_port, nginx, nginx_worker(nginx.pid)),
         "gatehouse": Target("gatehouse", gate_port, gate, gate.pid),

@@ -134,14 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Subcommands that parse their own arguments (argparse's REMAINDER would swallow
+#: their options at the top level).
+_PASSTHROUGH = {
+    "check-policy": ("authorize.dryrun", "main"),
+    "verify-app": ("verify.app", "main"),
+    "hash-password": ("idp.passwords", "hash_password_command"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _PASSTHROUGH:
+        import importlib
+
+        module, func = _PASSTHROUGH[args_list[0]]
+        entry = getattr(importlib.import_module(f"gatehouse.{module}"), func)
+        code: int = entry(args_list[1:])
+        return code
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    code: int = args.func(args)
-    return code
+    result: int = args.func(args)
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Policies end to end: legacy route options, request criteria, 403 pages and JSON, decision logs, check-policy.
+"""Policies end to end: legacy options, request criteria, 403 page and JSON, logs, check-policy.
 
 One gatehouse (with panva's oidc-provider signing in alice, groups ``admins`` and
 ``staff``) serves one route per case in front of a recording upstream. A
@@ -41,12 +41,20 @@ def _routes(to: str) -> list[dict[str, Any]]:
         r("domain-no", allowed_domains=["example.org"]),
         r("any", allow_any_authenticated_user=True),
         r("public", allow_public_unauthenticated_access=True),
-        r("details", policy=[{"allow": {"or": [{"email": {"is": "bob@example.com"}}]}}],
-          show_error_details=True),
+        r(
+            "details",
+            policy=[{"allow": {"or": [{"email": {"is": "bob@example.com"}}]}}],
+            show_error_details=True,
+        ),
         r("nodetails", policy=[{"allow": {"or": [{"email": {"is": "bob@example.com"}}]}}]),
         r("ip-ok", policy=[{"allow": {"or": [{"source_ip": "127.0.0.0/8"}]}}]),
         r("ip-no", policy=[{"allow": {"or": [{"source_ip": ["10.0.0.0/8", "::1/128"]}]}}]),
-        r("ip-deny", policy=[{"allow": {"or": [{"accept": True}]}, "deny": {"or": [{"source_ip": "127.0.0.1"}]}}]),
+        r(
+            "ip-deny",
+            policy=[
+                {"allow": {"or": [{"accept": True}]}, "deny": {"or": [{"source_ip": "127.0.0.1"}]}}
+            ],
+        ),
         r("method", policy=[{"allow": {"or": [{"http_method": {"in": ["GET", "HEAD"]}}]}}]),
         r("method-user", policy=[{"allow": {"and": [{"email": ALICE}, {"http_method": "GET"}]}}]),
         r("groups", policy=[{"allow": {"or": [{"groups": {"has": "admins"}}]}}]),
@@ -70,20 +78,26 @@ class Env:
 
     def anon(self, host: str, path: str = "/", method: str = "GET", **kw: Any) -> httpx.Response:
         headers = {"Host": f"{host}.localhost", **kw.pop("headers", {})}
-        return httpx.request(method, f"http://127.0.0.1:{self.gh.port}{path}", headers=headers, timeout=10, **kw)
+        return httpx.request(
+            method, f"http://127.0.0.1:{self.gh.port}{path}", headers=headers, timeout=10, **kw
+        )
 
     def cookie(self, host: str) -> str:
         """alice's session cookie for ``host`` ("" for routes that never ask to sign in)."""
         return self.browser.cookies.get(f"{host}.localhost", {}).get("_gatehouse", "")
 
-    def as_alice(self, host: str, path: str = "/", method: str = "GET", **kw: Any) -> httpx.Response:
+    def as_alice(
+        self, host: str, path: str = "/", method: str = "GET", **kw: Any
+    ) -> httpx.Response:
         cookie = {"Cookie": f"_gatehouse={self.cookie(host)}"} if self.cookie(host) else {}
         headers = {**cookie, "Accept": "application/json", **kw.pop("headers", {})}
         return self.anon(host, path, method, headers=headers, **kw)
 
 
 @pytest.fixture(scope="module")
-def env(idp: ProviderProcess, loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    idp: ProviderProcess, loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
     upstream = Upstream(loop_thread, "app")
     workdir = tmp_path_factory.mktemp("policy")
     gh = GatehouseProcess(sso_config(idp, _routes(upstream.url)), workdir).start()
@@ -109,11 +123,22 @@ def up(env: Env) -> Upstream:
 # -- legacy options ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("host", "status"), [
-    ("users-ok", 200), ("users-no", 403), ("domain-ok", 200), ("domain-no", 403), ("any", 200),
-    ("public", 200), ("groups", 200), ("groups-no", 403),
-])
-def test_legacy_options_and_groups_for_a_signed_in_user(env: Env, up: Upstream, host: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("users-ok", 200),
+        ("users-no", 403),
+        ("domain-ok", 200),
+        ("domain-no", 403),
+        ("any", 200),
+        ("public", 200),
+        ("groups", 200),
+        ("groups-no", 403),
+    ],
+)
+def test_legacy_options_and_groups_for_a_signed_in_user(
+    env: Env, up: Upstream, host: str, status: int
+) -> None:
     r = env.as_alice(host, "/page")
     assert r.status_code == status, r.text
     if status == 200:
@@ -156,7 +181,9 @@ def test_show_error_details_lists_the_failing_rules(env: Env, up: Upstream) -> N
     assert up.requests == []
 
 
-def test_without_show_error_details_the_403_says_nothing_about_rules(env: Env, up: Upstream) -> None:
+def test_without_show_error_details_the_403_says_nothing_about_rules(
+    env: Env, up: Upstream
+) -> None:
     page = env.browser.get(env.url("nodetails", "/secret"))
     assert page.status_code == 403
     assert "text/html" in page.headers["content-type"]
@@ -176,7 +203,9 @@ def test_403_json_for_api_clients(env: Env, up: Upstream) -> None:
         r = env.as_alice("users-no", "/api/items", headers={"Accept": accept})
         assert r.status_code == 403
         assert r.json()["status"] == 403
-    xhr = env.as_alice("users-no", "/api", headers={"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"})
+    xhr = env.as_alice(
+        "users-no", "/api", headers={"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"}
+    )
     assert xhr.status_code == 403 and xhr.json()["status"] == 403
     assert up.requests == []
 
@@ -189,16 +218,40 @@ def test_source_ip_allows_loopback(env: Env, up: Upstream) -> None:
     assert len(up.requests) == 1
 
 
-@pytest.mark.parametrize("spoof", [{}, {"X-Forwarded-For": "10.1.2.3"}, {"X-Real-IP": "10.1.2.3"},
-                                   {"Forwarded": "for=10.1.2.3"}, {"X-Forwarded-For": "::1"}])
-def test_source_ip_uses_the_peer_address_not_client_headers(env: Env, up: Upstream, spoof: dict[str, str]) -> None:
-    assert env.anon("ip-no", "/", headers={"Accept": "application/json", **spoof}).status_code == 403
-    assert env.anon("ip-deny", "/", headers={"Accept": "application/json", **spoof}).status_code == 403
+@pytest.mark.parametrize(
+    "spoof",
+    [
+        {},
+        {"X-Forwarded-For": "10.1.2.3"},
+        {"X-Real-IP": "10.1.2.3"},
+        {"Forwarded": "for=10.1.2.3"},
+        {"X-Forwarded-For": "::1"},
+    ],
+)
+def test_source_ip_uses_the_peer_address_not_client_headers(
+    env: Env, up: Upstream, spoof: dict[str, str]
+) -> None:
+    assert (
+        env.anon("ip-no", "/", headers={"Accept": "application/json", **spoof}).status_code == 403
+    )
+    assert (
+        env.anon("ip-deny", "/", headers={"Accept": "application/json", **spoof}).status_code == 403
+    )
     assert up.requests == []
 
 
-@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("HEAD", 200), ("POST", 403), ("PUT", 403),
-                                                ("DELETE", 403), ("OPTIONS", 403), ("PATCH", 403)])
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [
+        ("GET", 200),
+        ("HEAD", 200),
+        ("POST", 403),
+        ("PUT", 403),
+        ("DELETE", 403),
+        ("OPTIONS", 403),
+        ("PATCH", 403),
+    ],
+)
 def test_http_method(env: Env, up: Upstream, method: str, status: int) -> None:
     r = env.anon("method", "/m", method=method, headers={"Accept": "application/json"})
     assert r.status_code == status
@@ -223,8 +276,13 @@ def _policy_lines(gh: GatehouseProcess) -> list[dict[str, Any]]:
 
 def test_deny_writes_a_decision_log_line(env: Env, up: Upstream) -> None:
     env.as_alice("users-no", "/decision-log")
-    line = env.gh.wait_log(lambda r: isinstance(r.get("policy"), dict) and r["policy"].get("decision") == "deny"
-                           and "users-no" in str(r["policy"].get("route")))
+    line = env.gh.wait_log(
+        lambda r: (
+            isinstance(r.get("policy"), dict)
+            and r["policy"].get("decision") == "deny"
+            and "users-no" in str(r["policy"].get("route"))
+        )
+    )
     policy = line["policy"]
     assert policy["user"] == ALICE
     assert policy["failed_rules"] and isinstance(policy["failed_rules"], list)
@@ -236,8 +294,9 @@ def test_deny_writes_a_decision_log_line(env: Env, up: Upstream) -> None:
 
 def test_deny_by_rule_logs_the_matched_deny(env: Env, up: Upstream) -> None:
     env.anon("ip-deny", "/", headers={"Accept": "application/json"})
-    line = env.gh.wait_log(lambda r: isinstance(r.get("policy"), dict)
-                           and "ip-deny" in str(r["policy"].get("route")))
+    line = env.gh.wait_log(
+        lambda r: isinstance(r.get("policy"), dict) and "ip-deny" in str(r["policy"].get("route"))
+    )
     policy = line["policy"]
     assert policy["decision"] == "deny"
     assert any(rule.startswith("policy[0].deny") for rule in policy["matched_rules"])
@@ -246,8 +305,13 @@ def test_deny_by_rule_logs_the_matched_deny(env: Env, up: Upstream) -> None:
 
 def test_needs_login_writes_a_decision_log_line(env: Env, up: Upstream) -> None:
     env.anon("any", "/needs-login", headers={"Accept": "application/json"})
-    env.gh.wait_log(lambda r: isinstance(r.get("policy"), dict) and r["policy"].get("decision") == "needs-login"
-                    and "any" in str(r["policy"].get("route")))
+    env.gh.wait_log(
+        lambda r: (
+            isinstance(r.get("policy"), dict)
+            and r["policy"].get("decision") == "needs-login"
+            and "any" in str(r["policy"].get("route"))
+        )
+    )
 
 
 def test_access_log_carries_decision_and_user(env: Env, up: Upstream) -> None:
@@ -277,37 +341,56 @@ def policy_file(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check_policy(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "gatehouse", "check-policy", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
 
 
-@pytest.mark.parametrize(("args", "code", "decision"), [
-    (["--url", "http://users-ok.localhost/", "--email", ALICE], 0, "ALLOW"),
-    (["--url", "http://users-no.localhost/", "--email", ALICE], 3, "DENY"),
-    (["--url", "http://users-ok.localhost/"], 4, "NEEDS-LOGIN"),
-    (["--url", "http://any.localhost/x", "--email", ALICE], 0, "ALLOW"),
-    (["--url", "http://public.localhost/x"], 0, "ALLOW"),
-    (["--url", "http://domain-ok.localhost/", "--email", ALICE], 0, "ALLOW"),
-    (["--url", "http://domain-no.localhost/", "--email", ALICE], 3, "DENY"),
-    (["--url", "http://groups.localhost/", "--email", ALICE, "--groups", "staff,admins"], 0, "ALLOW"),
-    (["--url", "http://groups.localhost/", "--email", ALICE, "--groups", "staff"], 3, "DENY"),
-    (["--url", "http://method.localhost/", "--method", "POST"], 3, "DENY"),
-    (["--url", "http://method.localhost/", "--method", "HEAD"], 0, "ALLOW"),
-    (["--url", "http://ip-no.localhost/", "--source-ip", "10.9.8.7"], 0, "ALLOW"),
-    (["--url", "http://ip-no.localhost/", "--source-ip", "192.0.2.1"], 3, "DENY"),
-    (["--url", "http://ip-no.localhost/", "--source-ip", "::1"], 0, "ALLOW"),
-])
-def test_check_policy_exit_codes_and_report(policy_file: Path, args: list[str], code: int, decision: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "decision"),
+    [
+        (["--url", "http://users-ok.localhost/", "--email", ALICE], 0, "ALLOW"),
+        (["--url", "http://users-no.localhost/", "--email", ALICE], 3, "DENY"),
+        (["--url", "http://users-ok.localhost/"], 4, "NEEDS-LOGIN"),
+        (["--url", "http://any.localhost/x", "--email", ALICE], 0, "ALLOW"),
+        (["--url", "http://public.localhost/x"], 0, "ALLOW"),
+        (["--url", "http://domain-ok.localhost/", "--email", ALICE], 0, "ALLOW"),
+        (["--url", "http://domain-no.localhost/", "--email", ALICE], 3, "DENY"),
+        (
+            ["--url", "http://groups.localhost/", "--email", ALICE, "--groups", "staff,admins"],
+            0,
+            "ALLOW",
+        ),
+        (["--url", "http://groups.localhost/", "--email", ALICE, "--groups", "staff"], 3, "DENY"),
+        (["--url", "http://method.localhost/", "--method", "POST"], 3, "DENY"),
+        (["--url", "http://method.localhost/", "--method", "HEAD"], 0, "ALLOW"),
+        (["--url", "http://ip-no.localhost/", "--source-ip", "10.9.8.7"], 0, "ALLOW"),
+        (["--url", "http://ip-no.localhost/", "--source-ip", "192.0.2.1"], 3, "DENY"),
+        (["--url", "http://ip-no.localhost/", "--source-ip", "::1"], 0, "ALLOW"),
+    ],
+)
+def test_check_policy_exit_codes_and_report(
+    policy_file: Path, args: list[str], code: int, decision: str
+) -> None:
     result = check_policy(policy_file, *args)
     assert result.returncode == code, result.stdout + result.stderr
     assert f"decision: {decision}" in result.stdout
 
 
 def test_check_policy_report_names_every_rule(policy_file: Path) -> None:
-    result = check_policy(policy_file, "--url", "http://details.localhost/a/../b", "--email", ALICE,
-                          "--groups", "admins")
+    result = check_policy(
+        policy_file,
+        "--url",
+        "http://details.localhost/a/../b",
+        "--email",
+        ALICE,
+        "--groups",
+        "admins",
+    )
     assert result.returncode == 3
     out = result.stdout
     assert "normalised from /a/../b" in out
@@ -318,19 +401,38 @@ def test_check_policy_report_names_every_rule(policy_file: Path) -> None:
 
 def test_check_policy_agrees_with_the_proxy(env: Env, up: Upstream, policy_file: Path) -> None:
     """The dry run and the running proxy decide the same for the same request."""
-    cases = [("users-ok", "GET", 0, 200), ("users-no", "GET", 3, 403), ("method-user", "POST", 3, 403),
-             ("method-user", "GET", 0, 200), ("groups-no", "GET", 3, 403)]
+    cases = [
+        ("users-ok", "GET", 0, 200),
+        ("users-no", "GET", 3, 403),
+        ("method-user", "POST", 3, 403),
+        ("method-user", "GET", 0, 200),
+        ("groups-no", "GET", 3, 403),
+    ]
     for host, method, code, status in cases:
-        result = check_policy(policy_file, "--url", f"http://{host}.localhost/x", "--email", ALICE,
-                              "--groups", "admins,staff", "--method", method)
+        result = check_policy(
+            policy_file,
+            "--url",
+            f"http://{host}.localhost/x",
+            "--email",
+            ALICE,
+            "--groups",
+            "admins,staff",
+            "--method",
+            method,
+        )
         assert result.returncode == code, (host, method, result.stdout)
         body = {"content": b"x"} if method == "POST" else {}
         assert env.as_alice(host, "/x", method=method, **body).status_code == status, (host, method)
 
 
 def test_check_policy_help_is_its_own(policy_file: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gatehouse", "check-policy", "--help"],  # noqa: S603
-                            capture_output=True, text=True, timeout=60, env=clean_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "gatehouse", "check-policy", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
     assert result.returncode == 0
     assert "--url" in result.stdout and "--groups" in result.stdout
 
@@ -338,14 +440,33 @@ def test_check_policy_help_is_its_own(policy_file: Path) -> None:
 def test_check_policy_errors(policy_file: Path, tmp_path: Path) -> None:
     no_route = check_policy(policy_file, "--url", "http://nowhere.localhost/")
     assert no_route.returncode == 5 and "404" in no_route.stderr
-    bad_path = check_policy(policy_file, "--url", "http://public.localhost/admin%2f", "--email", ALICE)
+    bad_path = check_policy(
+        policy_file, "--url", "http://public.localhost/admin%2f", "--email", ALICE
+    )
     assert bad_path.returncode == 3 and "400" in bad_path.stderr
-    missing = subprocess.run([sys.executable, "-m", "gatehouse", "check-policy", "--url", "http://x/"],  # noqa: S603
-                             capture_output=True, text=True, timeout=60, env=clean_env())
+    missing = subprocess.run(
+        [sys.executable, "-m", "gatehouse", "check-policy", "--url", "http://x/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
     assert missing.returncode == 2
     broken = tmp_path / "broken.yaml"
-    broken.write_text(yaml.safe_dump({"insecure_server": True, "routes": [{"from": "http://a.localhost", "to": "http://127.0.0.1:1",
-                                                  "policy": [{"allow": {"or": [{"no_such_criterion": 1}]}}]}]}))
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "insecure_server": True,
+                "routes": [
+                    {
+                        "from": "http://a.localhost",
+                        "to": "http://127.0.0.1:1",
+                        "policy": [{"allow": {"or": [{"no_such_criterion": 1}]}}],
+                    }
+                ],
+            }
+        )
+    )
     bad_config = check_policy(broken, "--url", "http://a.localhost/")
     assert bad_config.returncode == 2
     assert "no_such_criterion" in bad_config.stderr

@@ -1,4 +1,4 @@
-"""WebSocket re-authorization end to end: a tunnel is closed once its session or policy no longer allows it.
+"""WebSocket re-authorization end to end: a tunnel closes once its session or policy ends.
 
 gatehouse runs with ``websocket_reauthorize_interval: 1s`` in front of a ``websockets`` echo
 server (:class:`support.upstream.WebSocketEcho`). The client is the ``websockets`` sync
@@ -30,13 +30,20 @@ ALICE = [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}]
 BOB_ONLY = [{"allow": {"or": [{"email": {"is": "bob@example.com"}}]}}]
 
 
-def _routes(ws_echo: WebSocketEcho, policy: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
-    return [{"from": APP, "to": ws_echo.url, "allow_websockets": True, "policy": policy, **extra},
-            {"from": "http://nows.localhost", "to": ws_echo.url, "policy": ALICE}]
+def _routes(
+    ws_echo: WebSocketEcho, policy: list[dict[str, Any]], **extra: Any
+) -> list[dict[str, Any]]:
+    return [
+        {"from": APP, "to": ws_echo.url, "allow_websockets": True, "policy": policy, **extra},
+        {"from": "http://nows.localhost", "to": ws_echo.url, "policy": ALICE},
+    ]
 
 
-def _start(start_sso: Callable[..., GatehouseProcess], ws_echo: WebSocketEcho,
-           policy: list[dict[str, Any]] = ALICE) -> tuple[GatehouseProcess, Browser, str]:
+def _start(
+    start_sso: Callable[..., GatehouseProcess],
+    ws_echo: WebSocketEcho,
+    policy: list[dict[str, Any]] = ALICE,
+) -> tuple[GatehouseProcess, Browser, str]:
     gh = start_sso(_routes(ws_echo, policy), websocket_reauthorize_interval="1s")
     browser = Browser(gh.port)
     # The echo server answers a plain GET with 426; the sign-in is what matters here.
@@ -45,14 +52,20 @@ def _start(start_sso: Callable[..., GatehouseProcess], ws_echo: WebSocketEcho,
     return gh, browser, cookie
 
 
-def _open(gh: GatehouseProcess, cookie: str | None, host: str = "app.localhost",
-          path: str = "/ws") -> ClientConnection:
+def _open(
+    gh: GatehouseProcess, cookie: str | None, host: str = "app.localhost", path: str = "/ws"
+) -> ClientConnection:
     """A WebSocket through gatehouse; use as a context manager (closes the socket)."""
     sock = socket.create_connection(("127.0.0.1", gh.port), timeout=5)
     headers = {"Cookie": f"_gatehouse={cookie}"} if cookie else {}
     try:
-        return connect(f"ws://{host}{path}", sock=sock, additional_headers=headers,
-                       open_timeout=5, close_timeout=2).__enter__()
+        return connect(
+            f"ws://{host}{path}",
+            sock=sock,
+            additional_headers=headers,
+            open_timeout=5,
+            close_timeout=2,
+        ).__enter__()
     except BaseException:
         sock.close()
         raise
@@ -87,8 +100,11 @@ def _config(gh: GatehouseProcess) -> dict[str, Any]:
 def _reload(gh: GatehouseProcess, config: dict[str, Any]) -> None:
     before = sum(1 for r in gh.logs() if r.get("message") == "config reloaded")
     gh.write_config(config)
-    wait_until(lambda: sum(1 for r in gh.logs() if r.get("message") == "config reloaded") > before,
-               6.0, what="config reloaded")
+    wait_until(
+        lambda: sum(1 for r in gh.logs() if r.get("message") == "config reloaded") > before,
+        6.0,
+        what="config reloaded",
+    )
 
 
 def test_echo_through_gatehouse_then_sign_out_closes_the_socket(start_sso, ws_echo) -> None:  # type: ignore[no-untyped-def]
@@ -157,8 +173,10 @@ def test_still_allowed_socket_stays_open_across_intervals_and_reloads(start_sso,
         _echo(ws, "0")
         # A reload that keeps alice allowed (another route added) must not close the socket.
         config = _config(gh)
-        config["routes"] = [*_routes(ws_echo, ALICE), {"from": "http://extra.localhost", "to": ws_echo.url,
-                                                       "policy": ALICE}]
+        config["routes"] = [
+            *_routes(ws_echo, ALICE),
+            {"from": "http://extra.localhost", "to": ws_echo.url, "policy": ALICE},
+        ]
         _reload(gh, config)
         deadline = time.monotonic() + 4.0  # four re-authorization intervals
         n = 1
@@ -187,5 +205,8 @@ def test_upgrades_need_a_session_and_allow_websockets(start_sso, ws_echo) -> Non
     assert 400 <= info.value.response.status_code < 500
     # Only the earlier plain GETs (sign-in landings) reached the echo server; no WebSocket opened.
     assert ws_echo.paths == []
-    r = httpx.get(f"http://127.0.0.1:{gh.port}/ws", headers={"Host": "app.localhost", "Cookie": f"_gatehouse={cookie}"})
+    r = httpx.get(
+        f"http://127.0.0.1:{gh.port}/ws",
+        headers={"Host": "app.localhost", "Cookie": f"_gatehouse={cookie}"},
+    )
     assert r.status_code == 426  # the echo server's answer to a plain GET: the route itself works

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..config import Options, RouteOptions, load_file
 from ..errors import ConfigError, InvalidPath
-from ..proxy.paths import normalize_path
+from ..proxy.paths import normalize_request_path
 from ..sessions.model import Session
 from .decision import Decision, Outcome
 from .input import PolicyInput
@@ -113,7 +113,7 @@ def check_policy(
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
-    path = normalize_path(parts.path or "/")
+    path = normalize_request_path(parts.path or "/", allow_parameters=options.allow_path_parameters)
     index, route = _find_route(options, scheme, host, parts.port, path)
     policy = compile_route_policy(route, index)
     session = _session(email, user, groups, claims or {})

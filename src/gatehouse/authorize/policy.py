@@ -54,24 +54,23 @@ _Compiled = tuple[bool, int, tuple[Criterion, ...]]
 class Policy:
     """A route's rules, compiled; immutable and safe to share between requests."""
 
-    __slots__ = ("_compiled", "clauses", "route")
+    __slots__ = ("_compiled", "allows_everyone", "clauses", "route")
 
     def __init__(self, route: str, clauses: Sequence[ClauseInfo], compiled: Sequence[_Compiled]):
         self.route = route
         self.clauses: tuple[ClauseInfo, ...] = tuple(clauses)
         self._compiled: tuple[_Compiled, ...] = tuple(compiled)
-
-    def __len__(self) -> int:
-        return len(self.clauses)
-
-    @property
-    def allows_everyone(self) -> bool:
-        """True when the policy is only ``accept`` allows (a public route): nothing to evaluate."""
-        return bool(self.clauses) and all(
-            c.action == "allow" and c.operator.value in ("or", "and") and c.criteria
+        #: True when the policy is only ``accept`` allows (a public route): nothing to evaluate.
+        self.allows_everyone: bool = bool(self.clauses) and all(
+            c.action == "allow"
+            and c.operator.value in ("or", "and")
+            and bool(c.criteria)
             and all(_criterion_name(label) == "accept" for label in c.criteria)
             for c in self.clauses
         )
+
+    def __len__(self) -> int:
+        return len(self.clauses)
 
     def __repr__(self) -> str:
         return f"<Policy {self.route!r}: {len(self.clauses)} clauses>"

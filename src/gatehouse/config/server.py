@@ -65,6 +65,10 @@ class ServerOptions(StrictModel):
 
     #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, and HSTS with TLS) apply unless overridden; `""` removes one.
     set_response_headers: HeaderMap = Field(default_factory=dict)
+    #: Accept ``;`` path parameters (``/a;jsessionid=x``). Off: such paths get 400, because
+    #: Tomcat/Spring-style upstreams strip them and a rule about ``/a`` would not see ``/a;x``.
+    #: gatehouse addition.
+    allow_path_parameters: bool = False
 
     #: `debug`, `info`, `warn` or `error`.
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"

@@ -56,6 +56,23 @@ def normalize_path(raw_target_path: str) -> str:
     return _remove_dot_segments(_decode(path))
 
 
+def normalize_request_path(raw_target_path: str, *, allow_parameters: bool = False) -> str:
+    """:func:`normalize_path`, refusing ``;`` path parameters unless ``allow_parameters``.
+
+    Servers such as Tomcat, Jetty and Spring strip ``;params`` from segments, so
+    ``/admin;x=1`` is ``/admin`` to them while an exact-path rule sees another path. Unless
+    the operator says their upstreams need parameters (``allow_path_parameters``), a path
+    holding ``;`` is refused (400), so no spelling of a path escapes a rule about it.
+
+    Raises:
+        InvalidPath: the path cannot be normalised safely, or holds ``;`` (see above).
+    """
+    path = normalize_path(raw_target_path)
+    if not allow_parameters and ";" in path:
+        raise InvalidPath("path parameters (;) are not allowed (allow_path_parameters)")
+    return path
+
+
 def _decode(path: str) -> str:
     if not path.startswith("/"):
         raise InvalidPath("path must start with /")

@@ -37,7 +37,7 @@ from ..http.upstream import ConnectionPool
 from ..observability.logs import AccessLog, now_iso
 from ..observability.metrics import Metrics
 from .forward import Outcome, forward
-from .paths import normalize_path
+from .paths import normalize_request_path
 from .responses import error_response
 from .router import Route, split_host
 from ..sessions.model import Session
@@ -108,7 +108,7 @@ class Pipeline:
         error: GatehouseError | None = None
         access = _Access()
         try:
-            target = parse_target(exchange)
+            target = parse_target(exchange, state.options.allow_path_parameters)
             handler = self._endpoint_for(state, target)
             if handler is not None:
                 await self._internal(exchange, target, handler)
@@ -351,7 +351,7 @@ class Pipeline:
         """Re-run the session and policy steps for a tunnelled request against the current state."""
         state = self.state
         try:
-            target = parse_target(exchange)
+            target = parse_target(exchange, state.options.allow_path_parameters)
             route = state.router.match(target.host, target.port, target.path)
             if route is None or not route.allow_websockets:
                 return False
@@ -398,7 +398,7 @@ class Pipeline:
         )
 
 
-def parse_target(exchange: Exchange) -> Target:
+def parse_target(exchange: Exchange, allow_path_parameters: bool = False) -> Target:
     """Split the request target into host, port, normalised path and raw query.
 
     Raises:
@@ -421,7 +421,7 @@ def parse_target(exchange: Exchange) -> Target:
         path_text = raw_path.decode("ascii")
     except UnicodeDecodeError:
         raise BadRequest("non-ASCII bytes in the request target") from None
-    path = normalize_path(path_text)
+    path = normalize_request_path(path_text, allow_parameters=allow_path_parameters)
     host, port = split_host(raw_host)
     if not host:
         if head.http_version == "1.0" and not raw_host:

@@ -138,15 +138,22 @@ class _Sealer:
         return when, session_id, nonce
 
 
+#: Cookie values remembered as authentic (per process); the map is reset when full.
+OPENED_CACHE_SIZE = 10_000
+
+
 class CookieCodec:
     """Encode/decode the session cookie value for ``cookie_name``, valid ``max_age_s``."""
 
-    __slots__ = ("_cookie_name", "_max_age_s", "_sealer")
+    __slots__ = ("_cookie_name", "_max_age_s", "_opened", "_sealer")
 
     def __init__(self, key: bytes, *, cookie_name: str, max_age_s: float) -> None:
         self._sealer = _Sealer(key, b"gatehouse-cookie")
         self._cookie_name = cookie_name
         self._max_age_s = max_age_s
+        #: (value, host) -> (issued_at, session id) for values that decrypted: a browser
+        #: sends the same cookie on every request, and AES-GCM costs more than a lookup.
+        self._opened: dict[tuple[str, str], tuple[int, str]] = {}
 
     def encode(self, session_id: str, host: str, now: float) -> str:
         """The cookie value for ``session_id`` bound to ``host`` (normalized here)."""
@@ -154,10 +161,18 @@ class CookieCodec:
 
     def decode(self, value: str, host: str, now: float) -> CookieHandle | None:
         """The handle in ``value`` if authentic, for ``host``, and not older than max age."""
-        opened = self._sealer.open(value, self._cookie_name, normalize_host(host))
-        if opened is None:
-            return None
-        issued_at, session_id, _ = opened
+        key = (value, host)
+        cached = self._opened.get(key)
+        if cached is not None:
+            issued_at, session_id = cached
+        else:
+            opened = self._sealer.open(value, self._cookie_name, normalize_host(host))
+            if opened is None:
+                return None
+            issued_at, session_id, _ = opened
+            if len(self._opened) >= OPENED_CACHE_SIZE:
+                self._opened.clear()
+            self._opened[key] = (issued_at, session_id)
         if issued_at > now + CLOCK_SKEW_S or now - issued_at >= self._max_age_s:
             return None
         return CookieHandle(session_id=session_id, issued_at=issued_at)
