@@ -779,7 +779,13 @@ def profile_cprofile(
     import pstats
 
     proc, port = start_gatehouse(
-        procs, tmp, upstream_port, route_extra, name="gatehouse-cprofile", profiler="cprofile"
+        procs,
+        tmp,
+        upstream_port,
+        route_extra,
+        name="gatehouse-cprofile",
+        profiler="cprofile",
+        headers=headers,
     )
     wrk_out = run_wrk(port, args, args.duration, headers)
     procs.stop(proc)  # SIGTERM: gatehouse drains and exits, cProfile writes its file

@@ -175,3 +175,34 @@ def metrics_port(gh) -> int:  # type: ignore[no-untyped-def]
 
 def csrf_of(page_html: str) -> str:
     return page_html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def _socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the TCP socket 127.0.0.1:local_port ↔ 127.0.0.1:remote_port (server side)."""
+    want_local = f"0100007F:{local_port:04X}"
+    want_remote = f"0100007F:{remote_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[1] == want_local and parts[2] == want_remote:
+            return parts[9]
+    return None
+
+
+def owner_of_connection(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the accepted side of the client's connection (from /proc)."""
+    inode = _socket_inode(server_port, client_port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+            except OSError:
+                continue
+    return None

@@ -25,7 +25,17 @@ import pytest
 from support import wait_until
 from support.client import RawConnection
 from support.gatehouse import GatehouseProcess, public
-from support.upstream import Action, Chunked, Raw, Reset, Respond, SlowBody, SlowHead, Upstream, closed_port
+from support.upstream import (
+    Action,
+    Chunked,
+    Raw,
+    Reset,
+    Respond,
+    SlowBody,
+    SlowHead,
+    Upstream,
+    closed_port,
+)
 
 pytestmark = pytest.mark.e2e
 

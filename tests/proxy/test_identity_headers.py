@@ -46,6 +46,7 @@ def test_spoofed_identity_headers_are_stripped(pass_identity: bool) -> None:
         method=b"GET",
         target=b"/",
         headers=list(SPOOFED),
+        connection=None,
         route=_route(pass_identity),
         host_header=b"127.0.0.1:9",
         original_host=b"app.example.com",

@@ -67,6 +67,7 @@ class RequestReader:
         "_body_bytes",
         "_content_length",
         "_error",
+        "_connection",
         "_expect",
         "_has_host",
         "_head_bytes",
@@ -95,6 +96,7 @@ class RequestReader:
         self._in_head = False
         self._has_host = False
         self._upgrade: bytes | None = None
+        self._connection: bytes | None = None
         self._expect = False
         self._content_length = -1
         self._body_bytes = 0
@@ -163,6 +165,8 @@ class RequestReader:
                 self._fail(BadRequest("unsupported Expect"))
         elif lname == b"upgrade":
             self._upgrade = value
+        elif lname == b"connection":
+            self._connection = value if self._connection is None else self._connection + b"," + value
         self._headers.append((lname, value))
 
     def on_headers_complete(self) -> None:
@@ -191,6 +195,7 @@ class RequestReader:
                 has_body=chunked or self._content_length > 0,
                 upgrade=upgrade,
                 expect_continue=self._expect,
+                connection=self._connection,
             )
         )
 

@@ -31,6 +31,8 @@ class RequestHead:
     #: The client asked for ``Upgrade`` (with ``Connection: upgrade``).
     upgrade: bytes | None
     expect_continue: bool
+    #: The ``Connection`` header's value (all of them, comma-joined), or ``None``.
+    connection: bytes | None = None
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of a header (``name`` lower-case), or ``None``."""

@@ -20,9 +20,11 @@ import logging
 import socket
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+import functools
+import sys
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from ..errors import ClientError, GatehouseError, RequestTimeout
 from .connection import Limits, RequestReader, UpgradeRequested
@@ -30,6 +32,9 @@ from .exchange import Exchange, Phase
 from .messages import RequestHead, Response
 
 log = logging.getLogger("gatehouse.http")
+
+#: Drive proxied requests without a Task on 3.11 (3.12+ uses eager tasks instead).
+_DRIVE_INLINE = sys.version_info < (3, 12)
 
 #: How often connections are checked against their deadlines, seconds.
 SWEEP_INTERVAL_S = 0.1
@@ -82,6 +87,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.on_lost: Callable[[], None] | None = None
         #: While corked, writes are gathered and sent as one (fewer send() calls).
         self._corked: list[bytes] | None = None
+        #: A request whose head arrived in the batch being parsed, started after it.
+        self._to_start: Exchange | None = None
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -129,6 +136,11 @@ class DownstreamProtocol(asyncio.Protocol):
             self._pause(_PAUSE_UPGRADE)
         except ClientError as err:
             self._protocol_error(err)
+        to_start = self._to_start
+        if to_start is not None:
+            self._to_start = None
+            if to_start.phase is Phase.RECEIVING and to_start is self.current:
+                self._start(to_start)
         if self.current is not None:
             self.current.last_activity = _now()
 
@@ -173,7 +185,10 @@ class DownstreamProtocol(asyncio.Protocol):
         )
         self._receiving = ex
         if self.current is None:
-            self._start(ex)
+            # Started once this batch of bytes is parsed: a framing error later in the
+            # same batch must be able to reject the request before anything runs.
+            self.current = ex
+            self._to_start = ex
         else:
             self._queue.append(ex)
             self._pause(_PAUSE_PIPELINE)
@@ -270,7 +285,35 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         self.current = ex
-        self.loop.create_task(self._run(ex))
+        if _DRIVE_INLINE and not self.server.needs_task(ex):
+            self._drive(self._run(ex))
+        else:
+            self.loop.create_task(self._run(ex))
+
+    def _drive(self, coro: Coroutine[Any, Any, None], _done: object = None) -> None:
+        """Run ``coro`` step by step without a Task (Python 3.11's stand-in for eager tasks).
+
+        A proxied request's coroutine mostly runs straight through and then waits on one
+        future (the upstream's response); stepping it here saves creating a Task and one
+        trip round the event loop per request. It is resumed from the awaited future's
+        done-callback. Only used for requests whose code needs no ``current_task()``
+        (see ``Pipeline.needs_task``); on 3.12+ the loop's eager task factory does this.
+        """
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException:  # _run handles everything; this is a last resort
+            log.exception("request coroutine failed")
+            return
+        blocking = getattr(yielded, "_asyncio_future_blocking", None)
+        if blocking is not None:
+            yielded._asyncio_future_blocking = False  # type: ignore[union-attr]
+            yielded.add_done_callback(functools.partial(self._drive, coro))  # type: ignore[union-attr]
+        elif yielded is None:
+            self.loop.call_soon(self._drive, coro)
+        else:
+            coro.throw(RuntimeError(f"unexpected yield {yielded!r}"))
 
     async def _run(self, ex: Exchange) -> None:
         if ex.phase is Phase.ABORTED:
@@ -395,6 +438,11 @@ class HttpServer:
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
+        needs = getattr(handler, "needs_task", None)
+        #: Whether a request's handler must run in a Task (default: always).
+        self.needs_task: Callable[[Exchange], bool] = needs if needs is not None else (lambda ex: True)
+        if not _DRIVE_INLINE and needs is not None:
+            self.loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         #: Hook for metrics/logs of requests rejected before they had an exchange.
         self.on_protocol_error: Callable[[ClientError, str], None] = lambda err, ip: None
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from time import monotonic as _now
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -104,13 +103,17 @@ class ResponseForwarder:
         if not self.finished.done():
             self.finished.set_exception(error)
 
+    def client_gone(self) -> None:
+        """The client went away: drop the upstream request."""
+        self.conn.abort()
+        if not self.finished.done():
+            self.finished.set_result(None)
 
-async def _acquire(pool: ConnectionPool, target: Target, timeout_s: float) -> tuple[UpstreamConnection, bool]:
-    conn = pool.take_idle(target.endpoint)
-    if conn is not None:
-        return conn, True
-    limit = min(timeout_s, CONNECT_TIMEOUT_S) if timeout_s > 0 else CONNECT_TIMEOUT_S
-    return await pool.connect(target.endpoint, limit), False
+    def timed_out(self) -> None:
+        """The route's timeout passed before the response head: 504."""
+        self.conn.abort()
+        if not self.finished.done():
+            self.finished.set_exception(UpstreamTimeout("upstream did not answer in time"))
 
 
 async def forward(
@@ -133,8 +136,7 @@ async def forward(
     if balancer is None:  # routes with redirect/response actions never get here
         raise UpstreamConnectError("route has no upstream")
     head = exchange.head
-    loop = exchange.connection.loop
-    started = time.monotonic()
+    started = _now()
     if route.timeout_s > 0:
         exchange.request_deadline = _now() + route.timeout_s
     upgrade = head.upgrade if route.allow_websockets else None
@@ -147,8 +149,12 @@ async def forward(
     while True:
         attempts += 1
         target = balancer.pick(exclude=tried)
+        conn = pool.take_idle(target.endpoint)
+        reused = conn is not None
         try:
-            conn, reused = await _acquire(pool, target, route.timeout_s)
+            if conn is None:
+                limit = min(route.timeout_s, CONNECT_TIMEOUT_S) if route.timeout_s > 0 else CONNECT_TIMEOUT_S
+                conn = await pool.connect(target.endpoint, limit)
         except UpstreamConnectError:
             balancer.mark_failed(target)
             if attempts < min(balancer.size, 3) and exchange.phase is Phase.RECEIVING:
@@ -158,7 +164,8 @@ async def forward(
         if exchange.phase is not Phase.RECEIVING:  # client gone or timed out meanwhile
             pool.release(conn)
             return Outcome(upstream=target.url.url)
-        balancer.mark_ok(target)
+        if target.down_until:
+            balancer.mark_ok(target)
         host_header = (
             original_host if route.preserve_host else route.host_rewrite or target.host_header
         )
@@ -169,6 +176,7 @@ async def forward(
             method=head.method,
             target=request_target,
             headers=head.headers,
+            connection=head.connection,
             route=route,
             host_header=host_header,
             original_host=original_host,
@@ -179,19 +187,8 @@ async def forward(
             identity_headers=identity_headers,
             session_cookie=session_cookie,
         )
-
-        def client_gone(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:
-            conn.abort()
-            if not forwarder.finished.done():
-                forwarder.finished.set_result(None)
-
-        def timed_out(forwarder: ResponseForwarder = forwarder, conn: UpstreamConnection = conn) -> None:
-            conn.abort()
-            if not forwarder.finished.done():
-                forwarder.finished.set_exception(UpstreamTimeout("upstream did not answer in time"))
-
-        exchange.on_abort(client_gone)
-        exchange.on_timeout(timed_out)
+        exchange.on_abort(forwarder.client_gone)
+        exchange.on_timeout(forwarder.timed_out)
         conn.request_producer = exchange.connection
         conn.send_request(
             request_head,
@@ -227,7 +224,7 @@ async def forward(
                 raise
             exchange.abort()
             log.warning("upstream %s failed mid-response: %s", target.url.url, err)
-            return Outcome(target.url.url, time.monotonic() - started, reused)
+            return Outcome(target.url.url, _now() - started, reused)
         exchange.on_abort(None)
         exchange.on_timeout(None)
-        return Outcome(target.url.url, time.monotonic() - started, reused, tunnel)
+        return Outcome(target.url.url, _now() - started, reused, tunnel)

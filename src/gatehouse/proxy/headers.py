@@ -18,12 +18,25 @@ from ..constants import ASSERTION_FOR_HEADER, ASSERTION_HEADER, HOP_BY_HOP, IDEN
 from .router import Route
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
+def _tokens(value: bytes | None) -> frozenset[bytes]:
+    """Header names a ``Connection`` value lists, beyond those always dropped (RFC 9110 §7.6.1)."""
+    if value is None:
+        return _NO_TOKENS
+    tokens = {t.strip().lower() for t in value.split(b",")}
+    tokens -= HOP_BY_HOP
+    tokens.discard(b"close")
+    return frozenset(tokens) if tokens else _NO_TOKENS
+
+
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
+    value: bytes | None = None
+    for name, v in headers:
         if name == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+            value = v if value is None else value + b"," + v
+    return _tokens(value)
 
 
 def _without_cookie(value: bytes, name: bytes) -> bytes:
@@ -40,6 +53,7 @@ def upstream_request_head(
     method: bytes,
     target: bytes,
     headers: list[tuple[bytes, bytes]],
+    connection: bytes | None,
     route: Route,
     host_header: bytes,
     original_host: bytes,
@@ -58,7 +72,7 @@ def upstream_request_head(
     ``session_cookie`` is gatehouse's cookie name: that cookie is removed, since the
     session handle is a credential the upstream has no use for.
     """
-    connection_named = _connection_tokens(headers)
+    connection_named = _tokens(connection)
     remove = route.remove_request_headers
     out = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host_header, b"\r\n"]
     xff: bytes | None = None

@@ -66,6 +66,7 @@ class _Access:
 
     user: str | None = None
     decision: str | None = None
+    host: str | None = None
 
 
 def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
@@ -97,6 +98,22 @@ class Pipeline:
         self.metrics = metrics
         self.ready = True
 
+    def needs_task(self, exchange: Exchange) -> bool:
+        """True for requests that may call out (IdP, sign-in pages): run them in a Task.
+
+        Proxied requests are driven without one (see ``DownstreamProtocol._drive``);
+        gatehouse's own endpoints use libraries (httpx) that need ``current_task()``.
+        """
+        target = exchange.head.target
+        if target[:2] == b"/." or target[:7] == b"/oauth2" or target[:1] != b"/":
+            return True
+        auth_host = self.state.authenticate_host
+        if auth_host is not None:
+            host = exchange.head.get(b"host") or b""
+            if host.split(b":", 1)[0].lower() == auth_host.encode():
+                return True
+        return False
+
     def swap_state(self, state: ProxyState) -> None:
         """Serve new requests from ``state`` (requests in flight keep theirs)."""
         self.state = state
@@ -109,6 +126,7 @@ class Pipeline:
         access = _Access()
         try:
             target = parse_target(exchange, state.options.allow_path_parameters)
+            access.host = target.host
             handler = self._endpoint_for(state, target)
             if handler is not None:
                 await self._internal(exchange, target, handler)
@@ -374,7 +392,9 @@ class Pipeline:
         if not access.enabled:
             return
         head = exchange.head
-        host, _ = split_host(head.get(b"host"))
+        host = access_info.host
+        if host is None:
+            host = split_host(head.get(b"host"))[0]
         target = head.target
         qmark = target.find(b"?")
         aborted = exchange.phase is Phase.ABORTED
