@@ -7,7 +7,9 @@ policy decision), ``keygen`` (a new signing key), ``reference`` (the config refe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from . import __version__
@@ -28,7 +30,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     try:
         loaded = load_file(args.config)
-        build_state(loaded)
+        # Compile everything, but generate nothing: keys that would be created in
+        # data_dir at run time go to a throwaway directory.
+        with tempfile.TemporaryDirectory() as scratch:
+            options = loaded.options.model_copy(update={"data_dir": scratch})
+            build_state(dataclasses.replace(loaded, options=options))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -25,6 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..errors import ServiceUnavailable
@@ -69,10 +72,14 @@ class RedisStore(SessionStore):
         super().__init__(records)
         self._prefix = prefix
         self._channel = f"{prefix}invalidate"
+        # One immediate retry on a connection error: after a Redis restart every pooled
+        # connection is dead, and each would otherwise fail one request with a 503.
         self._redis: aioredis.Redis = client or aioredis.Redis.from_url(
             url,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
