@@ -87,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_reference(args: argparse.Namespace) -> int:
     from .config.reference import reference_markdown
 
-    print(reference_markdown())
+    sys.stdout.write(reference_markdown())
     return 0
 
 
