@@ -79,7 +79,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         loaded, sock = demo_config()
     except OSError as exc:
-        print(f"gatehouse demo: cannot listen: {exc.strerror or exc} (set ADDRESS=:PORT)", file=sys.stderr)
+        print(
+            f"gatehouse demo: cannot listen: {exc.strerror or exc} (set ADDRESS=:PORT)",
+            file=sys.stderr,
+        )
         return 1
     return run(None, loaded, sock=sock)
 
@@ -118,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("rest", nargs=argparse.REMAINDER)
     policy.set_defaults(func=_cmd_check_policy)
 
-    demo = sub.add_parser("demo", help="start the built-in single sign-on demo (same as run without -c)")
+    demo = sub.add_parser(
+        "demo", help="start the built-in single sign-on demo (same as run without -c)"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     verify = sub.add_parser(
@@ -130,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cmd_verify_app)
 
     hash_pw = sub.add_parser(
-        "hash-password", help="hash a password for idp_users (reads stdin or prompts)", add_help=False
+        "hash-password",
+        help="hash a password for idp_users (reads stdin or prompts)",
+        add_help=False,
     )
     hash_pw.add_argument("rest", nargs=argparse.REMAINDER)
     hash_pw.set_defaults(func=_cmd_hash_password)

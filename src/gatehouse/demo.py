@@ -25,7 +25,7 @@ from .config.server import ServerOptions
 DEMO_PORT = 8080
 DEMO_USER = "demo"
 DEMO_EMAIL = "demo@example.com"
-PASSWORD_FILE = "demo_password"
+PASSWORD_FILE = "demo_password"  # noqa: S105 - a file name
 
 
 def _data_dir() -> Path:

@@ -137,15 +137,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         options = self.loaded.options
         self.services = await start_services(options)
-        state = self.build(self.loaded, self.services)
-        pool = ConnectionPool(loop)
-        access = AccessLog(enabled=options.access_log)
         metrics = get_metrics() if options.metrics_address else None
         if metrics is not None:
             metrics.config_loaded(self.loaded.digest)
+            self.services.extra["session_event"] = lambda e: metrics.sessions.labels(e).inc()
             if self.serve_metrics:
                 serve_metrics(options.metrics_address or "")
         self.metrics = metrics
+        state = self.build(self.loaded, self.services)
+        pool = ConnectionPool(loop)
+        access = AccessLog(enabled=options.access_log)
         pipeline = Pipeline(state, pool, access, metrics)
         server = HttpServer(pipeline, error_response, state.server_settings, loop)
         ssl_ctx = None if options.insecure_server else server_context(certificate_pairs(options))
@@ -155,13 +156,20 @@ class Worker:
         scheme = "http" if options.insecure_server else "https"
         log.info(
             "listening",
-            extra={"address": f"{addresses[0][0]}:{addresses[0][1]}", "scheme": scheme,
-                   "routes": len(state.router.routes), "config": self.loaded.source},
+            extra={
+                "address": f"{addresses[0][0]}:{addresses[0][1]}",
+                "scheme": scheme,
+                "routes": len(state.router.routes),
+                "config": self.loaded.source,
+            },
         )
         flusher = loop.create_task(self._flush_access(access))
         watcher = loop.create_task(self._watch(pipeline, server)) if self.config_path else None
         await self.stop.wait()
-        log.info("shutting down: draining in-flight requests", extra={"timeout_s": options.shutdown_timeout})
+        log.info(
+            "shutting down: draining in-flight requests",
+            extra={"timeout_s": options.shutdown_timeout},
+        )
         pipeline.ready = False
         cut = await server.shutdown(options.shutdown_timeout)
         if watcher is not None:
@@ -215,8 +223,14 @@ class Worker:
             self.loaded = loaded
             pipeline.swap_state(state)
             server.update_settings(state.server_settings)
-            log.info("config reloaded", extra={"config": str(path), "digest": digest[:12],
-                                               "routes": len(state.router.routes)})
+            log.info(
+                "config reloaded",
+                extra={
+                    "config": str(path),
+                    "digest": digest[:12],
+                    "routes": len(state.router.routes),
+                },
+            )
 
 
 async def start_services(options: Options) -> Services:
@@ -324,7 +338,11 @@ def run(
 
 
 def _supervise(
-    config_path: str | None, loaded: LoadedConfig, sock: socket.socket, build: StateBuilder, count: int
+    config_path: str | None,
+    loaded: LoadedConfig,
+    sock: socket.socket,
+    build: StateBuilder,
+    count: int,
 ) -> int:
     children: dict[int, float] = {}
     stopping = False
@@ -379,7 +397,10 @@ def _supervise(
         if stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
-        log.error("worker exited unexpectedly; starting a new one", extra={"pid": pid, "exit": code})
+        log.error(
+            "worker exited unexpectedly; starting a new one",
+            extra={"worker_pid": pid, "exit": code},
+        )
         if time.monotonic() - started < WORKER_RESTART_BACKOFF_S:
             time.sleep(WORKER_RESTART_BACKOFF_S)
         spawn()

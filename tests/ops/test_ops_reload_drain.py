@@ -113,11 +113,9 @@ def test_sigterm_under_load_drains_every_started_request(  # type: ignore[no-unt
     gh = start_gatehouse(_config(up))
     with Load(gh.port) as load:
         wait_until(lambda: load.count_ok() > 40, 15, what="load to run")
-        in_flight_before = len(up.requests)
         gh.proc.send_signal(15)  # type: ignore[union-attr]
         code = gh.proc.wait(30)  # type: ignore[union-attr]
     assert code == 0, gh.stderr_text()
-    assert len(up.requests) > in_flight_before
     started = {int(r.path.rsplit("/", 1)[1]) for r in up.requests if r.path.startswith("/r/")}
     for line in gh.access_log():
         path = str(line.get("path", ""))

@@ -82,6 +82,7 @@ class AuthEndpoints:
         shared_secret: bytes,
         scheme_for: Callable[[str], str],
         forget_assertions: Callable[[str], None] = lambda session_id: None,
+        on_session_event: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
         self.sessions = sessions
@@ -90,6 +91,7 @@ class AuthEndpoints:
         self._csrf_key = derive_key(shared_secret, "gatehouse sign-out form")
         self._scheme_for = scheme_for
         self._forget_assertions = forget_assertions
+        self._on_session_event = on_session_event
         url = options.authenticate_service_url
         self.authenticate_url = url.rstrip("/") if url else None
         self.authenticate_host = (urlsplit(url).hostname or "").lower() if url else None
@@ -124,7 +126,9 @@ class AuthEndpoints:
             return None
         return self.signer.sign_in_url(self.authenticate_url, original_url)
 
-    async def session_for(self, request_cookie: str | None, authorization: str | None, host: str) -> Session | None:
+    async def session_for(
+        self, request_cookie: str | None, authorization: str | None, host: str
+    ) -> Session | None:
         """The session a request carries: its cookie, or ``Authorization: Pomerium <token>``."""
         if authorization:
             token = _programmatic_token(authorization)
@@ -139,6 +143,7 @@ class AuthEndpoints:
         if self.auth is None:
             return session
         identity = await self.auth.refresh(session)
+        self._event("refreshed")
         return replace(
             session,
             email=identity.email or session.email,
@@ -160,7 +165,9 @@ class AuthEndpoints:
         params = self.signer.verify(url)
         target = auth.check_redirect(params.get(QUERY_REDIRECT_URI, ""))
         # Already signed in on the authenticate host: hand the session over directly.
-        existing = await self.session_for(request.cookies().get(self.cookie_name), None, request.host)
+        existing = await self.session_for(
+            request.cookies().get(self.cookie_name), None, request.host
+        )
         if existing is not None:
             return self._handoff(existing, target)
         start = await auth.sign_in(url, request.cookies().get(self.csrf_cookie))
@@ -177,7 +184,9 @@ class AuthEndpoints:
     async def oauth_callback(self, request: Request) -> Response:
         auth = self._require_auth()
         done = await auth.callback(
-            request.query_params(), request.cookies().get(self.csrf_cookie), self.sessions.consume_once
+            request.query_params(),
+            request.cookies().get(self.csrf_cookie),
+            self.sessions.consume_once,
         )
         ident = done.identity
         session = await self.sessions.create(
@@ -192,6 +201,7 @@ class AuthEndpoints:
             tokens_expire_at=ident.tokens_expire_at,
         )
         log.info("signed in", extra={"user": ident.user_id, "email": ident.email})
+        self._event("created")
         response = self._handoff(session, done.redirect_url)
         self._set_session_cookie(response, request, session)
         response.set_cookie(self.csrf_cookie, "", max_age=0, secure=self._secure(request))
@@ -212,7 +222,11 @@ class AuthEndpoints:
             raise InvalidState("sign-in hand-off invalid, expired or already used")
         target = params.get(QUERY_REDIRECT_URI, "/")
         parts = urlsplit(target)
-        if parts.hostname is None or parts.hostname.lower() != request.host or parts.scheme not in ("http", "https"):
+        if (
+            parts.hostname is None
+            or parts.hostname.lower() != request.host
+            or parts.scheme not in ("http", "https")
+        ):
             target = "/"
         response = Response.redirect(target)
         self._set_session_cookie(response, request, session)
@@ -267,11 +281,14 @@ class AuthEndpoints:
             raise BadRequest("sign-out needs POST or a signed GET")
         end_url: str | None = None
         if session is not None:
-            if self.auth is not None and self.authenticate_url is not None:
-                end_url = await self.auth.sign_out(session, self.authenticate_url + SIGNED_OUT_PATH)
+            # The store first: if it is down the user gets a 503 and stays signed in
+            # everywhere, rather than signed out at the IdP but not here.
             await self.sessions.revoke(session.id)
             self._forget_assertions(session.id)
+            self._event("revoked")
             log.info("signed out", extra={"user": session.user_id})
+            if self.auth is not None and self.authenticate_url is not None:
+                end_url = await self.auth.sign_out(session, self.authenticate_url + SIGNED_OUT_PATH)
         if end_url is None:
             if self.authenticate_url is not None:
                 end_url = self.authenticate_url + SIGNED_OUT_PATH
@@ -283,7 +300,9 @@ class AuthEndpoints:
 
     async def programmatic_login(self, request: Request) -> Response:
         target = request.query_params().get(QUERY_REDIRECT_URI, "")
-        if not is_allowed_programmatic_redirect(target, self.options.programmatic_redirect_domain_whitelist):
+        if not is_allowed_programmatic_redirect(
+            target, self.options.programmatic_redirect_domain_whitelist
+        ):
             raise BadRequest("programmatic login needs a loopback pomerium_redirect_uri")
         origin = _origin(self._scheme_for(request.host), request)
         complete = self.signer.sign(
@@ -301,7 +320,9 @@ class AuthEndpoints:
         except InvalidRedirect:
             raise BadRequest("programmatic login link invalid or expired") from None
         target = params.get(QUERY_REDIRECT_URI, "")
-        if not is_allowed_programmatic_redirect(target, self.options.programmatic_redirect_domain_whitelist):
+        if not is_allowed_programmatic_redirect(
+            target, self.options.programmatic_redirect_domain_whitelist
+        ):
             raise BadRequest("programmatic login target not allowed")
         session = await self._current(request)
         if session is None:
@@ -309,6 +330,10 @@ class AuthEndpoints:
         token = self.sessions.cookie_value(session, PROGRAMMATIC_BINDING)
         sep = "&" if "?" in target else "?"
         return Response.redirect(f"{target}{sep}{urlencode({QUERY_JWT: token})}")
+
+    def _event(self, event: str) -> None:
+        if self._on_session_event is not None:
+            self._on_session_event(event)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -319,7 +344,9 @@ class AuthEndpoints:
 
     async def _current(self, request: Request) -> Session | None:
         return await self.session_for(
-            request.cookies().get(self.cookie_name), request.headers.get("authorization"), request.host
+            request.cookies().get(self.cookie_name),
+            request.headers.get("authorization"),
+            request.host,
         )
 
     def _handoff(self, session: Session, target: str) -> Response:

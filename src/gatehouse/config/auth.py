@@ -1,4 +1,7 @@
-"""Authentication, identity-provider, cookie and session-store options (``authenticate/``, ``sessions/``, ``idp/``)."""
+"""Authentication, identity-provider, cookie and session-store options.
+
+Owned by ``authenticate/``, ``sessions/`` and ``idp/``.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +61,9 @@ class AuthOptions(StrictModel):
     programmatic_redirect_domain_whitelist: StringList = Field(
         default_factory=lambda: ["localhost"]
     )
+    #: While the session store is unreachable, sessions this process confirmed within this
+    #: long keep working from its cache (0 = fail closed at once). gatehouse addition.
+    session_store_outage_grace: Duration = 60.0
     #: How often upgraded (WebSocket) connections are re-authorized. gatehouse addition.
     websocket_reauthorize_interval: Duration = 60.0
 

@@ -44,7 +44,7 @@ def _header_map(value: Any) -> Any:
 def _validate_header_names(value: dict[str, str]) -> dict[str, str]:
     """Header names must be tokens; values must carry no CR, LF or NUL (RFC 9110 §5)."""
     for name, val in value.items():
-        if not name or any(c in name for c in " \t\r\n:()<>@,;\\\"/[]?={}") or not name.isascii():
+        if not name or any(c in name for c in ' \t\r\n:()<>@,;\\"/[]?={}') or not name.isascii():
             raise ValueError(f"invalid header name {name!r}")
         if any(c in val for c in "\r\n\x00"):
             raise ValueError(f"header {name!r} has a value with CR, LF or NUL")

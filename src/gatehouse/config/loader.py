@@ -79,7 +79,7 @@ def _node_to_data(node: yaml.Node, loc: Location, lines: _Lines) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_node_to_data(item, (*loc, i), lines) for i, item in enumerate(node.value)]
     # Scalars: let the safe constructor resolve the tag (int, bool, null, str...).
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
@@ -165,7 +165,9 @@ def _problems(exc: ValidationError, source: str, lines: _Lines) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
         loc: Location = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in ("list[str]", "str")))
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and (p.startswith("function-") or p in ("list[str]", "str")))
         )
         line = lines.find(loc)
         where = f"{source}:{line}" if line else source
@@ -197,7 +199,9 @@ def load_text(
                 raise ConfigError(
                     [f"{source}:{lines.find((key,))}: autocert: {IGNORED_POMERIUM_KEYS[key]}"]
                 )
-            warnings.append(f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}")
+            warnings.append(
+                f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}"
+            )
     applied = _apply_env(data, os.environ if env is None else env)
     try:
         options = Options.model_validate(data)

@@ -51,7 +51,9 @@ def _type(annotation: Any, metadata: str = "") -> str:
     if "parse_duration" in metadata:
         return "duration"
     text = str(annotation)
-    text = re.sub(r"typing\.|gatehouse\.config\.\w+\.|<class '|'>|Annotated\[|, .*?Validator.*?\]", "", text)
+    text = re.sub(
+        r"typing\.|gatehouse\.config\.\w+\.|<class '|'>|Annotated\[|, .*?Validator.*?\]", "", text
+    )
     text = text.replace("NoneType", "null")
     return text
 
@@ -61,9 +63,13 @@ def _default(field: Any, name: str) -> str:
     if value is None:
         return "—"
     metadata = " ".join(str(m) for m in field.metadata)
-    if isinstance(value, float) and ("parse_duration" in metadata or "Duration" in str(field.annotation)):
+    if isinstance(value, float) and (
+        "parse_duration" in metadata or "Duration" in str(field.annotation)
+    ):
         return f"`{format_duration(value)}`"
-    if isinstance(value, float) and name.startswith(("timeout", "cookie_expire", "default_upstream")):
+    if isinstance(value, float) and name.startswith(
+        ("timeout", "cookie_expire", "default_upstream")
+    ):
         return f"`{format_duration(value)}`"
     if value in ([], {}):
         return "empty"
@@ -99,7 +105,11 @@ def reference_markdown() -> str:
     ]
     for title, model, skip in sections:
         out += [f"## {title}", "", *_table(model, skip), ""]
-    own = set(ServerOptions.model_fields) | set(AuthOptions.model_fields) | set(IdentityOptions.model_fields)
+    own = (
+        set(ServerOptions.model_fields)
+        | set(AuthOptions.model_fields)
+        | set(IdentityOptions.model_fields)
+    )
     out += ["## Other global keys", "", *_table(Options, own), ""]
     out += ["## Routes (`routes:` entries)", "", *_table(RouteOptions), ""]
     out += ["### `redirect` action", "", *_table(RedirectAction), ""]

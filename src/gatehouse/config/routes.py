@@ -122,9 +122,11 @@ class RouteOptions(StrictModel):
     id: str | None = None
     #: Free text.
     description: str | None = None
-    #: The external URL: `https://host` (or `http://` with `insecure_server`); `*.example.com` matches any subdomain; a port restricts the match to it.
+    #: The external URL: `https://host` (or `http://` with `insecure_server`); `*.example.com`
+    #: matches any subdomain; a port restricts the match to it.
     from_: str = Field(alias="from")
-    #: Upstream URL, or a list; `URL,weight` for weighted round robin. An endpoint refusing connections is skipped for 10 s.
+    #: Upstream URL, or a list; `URL,weight` for weighted round robin. An endpoint refusing
+    #: connections is skipped for 10 s.
     to: list[UpstreamURL] | None = None
     #: Answer with a redirect instead of proxying (see below).
     redirect: RedirectAction | None = None
@@ -155,7 +157,8 @@ class RouteOptions(StrictModel):
     #: Headers set on responses of this route (merged over the global ones; `""` removes one).
     set_response_headers: HeaderMap = Field(default_factory=dict)
 
-    #: Longest wait for the upstream's response head (504 after); unset = default_upstream_timeout, 0 = none.
+    #: Longest wait for the upstream's response head (504 after); unset = default_upstream_timeout,
+    #: 0 = none.
     timeout: Duration | None = None
     #: Longest time without a byte either way on a streaming response or tunnel (0 = none).
     idle_timeout: Duration = 300.0

@@ -63,7 +63,8 @@ class ServerOptions(StrictModel):
     #: Largest request body accepted (0 = unlimited, as Pomerium).
     max_request_body_bytes: int = Field(default=0, ge=0)
 
-    #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, and HSTS with TLS) apply unless overridden; `""` removes one.
+    #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options,
+    #: X-XSS-Protection, and HSTS with TLS) apply unless overridden; `""` removes one.
     set_response_headers: HeaderMap = Field(default_factory=dict)
     #: Accept ``;`` path parameters (``/a;jsessionid=x``). Off: such paths get 400, because
     #: Tomcat/Spring-style upstreams strip them and a rule about ``/a`` would not see ``/a;x``.
@@ -87,7 +88,7 @@ class ServerOptions(StrictModel):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected [host]:port, e.g. :443 or 127.0.0.1:8080")
         return value

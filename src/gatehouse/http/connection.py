@@ -23,7 +23,14 @@ from typing import Protocol
 
 import httptools
 
-from ..errors import BadRequest, ClientError, HeaderTooLarge, MethodNotAllowed, PayloadTooLarge, URITooLong
+from ..errors import (
+    BadRequest,
+    ClientError,
+    HeaderTooLarge,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    URITooLong,
+)
 from .messages import RequestHead
 
 #: Per-header framing overhead counted towards the head limit (": " and CRLF), bytes.
@@ -65,9 +72,9 @@ class RequestReader:
 
     __slots__ = (
         "_body_bytes",
+        "_connection",
         "_content_length",
         "_error",
-        "_connection",
         "_expect",
         "_has_host",
         "_head_bytes",
@@ -166,7 +173,9 @@ class RequestReader:
         elif lname == b"upgrade":
             self._upgrade = value
         elif lname == b"connection":
-            self._connection = value if self._connection is None else self._connection + b"," + value
+            self._connection = (
+                value if self._connection is None else self._connection + b"," + value
+            )
         self._headers.append((lname, value))
 
     def on_headers_complete(self) -> None:

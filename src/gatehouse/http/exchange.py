@@ -29,14 +29,32 @@ if TYPE_CHECKING:
 BODY_BUFFER_HIGH_WATER = 256 * 1024
 
 _REASONS = {
-    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
-    202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
-    301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
-    307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request",
-    401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
-    408: b"Request Timeout", 413: b"Payload Too Large", 414: b"URI Too Long",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    100: b"Continue",
+    101: b"Switching Protocols",
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    206: b"Partial Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    303: b"See Other",
+    304: b"Not Modified",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    414: b"URI Too Long",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
 
@@ -245,7 +263,12 @@ class Exchange:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
         for name, value in headers:
             lines.append(name + b": " + value + b"\r\n")
-        if not body_allowed or status in (204, 304) or 100 <= status < 200 or head.method == b"HEAD":
+        if (
+            not body_allowed
+            or status in (204, 304)
+            or 100 <= status < 200
+            or head.method == b"HEAD"
+        ):
             self._framing = BodyFraming.NONE
             if content_length is not None and status != 204 and not 100 <= status < 200:
                 lines.append(b"content-length: %d\r\n" % content_length)

@@ -128,9 +128,9 @@ class Request:
 
     def accepts_html(self) -> bool:
         """True when the client prefers an HTML page (a browser navigation)."""
-        if self.headers.get("x-requested-with", "").lower() == "xmlhttprequest":
+        if (self.headers.get("x-requested-with") or "").lower() == "xmlhttprequest":
             return False
-        accept = self.headers.get("accept", "") or ""
+        accept = self.headers.get("accept") or ""
         return "text/html" in accept
 
 
@@ -143,20 +143,28 @@ class Response:
     body: bytes = b""
 
     @classmethod
-    def json(cls, data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    def json(
+        cls, data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         body = json.dumps(data, separators=(",", ":"), sort_keys=False).encode()
         return cls(status, [("Content-Type", "application/json"), *headers], body)
 
     @classmethod
-    def html(cls, text: str, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    def html(
+        cls, text: str, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         return cls(status, [("Content-Type", "text/html; charset=utf-8"), *headers], text.encode())
 
     @classmethod
-    def text(cls, text: str, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    def text(
+        cls, text: str, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         return cls(status, [("Content-Type", "text/plain; charset=utf-8"), *headers], text.encode())
 
     @classmethod
-    def redirect(cls, location: str, status: int = 302, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    def redirect(
+        cls, location: str, status: int = 302, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         return cls(status, [("Location", location), ("Cache-Control", "no-store"), *headers], b"")
 
     def set_cookie(

@@ -8,22 +8,23 @@ the previous response is complete.
 
 Timeouts are not one timer per request: :class:`HttpServer` sweeps its connections every
 :data:`SWEEP_INTERVAL_S` and each connection compares its deadlines with the clock. That keeps
-``call_later`` off the hot path and puts every timeout rule in :meth:`DownstreamProtocol.check_timeouts`.
+``call_later`` off the hot path and puts every timeout rule in
+:meth:`DownstreamProtocol.check_timeouts`.
 """
 
 from __future__ import annotations
 
-from time import monotonic as _now
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-import functools
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import monotonic as _now
 from typing import Any, cast
 
 from ..errors import ClientError, GatehouseError, RequestTimeout
@@ -49,7 +50,7 @@ _PAUSE_UPGRADE = 8  # an upgrade request waits for the upstream's answer
 class ServerSettings:
     """Tunable limits and timeouts (from the config; swapped on reload)."""
 
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     timeout_request_head_s: float = 10.0
     timeout_read_s: float = 30.0
     timeout_write_s: float = 0.0
@@ -308,8 +309,8 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         blocking = getattr(yielded, "_asyncio_future_blocking", None)
         if blocking is not None:
-            yielded._asyncio_future_blocking = False  # type: ignore[union-attr]
-            yielded.add_done_callback(functools.partial(self._drive, coro))  # type: ignore[union-attr]
+            yielded._asyncio_future_blocking = False
+            yielded.add_done_callback(functools.partial(self._drive, coro))
         elif yielded is None:
             self.loop.call_soon(self._drive, coro)
         else:
@@ -398,7 +399,9 @@ class DownstreamProtocol(asyncio.Protocol):
             if self.reader.in_head:
                 if now - self._head_started > s.timeout_request_head_s:
                     self._protocol_error(RequestTimeout("request head not received in time"))
-            elif now - self._idle_since > (s.timeout_idle_s if self._served else s.timeout_request_head_s):
+            elif now - self._idle_since > (
+                s.timeout_idle_s if self._served else s.timeout_request_head_s
+            ):
                 # Before the first request the head timeout applies: a client that
                 # connects and sends nothing is a slowloris, not a keep-alive.
                 self.close()
@@ -440,7 +443,9 @@ class HttpServer:
         self._sweeper: asyncio.Task[None] | None = None
         needs = getattr(handler, "needs_task", None)
         #: Whether a request's handler must run in a Task (default: always).
-        self.needs_task: Callable[[Exchange], bool] = needs if needs is not None else (lambda ex: True)
+        self.needs_task: Callable[[Exchange], bool] = (
+            needs if needs is not None else (lambda ex: True)
+        )
         if not _DRIVE_INLINE and needs is not None:
             self.loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         #: Hook for metrics/logs of requests rejected before they had an exchange.

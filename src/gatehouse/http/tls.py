@@ -84,7 +84,9 @@ def server_context(pairs: list[CertificatePem]) -> ssl.SSLContext:
                 exact.setdefault(name, ctx)
     default = contexts[0]
 
-    def choose(sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
+    def choose(
+        sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
         if not server_name:
             return
         name = server_name.lower()
@@ -95,5 +97,5 @@ def server_context(pairs: list[CertificatePem]) -> ssl.SSLContext:
         if ctx is not None and ctx is not default:
             sock.context = ctx
 
-    default.sni_callback = choose  # type: ignore[assignment]
+    default.sni_callback = choose
     return default

@@ -50,7 +50,9 @@ class ResponseSink(Protocol):
 
     def on_response_end(self) -> None: ...
 
-    def on_response_upgrade(self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes) -> None: ...
+    def on_response_upgrade(
+        self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None: ...
 
     def on_response_error(self, error: UpstreamError) -> None: ...
 
@@ -203,7 +205,13 @@ class UpstreamConnection(asyncio.Protocol):
     # -- request ------------------------------------------------------------------------
 
     def send_request(
-        self, head: bytes, sink: ResponseSink, *, chunked_body: bool, head_only: bool, has_body: bool
+        self,
+        head: bytes,
+        sink: ResponseSink,
+        *,
+        chunked_body: bool,
+        head_only: bool,
+        has_body: bool,
     ) -> None:
         """Write a request head (with its terminating blank line) and await the response."""
         self.sink = sink
@@ -356,7 +364,11 @@ class ConnectionPool:
         conns = self._idle.get(endpoint)
         while conns:
             conn = conns.pop()
-            if conn.state is ConnState.IDLE and conn.transport is not None and not conn.transport.is_closing():
+            if (
+                conn.state is ConnState.IDLE
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+            ):
                 self.reuses += 1
                 return conn
         return None
@@ -380,9 +392,13 @@ class ConnectionPool:
                 timeout=timeout_s if timeout_s > 0 else None,
             )
         except TimeoutError as exc:
-            raise UpstreamConnectError(f"connect to {endpoint.host}:{endpoint.port} timed out") from exc
+            raise UpstreamConnectError(
+                f"connect to {endpoint.host}:{endpoint.port} timed out"
+            ) from exc
         except ssl.SSLError as exc:
-            raise UpstreamConnectError(f"TLS with {endpoint.host}:{endpoint.port} failed: {exc.reason}") from exc
+            raise UpstreamConnectError(
+                f"TLS with {endpoint.host}:{endpoint.port} failed: {exc.reason}"
+            ) from exc
         except OSError as exc:
             raise UpstreamConnectError(
                 f"connect to {endpoint.host}:{endpoint.port} failed: {exc.strerror or exc}"

@@ -36,11 +36,13 @@ _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 
-def _oauth_error(error: str, description: str, status: int = 400,
-                 headers: tuple[tuple[str, str], ...] = ()) -> Response:
+def _oauth_error(
+    error: str, description: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
     """RFC 6749 §5.2 error body (fixed descriptions: never exception text)."""
-    return Response.json({"error": error, "error_description": description}, status,
-                         [*_NO_STORE, *headers])
+    return Response.json(
+        {"error": error, "error_description": description}, status, [*_NO_STORE, *headers]
+    )
 
 
 class BackChannel:
@@ -96,8 +98,9 @@ class BackChannel:
         }
         if "offline_access" in grant.scope:
             refresh = new_token()
-            await self.p.store.put("rt:" + token_hash(refresh), grant.dumps(),
-                                   s.refresh_token_ttl_s)
+            await self.p.store.put(
+                "rt:" + token_hash(refresh), grant.dumps(), s.refresh_token_ttl_s
+            )
             # Sliding family lifetime: as long as its newest refresh token.
             await self.p.store.put("fam:" + grant.family, grant.sub, s.refresh_token_ttl_s)
             body["refresh_token"] = refresh
@@ -150,8 +153,13 @@ class BackChannel:
             return _oauth_error("invalid_grant", "the user no longer exists")
         await self.p.store.put("fam:" + family, grant.sub, self.p.settings.refresh_token_ttl_s)
         issued = Grant(
-            client_id=grant.client_id, sub=grant.sub, scope=grant.scope,
-            auth_time=grant.auth_time, sid=grant.sid, family=family, nonce=grant.nonce,
+            client_id=grant.client_id,
+            sub=grant.sub,
+            scope=grant.scope,
+            auth_time=grant.auth_time,
+            sid=grant.sid,
+            family=family,
+            nonce=grant.nonce,
         )
         return await self._issue(issued, user, with_nonce=True)
 
@@ -184,8 +192,12 @@ class BackChannel:
             # offline_access is kept so the client can keep refreshing (RFC 6749 §6).
             scope = tuple(s for s in grant.scope if s in wanted or s == "offline_access")
         issued = Grant(
-            client_id=grant.client_id, sub=grant.sub, scope=scope,
-            auth_time=grant.auth_time, sid=grant.sid, family=grant.family,
+            client_id=grant.client_id,
+            sub=grant.sub,
+            scope=scope,
+            auth_time=grant.auth_time,
+            sid=grant.sid,
+            family=grant.family,
         )
         return await self._issue(issued, user, with_nonce=False)
 
@@ -193,14 +205,18 @@ class BackChannel:
     async def userinfo(self, request: Request) -> Response:
         """OpenID Connect Core §5.3 with a Bearer access token (RFC 6750 §2.1)."""
         if request.method not in ("GET", "POST"):
-            return _oauth_error("invalid_request", "use GET or POST", 405,
-                                (("Allow", "GET, POST"),))
+            return _oauth_error(
+                "invalid_request", "use GET or POST", 405, (("Allow", "GET, POST"),)
+            )
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return Response.json({"error": "invalid_request"}, 401,
-                                 [*_NO_STORE, ("WWW-Authenticate", 'Bearer realm="gatehouse-idp"')])
+            return Response.json(
+                {"error": "invalid_request"},
+                401,
+                [*_NO_STORE, ("WWW-Authenticate", 'Bearer realm="gatehouse-idp"')],
+            )
         grant = None
         if len(token) <= MAX_TOKEN_CHARS:
             raw = await self.p.store.get("at:" + token_hash(token))
@@ -208,9 +224,12 @@ class BackChannel:
         user = self.p.users.get(grant.sub) if grant else None
         if grant is None or user is None or not await self._family_alive(grant.family):
             return Response.json(
-                {"error": "invalid_token"}, 401,
-                [*_NO_STORE, ("WWW-Authenticate",
-                              'Bearer realm="gatehouse-idp", error="invalid_token"')],
+                {"error": "invalid_token"},
+                401,
+                [
+                    *_NO_STORE,
+                    ("WWW-Authenticate", 'Bearer realm="gatehouse-idp", error="invalid_token"'),
+                ],
             )
         return Response.json(self._user_claims(user), headers=_NO_STORE)
 

@@ -71,8 +71,12 @@ class BrowserState:
     # -- session cookie ------------------------------------------------------------------
     def seal(self, session: BrowserSession) -> str:
         payload = json.dumps(
-            {"sid": session.sid, "sub": session.sub, "auth_time": session.auth_time,
-             "exp": session.exp},
+            {
+                "sid": session.sid,
+                "sub": session.sub,
+                "auth_time": session.auth_time,
+                "exp": session.exp,
+            },
             separators=(",", ":"),
         ).encode()
         nonce = secrets.token_bytes(_NONCE_BYTES)
@@ -86,12 +90,15 @@ class BrowserState:
         if raw is None or len(raw) <= _NONCE_BYTES:
             return None
         try:
-            payload = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],
-                                         SESSION_COOKIE.encode())
+            payload = self._aead.decrypt(
+                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], SESSION_COOKIE.encode()
+            )
             data = json.loads(payload)
             session = BrowserSession(
-                sid=str(data["sid"]), sub=str(data["sub"]),
-                auth_time=int(data["auth_time"]), exp=int(data["exp"]),
+                sid=str(data["sid"]),
+                sub=str(data["sub"]),
+                auth_time=int(data["auth_time"]),
+                exp=int(data["exp"]),
             )
         except (InvalidTag, ValueError, KeyError, TypeError):
             return None

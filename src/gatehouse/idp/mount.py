@@ -67,7 +67,9 @@ def _signing_key(options: Options) -> bytes:
 
 def relying_party_options(options: Options, secret: bytes) -> Options:
     """``options`` as gatehouse's relying party needs them to talk to the built-in provider."""
-    client_secret = options.idp_client_secret or _derive(secret, b"gatehouse builtin idp client").hex()
+    client_secret = (
+        options.idp_client_secret or _derive(secret, b"gatehouse builtin idp client").hex()
+    )
     return options.model_copy(
         update={
             "idp_provider": "oidc",
@@ -133,5 +135,8 @@ class InProcessTransport(httpx.AsyncBaseTransport):
 def in_process_client(provider: BuiltinProvider) -> httpx.AsyncClient:
     """An HTTP client whose requests to the provider never leave the process."""
     return httpx.AsyncClient(
-        transport=InProcessTransport(provider), follow_redirects=False, timeout=10.0, trust_env=False
+        transport=InProcessTransport(provider),
+        follow_redirects=False,
+        timeout=10.0,
+        trust_env=False,
     )

@@ -16,8 +16,10 @@ PAGE_HEADERS = (
     ("Cache-Control", "no-store"),
     ("Pragma", "no-cache"),
     ("X-Frame-Options", "DENY"),
-    ("Content-Security-Policy",
-     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+    ),
     ("Referrer-Policy", "no-referrer"),
     ("X-Content-Type-Options", "nosniff"),
 )

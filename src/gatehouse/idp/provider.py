@@ -144,8 +144,12 @@ class BuiltinProvider:
             gatehouse.errors.ConfigError: unusable signing key.
         """
         parts = urlsplit(issuer)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
-                or parts.fragment:
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
             raise ValueError(f"issuer {issuer!r} must be an http(s) URL without query/fragment")
         self.issuer = issuer.rstrip("/")
         self.base_path = parts.path.rstrip("/")
@@ -205,8 +209,11 @@ class BuiltinProvider:
                 raise
             except Exception:
                 log.exception("IdP endpoint %s failed", request.path)
-                return error_page(500, "Something went wrong",
-                                  "The sign-in service failed. The error has been logged.")
+                return error_page(
+                    500,
+                    "Something went wrong",
+                    "The sign-in service failed. The error has been logged.",
+                )
 
         return guarded
 
@@ -225,8 +232,15 @@ class BuiltinProvider:
         return session
 
     def _set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(name, value, max_age=max_age, path=self.base_path or "/",
-                            secure=self.secure_cookies, http_only=True, same_site="Lax")
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path=self.base_path or "/",
+            secure=self.secure_cookies,
+            http_only=True,
+            same_site="Lax",
+        )
 
     # -- discovery and keys --------------------------------------------------------------
     async def discovery(self, request: Request) -> Response:
@@ -247,14 +261,34 @@ class BuiltinProvider:
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.key.alg],
-            "token_endpoint_auth_methods_supported":
-                ["client_secret_basic", "client_secret_post", "none"],
-            "revocation_endpoint_auth_methods_supported":
-                ["client_secret_basic", "client_secret_post", "none"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            "revocation_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
             "code_challenge_methods_supported": ["S256"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp",
-                                 "at_hash", "sid", "email", "email_verified", "name",
-                                 "preferred_username", "groups"],
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "azp",
+                "at_hash",
+                "sid",
+                "email",
+                "email_verified",
+                "name",
+                "preferred_username",
+                "groups",
+            ],
             "prompt_values_supported": ["none", "login"],
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
@@ -276,15 +310,20 @@ class BuiltinProvider:
         params = request.query_params()
         client = self.clients.get(params.get("client_id", ""))
         if client is None:
-            return error_page(400, "Unknown application",
-                              "The application that sent you here is not registered with "
-                              "this sign-in service.")
+            return error_page(
+                400,
+                "Unknown application",
+                "The application that sent you here is not registered with this sign-in service.",
+            )
         redirect_uri = params.get("redirect_uri", "")
         # RFC 6749 §3.1.2.4: never redirect to an unregistered URI; exact string match.
         if redirect_uri not in client.redirect_uris:
-            return error_page(400, "Invalid redirect address",
-                              "The application asked to return to an address it has not "
-                              "registered. Sign-in was stopped.")
+            return error_page(
+                400,
+                "Invalid redirect address",
+                "The application asked to return to an address it has not "
+                "registered. Sign-in was stopped.",
+            )
         state = params.get("state")
         if state is not None and len(state) > MAX_STATE_CHARS:
             return self._error_redirect(redirect_uri, None, "invalid_request", "state too long")
@@ -380,13 +419,19 @@ class BuiltinProvider:
         params["iss"] = self.issuer
         return Response.redirect(_add_query(redirect_uri, params), 302)
 
-    async def _issue_code(self, auth: AuthRequest, session: BrowserSession, status: int
-                          ) -> Response:
+    async def _issue_code(
+        self, auth: AuthRequest, session: BrowserSession, status: int
+    ) -> Response:
         code = new_token()
         grant = Grant(
-            client_id=auth.client_id, sub=session.sub, scope=auth.scope,
-            auth_time=session.auth_time, sid=session.sid, nonce=auth.nonce,
-            redirect_uri=auth.redirect_uri, code_challenge=auth.code_challenge,
+            client_id=auth.client_id,
+            sub=session.sub,
+            scope=auth.scope,
+            auth_time=session.auth_time,
+            sid=session.sid,
+            nonce=auth.nonce,
+            redirect_uri=auth.redirect_uri,
+            code_challenge=auth.code_challenge,
         )
         await self.store.put("code:" + token_hash(code), grant.dumps(), self.settings.code_ttl_s)
         params = {"code": code}
@@ -406,14 +451,20 @@ class BuiltinProvider:
         auth = AuthRequest.loads(raw) if raw else None
         client = self.clients.get(auth.client_id) if auth else None
         if auth is None or client is None:
-            return error_page(400, "Sign-in expired",
-                              "This sign-in page has expired or was already used. Go back to "
-                              "the application and try again.")
-        if not self.browser.check_csrf(request.cookies().get(CSRF_COOKIE), "sign_in:" + tx,
-                                       form.get("csrf_token")):
-            return error_page(403, "Form expired",
-                              "The sign-in form could not be verified. Go back to the "
-                              "application and try again.")
+            return error_page(
+                400,
+                "Sign-in expired",
+                "This sign-in page has expired or was already used. Go back to "
+                "the application and try again.",
+            )
+        if not self.browser.check_csrf(
+            request.cookies().get(CSRF_COOKIE), "sign_in:" + tx, form.get("csrf_token")
+        ):
+            return error_page(
+                403,
+                "Form expired",
+                "The sign-in form could not be verified. Go back to the application and try again.",
+            )
         username = form.get("username", "").strip()[:MAX_FIELD_CHARS]
         password = form.get("password", "")[:MAX_FIELD_CHARS]
         address = request.client_ip
@@ -421,7 +472,11 @@ class BuiltinProvider:
         if not verdict.allowed:
             log.warning("sign-in throttled", extra={"client_ip": address})
             return self._sign_in_page(
-                request, tx, client, username=username, status=429,
+                request,
+                tx,
+                client,
+                username=username,
+                status=429,
                 retry_after_s=verdict.retry_after_s,
                 error=f"Too many attempts, try again in {verdict.retry_after_s} s.",
             )
@@ -429,7 +484,8 @@ class BuiltinProvider:
         # Off the event loop: argon2 takes tens of milliseconds of CPU by design.
         ok = await asyncio.to_thread(
             partial(verify_password, dummy_hash=self._dummy_hash),
-            user.password_hash if user else None, password,
+            user.password_hash if user else None,
+            password,
         )
         if not ok or user is None:
             after = await self.throttle.failed(username, address)
@@ -440,9 +496,11 @@ class BuiltinProvider:
             return self._sign_in_page(request, tx, client, username=username, error=message)
         # The parked request is single-use: of two racing correct posts, one wins.
         if await self.store.take("tx:" + token_hash(tx)) is None:
-            return error_page(400, "Sign-in expired",
-                              "This sign-in page was already used. Go back to the application "
-                              "and try again.")
+            return error_page(
+                400,
+                "Sign-in expired",
+                "This sign-in page was already used. Go back to the application and try again.",
+            )
         await self.throttle.succeeded(username)
         now = int(self.clock())
         ttl = int(self.settings.session_ttl_s)
@@ -462,23 +520,29 @@ class BuiltinProvider:
         hint = params.get("id_token_hint", "")
         claims = self.key.verify(hint) if hint else None
         if hint and (claims is None or claims.get("iss") != self.issuer):
-            return error_page(400, "Invalid sign-out request",
-                              "The sign-out request could not be verified.")
+            return error_page(
+                400, "Invalid sign-out request", "The sign-out request could not be verified."
+            )
         client_id = params.get("client_id", "")
         if claims is not None:
             aud = claims.get("aud")
             hint_client = aud if isinstance(aud, str) else (aud[0] if aud else "")
             if client_id and client_id != hint_client:
-                return error_page(400, "Invalid sign-out request",
-                                  "The sign-out request names two different applications.")
+                return error_page(
+                    400,
+                    "Invalid sign-out request",
+                    "The sign-out request names two different applications.",
+                )
             client_id = str(hint_client)
         target = params.get("post_logout_redirect_uri", "")
         if target:
             client = self.clients.get(client_id)
             if client is None or target not in client.post_logout_redirect_uris:
-                return error_page(400, "Invalid sign-out redirect",
-                                  "The application asked to return to an address it has not "
-                                  "registered.")
+                return error_page(
+                    400,
+                    "Invalid sign-out redirect",
+                    "The application asked to return to an address it has not registered.",
+                )
         csrf_cookie = request.cookies().get(CSRF_COOKIE)
         confirmed = claims is not None or (
             request.method == "POST"
@@ -505,10 +569,17 @@ class BuiltinProvider:
     def _confirm_sign_out(self, csrf_cookie: str | None, params: dict[str, str]) -> Response:
         fresh = not csrf_cookie or len(csrf_cookie) < 32
         cookie = self.browser.new_csrf_cookie() if fresh else str(csrf_cookie)
-        keep = [(k, params[k][:MAX_STATE_CHARS]) for k in
-                ("client_id", "post_logout_redirect_uri", "state") if k in params]
-        response = page("confirm_sign_out.html", action=self.path(END_SESSION_PATH),
-                        csrf_token=self.browser.csrf_token(cookie, "end_session"), params=keep)
+        keep = [
+            (k, params[k][:MAX_STATE_CHARS])
+            for k in ("client_id", "post_logout_redirect_uri", "state")
+            if k in params
+        ]
+        response = page(
+            "confirm_sign_out.html",
+            action=self.path(END_SESSION_PATH),
+            csrf_token=self.browser.csrf_token(cookie, "end_session"),
+            params=keep,
+        )
         if fresh:
             self._set_cookie(response, CSRF_COOKIE, cookie, int(self.settings.session_ttl_s))
         return response
@@ -521,8 +592,11 @@ def _add_query(uri: str, params: dict[str, str]) -> str:
 
 
 def _method_not_allowed(allow: str) -> Response:
-    return Response.json({"error": "invalid_request", "error_description": "method not allowed"},
-                         405, [("Allow", allow)])
+    return Response.json(
+        {"error": "invalid_request", "error_description": "method not allowed"},
+        405,
+        [("Allow", allow)],
+    )
 
 
 __all__ = [

@@ -21,8 +21,13 @@ ACCESS_FLUSH_INTERVAL_S = 0.2
 #: Buffered access-log bytes that force a flush.
 ACCESS_FLUSH_BYTES = 64 * 1024
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -137,7 +142,7 @@ class AccessLog:
             pass  # stdout gone: nothing useful left to do with access lines
 
 
-_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring_ascii
 
 
 def _js(value: str | None) -> str:

@@ -25,7 +25,22 @@ log = logging.getLogger("gatehouse.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Latency buckets (seconds) for requests and upstream calls.
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 def prepare_multiprocess() -> str:
@@ -44,7 +59,7 @@ def mark_worker_dead(pid: int) -> None:
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -75,9 +90,7 @@ class Metrics:
         self.decisions = Counter(
             "gatehouse_authorization_decisions_total", "Policy decisions", ["route", "outcome"]
         )
-        self.sessions = Counter(
-            "gatehouse_sessions_total", "Session lifecycle events", ["event"]
-        )
+        self.sessions = Counter("gatehouse_sessions_total", "Session lifecycle events", ["event"])
         self.dependency_errors = Counter(
             "gatehouse_dependency_errors_total", "Session store and IdP failures", ["dependency"]
         )
@@ -117,11 +130,11 @@ def serve_metrics(address: str) -> Any:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     kwargs: dict[str, Any] = {"addr": host or "0.0.0.0"}  # noqa: S104 - operator's choice
     if registry is not None:
         kwargs["registry"] = registry
-    server, thread = start_http_server(int(port), **kwargs)
+    server, _thread = start_http_server(int(port), **kwargs)
     log.info("metrics listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_port}"})  # noqa: S104
     return server
 

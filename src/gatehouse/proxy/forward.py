@@ -14,10 +14,10 @@ connection is refused.
 
 from __future__ import annotations
 
-from time import monotonic as _now
 import asyncio
 import logging
 from dataclasses import dataclass
+from time import monotonic as _now
 
 from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from ..http.exchange import Exchange, Phase
@@ -65,7 +65,9 @@ class ResponseForwarder:
         ex.request_deadline = 0.0
         ex.response_idle_timeout_s = self.route.idle_timeout_s
         ex.response_producer = self.conn
-        ex.start_response(status, client_response_headers(headers, self.route), content_length=content_length)
+        ex.start_response(
+            status, client_response_headers(headers, self.route), content_length=content_length
+        )
         if ex.connection.write_paused:
             self.conn.pause_reading()
 
@@ -85,7 +87,9 @@ class ResponseForwarder:
         if not self.finished.done():
             self.finished.set_result(None)
 
-    def on_response_upgrade(self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes) -> None:
+    def on_response_upgrade(
+        self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
         ex = self.exchange
         self.started = True
         ex.request_deadline = 0.0
@@ -143,7 +147,9 @@ async def forward(
     body_framing: bytes | None = None
     if head.has_body:
         length = head.get(b"content-length")
-        body_framing = b"content-length: " + length if length is not None else b"transfer-encoding: chunked"
+        body_framing = (
+            b"content-length: " + length if length is not None else b"transfer-encoding: chunked"
+        )
     tried: Target | None = None
     attempts = 0
     while True:
@@ -153,7 +159,11 @@ async def forward(
         reused = conn is not None
         try:
             if conn is None:
-                limit = min(route.timeout_s, CONNECT_TIMEOUT_S) if route.timeout_s > 0 else CONNECT_TIMEOUT_S
+                limit = (
+                    min(route.timeout_s, CONNECT_TIMEOUT_S)
+                    if route.timeout_s > 0
+                    else CONNECT_TIMEOUT_S
+                )
                 conn = await pool.connect(target.endpoint, limit)
         except UpstreamConnectError:
             balancer.mark_failed(target)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from ..constants import ASSERTION_FOR_HEADER, ASSERTION_HEADER, HOP_BY_HOP, IDENTITY_HEADER_PREFIXES
 from .router import Route
 
-
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
@@ -44,7 +43,9 @@ def _without_cookie(value: bytes, name: bytes) -> bytes:
     if value.startswith(prefix) and b";" not in value:
         return b""  # the common case: gatehouse's cookie is the only one
     return b"; ".join(
-        part for part in (p.strip() for p in value.split(b";")) if part and not part.startswith(prefix)
+        part
+        for part in (p.strip() for p in value.split(b";"))
+        if part and not part.startswith(prefix)
     )
 
 
@@ -99,7 +100,13 @@ def upstream_request_head(
         out += (name, b": ", value, b"\r\n")
     client = client_ip.encode()
     out += (b"x-forwarded-for: ", (xff + b", " + client) if xff else client, b"\r\n")
-    out += (b"x-forwarded-proto: ", scheme.encode(), b"\r\nx-forwarded-host: ", original_host, b"\r\n")
+    out += (
+        b"x-forwarded-proto: ",
+        scheme.encode(),
+        b"\r\nx-forwarded-host: ",
+        original_host,
+        b"\r\n",
+    )
     for name, value in route.set_request_headers:
         out += (name, b": ", value, b"\r\n")
     if identity_headers is not None:

@@ -34,13 +34,13 @@ from ..errors import (
 from ..http.exchange import Exchange, Phase
 from ..http.messages import Headers, Request, Response
 from ..http.upstream import ConnectionPool
-from ..observability.logs import AccessLog, now_iso
+from ..observability.logs import AccessLog
 from ..observability.metrics import Metrics
+from ..sessions.model import Session
 from .forward import Outcome, forward
 from .paths import normalize_request_path
 from .responses import error_response
 from .router import Route, split_host
-from ..sessions.model import Session
 from .state import EndpointHandler, ProxyState
 
 log = logging.getLogger("gatehouse.proxy")
@@ -174,8 +174,15 @@ class Pipeline:
         if metrics is None:
             return
         name = route.name if route is not None else ""
-        status = exchange.status if exchange.phase is not Phase.ABORTED else (exchange.status or 499)
-        metrics.request(name, exchange.head.method.decode("ascii", "replace"), status, _now() - exchange.start_time)
+        status = (
+            exchange.status if exchange.phase is not Phase.ABORTED else (exchange.status or 499)
+        )
+        metrics.request(
+            name,
+            exchange.head.method.decode("ascii", "replace"),
+            status,
+            _now() - exchange.start_time,
+        )
         if outcome is not None and outcome.upstream:
             metrics.upstream_duration.labels(name).observe(outcome.upstream_duration_s)
         if isinstance(error, UpstreamError):
@@ -229,7 +236,8 @@ class Pipeline:
             if session is not None and minter is not None:
                 assertion = minter.mint(session, target.host, state.specs[route.index])
                 identity = [
-                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in assertion.headers()
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in assertion.headers()
                 ]
         path = route.rewrite_path(target.path)
         return await forward(
@@ -240,7 +248,9 @@ class Pipeline:
             query=target.query,
             original_host=target.raw_host,
             identity_headers=identity,
-            session_cookie=state.auth.cookie_name.encode("latin-1") if state.auth is not None else None,
+            session_cookie=state.auth.cookie_name.encode("latin-1")
+            if state.auth is not None
+            else None,
         )
 
     async def _authorize(
@@ -287,7 +297,10 @@ class Pipeline:
             if log.isEnabledFor(logging.DEBUG):
                 # Allows are in the access log (route, user, decision); the rule detail
                 # costs a few microseconds, so it is written only at debug level.
-                log.debug("access allow", extra={"policy": {**decision.log_fields(), "user": access.user or ""}})
+                log.debug(
+                    "access allow",
+                    extra={"policy": {**decision.log_fields(), "user": access.user or ""}},
+                )
             return session
         fields = decision.log_fields()
         fields["user"] = access.user or ""
@@ -325,7 +338,10 @@ class Pipeline:
 
     async def _healthz(self, request: Request) -> Response:
         ok = self.ready
-        body: dict[str, Any] = {"status": "ok" if ok else "draining", "config": self.state.digest[:12]}
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "draining",
+            "config": self.state.digest[:12],
+        }
         return Response.json(body, 200 if ok else 503, [("Cache-Control", "no-store")])
 
     def _send(self, exchange: Exchange, response: Response, route: Route | None) -> None:
@@ -365,7 +381,10 @@ class Pipeline:
                 elif now >= next_check:
                     next_check = now + reauth
                     if not await self._still_allowed(exchange):
-                        log.info("closing tunnel: no longer authorized", extra={"route": route.name, "user": access.user})
+                        log.info(
+                            "closing tunnel: no longer authorized",
+                            extra={"route": route.name, "user": access.user},
+                        )
                         access.decision = "revoked"
                         tunnel.close()
 
@@ -436,7 +455,9 @@ def parse_target(exchange: Exchange, allow_path_parameters: bool = False) -> Tar
         if raw[:7].lower() == b"http://" or raw[:8].lower() == b"https://":
             parts = urlsplit(raw.decode("ascii", "replace"))
             raw_host = parts.netloc.encode("ascii", "replace")
-            raw = (parts.path or "/").encode() + (b"?" + parts.query.encode() if parts.query else b"")
+            raw = (parts.path or "/").encode() + (
+                b"?" + parts.query.encode() if parts.query else b""
+            )
         else:
             raise BadRequest("unsupported request target form")
     qmark = raw.find(b"?")
@@ -473,5 +494,9 @@ def redirect_response(route: Route, exchange: Exchange, target: Target) -> Respo
         path = redirect.prefix_rewrite + target.path[len(route.match_value) :]
     else:
         path = target.path
-    query = "" if redirect.strip_query or not target.query else "?" + target.query.decode("ascii", "replace")
+    query = (
+        ""
+        if redirect.strip_query or not target.query
+        else "?" + target.query.decode("ascii", "replace")
+    )
     return Response.redirect(f"{scheme}://{netloc}{path}{query}", redirect.response_code)

@@ -143,7 +143,10 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         response=route.response,
         prefix_rewrite=route.prefix_rewrite,
         regex_rewrite=(
-            (re.compile(route.regex_rewrite_pattern), _go_substitution(route.regex_rewrite_substitution or ""))
+            (
+                re.compile(route.regex_rewrite_pattern),
+                _go_substitution(route.regex_rewrite_substitution or ""),
+            )
             if route.regex_rewrite_pattern
             else None
         ),

@@ -196,6 +196,7 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
             secret,
             _scheme_lookup(router, options),
             minter.forget_session,
+            services.extra.get("session_event"),
         )
         authenticate_table.update(auth_endpoints.authenticate_routes())  # type: ignore[arg-type]
         route_table = auth_endpoints.route_host_routes()  # type: ignore[assignment]

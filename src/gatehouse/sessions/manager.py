@@ -407,6 +407,7 @@ def build_session_manager(
 
         store = RedisStore(url, records)
     return SessionManager(
+        cache=SessionCache(stale_grace_s=options.session_store_outage_grace),
         store=store,
         keys=keys,
         cookie_name=options.cookie_name,

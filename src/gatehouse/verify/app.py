@@ -16,9 +16,9 @@ import html
 import json
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 from .errors import VerificationError
 from .verifier import Verifier
@@ -91,7 +91,9 @@ class VerifyApp:
         if path == "/json":
             return _respond(start_response, "application/json", json.dumps(data, indent=2))
         if path == "/headers":
-            return _respond(start_response, "application/json", json.dumps(data["headers"], indent=2))
+            return _respond(
+                start_response, "application/json", json.dumps(data["headers"], indent=2)
+            )
         return _respond(start_response, "text/html; charset=utf-8", render_page(data))
 
 
@@ -99,7 +101,11 @@ def _respond(start_response: StartResponse, content_type: str, body: str) -> lis
     raw = body.encode()
     start_response(
         "200 OK",
-        [("Content-Type", content_type), ("Content-Length", str(len(raw))), ("Cache-Control", "no-store")],
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(raw))),
+            ("Cache-Control", "no-store"),
+        ],
     )
     return [raw]
 
@@ -116,7 +122,7 @@ def render_page(data: dict[str, Any]) -> str:
         status = '<h1 class="ok" id="status">&#10003; verified</h1>'
         who = (
             f'<p>Signed in as <strong id="email">{esc(ident["email"])}</strong>'
-            f' ({esc(ident["name"])}), subject <code>{esc(ident["sub"])}</code></p>'
+            f" ({esc(ident['name'])}), subject <code>{esc(ident['sub'])}</code></p>"
             f'<p>Groups: <span id="groups">{esc(", ".join(ident["groups"]) or "none")}</span></p>'
         )
     else:
@@ -130,9 +136,11 @@ def render_page(data: dict[str, Any]) -> str:
     body = "".join(f"<h2>{esc(t)}</h2>{_pre(v)}" for t, v in sections if v is not None)
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>gatehouse verify</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem}"
-        ".ok{color:#0a7f3f}.bad{color:#b42318}pre{background:#f5f6f8;padding:1rem;overflow:auto}</style>"
-        f"</head><body><p>gatehouse verify · {esc(data['host'])}</p>{status}{who}{body}</body></html>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:50rem;margin:2rem auto;"
+        "padding:0 1rem}.ok{color:#0a7f3f}.bad{color:#b42318}"
+        "pre{background:#f5f6f8;padding:1rem;overflow:auto}</style>"
+        f"</head><body><p>gatehouse verify · {esc(data['host'])}</p>"
+        f"{status}{who}{body}</body></html>"
     )
 
 
@@ -141,20 +149,24 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 def serve(host: str, port: int, jwks_url: str | None) -> WSGIServer:
     """A threaded server for the app (``serve_forever`` it, or run it in a thread)."""
-    return make_server(host, port, VerifyApp(jwks_url), _ThreadingServer, handler_class=_QuietHandler)
+    return make_server(
+        host, port, VerifyApp(jwks_url), _ThreadingServer, handler_class=_QuietHandler
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``gatehouse verify-app [--listen HOST:PORT] [--jwks-url URL]``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="gatehouse verify-app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gatehouse verify-app", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--listen", default="127.0.0.1:8000", help="address to serve on")
     parser.add_argument(
         "--jwks-url",
