@@ -21,6 +21,7 @@ import yaml
 
 from .config.loader import LoadedConfig, load_text
 from .config.server import ServerOptions
+from .datadir import create_once
 
 DEMO_PORT = 8080
 DEMO_USER = "demo"
@@ -35,15 +36,7 @@ def _data_dir() -> Path:
 def demo_password(data_dir: Path) -> str:
     """The demo user's password: generated once (mode 0600), the same on every start."""
     path = data_dir / PASSWORD_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return password
+    return create_once(path, lambda: (secrets.token_urlsafe(12) + "\n").encode()).decode().strip()
 
 
 def _start_verify_app(port: int) -> int:

@@ -35,7 +35,6 @@ import bisect
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -47,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gatehouse.datadir import create_once
 from gatehouse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -331,36 +331,12 @@ def keygen_text() -> str:
 def load_or_create_key_file(data_dir: str) -> tuple[bytes, Path]:
     """The PEM kept in ``data_dir``, creating it (mode 0600) the first time.
 
-    Two processes starting together must end up with the same key: the file is created
-    with ``O_EXCL`` from a fully written temporary file (``link`` is atomic), and a loser
-    reads the winner's key.
+    Processes starting together end up with the same key (see :mod:`gatehouse.datadir`).
     """
     directory = Path(data_dir).expanduser()
     path = directory / GENERATED_KEY_FILENAME
     try:
-        return path.read_bytes(), path
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigError(
-            [f"cannot read the generated signing key {path}: {exc.strerror}"]
-        ) from exc
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = directory / f".{GENERATED_KEY_FILENAME}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, generate_pem().encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its key
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path.read_bytes(), path
+        return create_once(path, lambda: generate_pem().encode("ascii")), path
     except OSError as exc:
         raise ConfigError(
             [

@@ -124,20 +124,34 @@ class BackChannel:
             return await self._refresh_grant(client, form)
         return _oauth_error("unsupported_grant_type", "unsupported grant_type")
 
-    async def _code_grant(self, client: ClientRegistration, form: dict[str, str]) -> Response:
-        code = form.get("code", "")
-        if not code or len(code) > MAX_TOKEN_CHARS:
-            return _oauth_error("invalid_request", "code is required")
-        h = token_hash(code)
-        raw = await self.p.store.take("code:" + h)
+    async def _spend(
+        self, client: ClientRegistration, token: str, kind: str, param: str, what: str
+    ) -> tuple[Grant, str] | Response:
+        """Take a single-use ``kind`` token (a code or refresh token) for ``client``.
+
+        A token presented again after its use revokes everything issued from it (RFC 6749
+        §4.1.2 and §10.4, OAuth 2.0 Security BCP §4.14). Returns the grant and the
+        token's hash, or the error response to send.
+        """
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return _oauth_error("invalid_request", f"{param} is required")
+        h = token_hash(token)
+        raw = await self.p.store.take(f"{kind}:{h}")
         if raw is None:
-            family = await self.p.store.get("codeused:" + h)
+            family = await self.p.store.get(f"{kind}used:{h}")
             if family is not None:
-                await self._revoke_family(family, "authorization code presented twice")
-            return _oauth_error("invalid_grant", "invalid, expired or used code")
+                await self._revoke_family(family, f"{what} presented twice")
+            return _oauth_error("invalid_grant", f"invalid, expired or used {what}")
         grant = Grant.loads(raw)
         if grant is None or grant.client_id != client.client_id:
-            return _oauth_error("invalid_grant", "invalid, expired or used code")
+            return _oauth_error("invalid_grant", f"invalid, expired or used {what}")
+        return grant, h
+
+    async def _code_grant(self, client: ClientRegistration, form: dict[str, str]) -> Response:
+        spent = await self._spend(client, form.get("code", ""), "code", "code", "code")
+        if isinstance(spent, Response):
+            return spent
+        grant, h = spent
         family = new_token()
         # Remember the spent code as long as what it could have produced lives.
         await self.p.store.put("codeused:" + h, family, self.p.settings.refresh_token_ttl_s)
@@ -164,19 +178,12 @@ class BackChannel:
         return await self._issue(issued, user, with_nonce=True)
 
     async def _refresh_grant(self, client: ClientRegistration, form: dict[str, str]) -> Response:
-        token = form.get("refresh_token", "")
-        if not token or len(token) > MAX_TOKEN_CHARS:
-            return _oauth_error("invalid_request", "refresh_token is required")
-        h = token_hash(token)
-        raw = await self.p.store.take("rt:" + h)
-        if raw is None:
-            family = await self.p.store.get("rtused:" + h)
-            if family is not None:
-                await self._revoke_family(family, "refresh token reused")
-            return _oauth_error("invalid_grant", "invalid, expired or used refresh token")
-        grant = Grant.loads(raw)
-        if grant is None or grant.client_id != client.client_id:
-            return _oauth_error("invalid_grant", "invalid, expired or used refresh token")
+        spent = await self._spend(
+            client, form.get("refresh_token", ""), "rt", "refresh_token", "refresh token"
+        )
+        if isinstance(spent, Response):
+            return spent
+        grant, h = spent
         await self.p.store.put("rtused:" + h, grant.family, self.p.settings.refresh_token_ttl_s)
         if not await self._family_alive(grant.family):
             return _oauth_error("invalid_grant", "the grant was revoked")

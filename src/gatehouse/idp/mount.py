@@ -11,7 +11,6 @@ browser-cookie key are kept in (or derived for) the data directory so every work
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..config.options import Options
 from ..constants import SIGNED_OUT_PATH
+from ..datadir import create_once
+from ..errors import ConfigError
 from ..http.messages import Headers, Request
 from .clients import ClientRegistration
 from .provider import DEFAULT_BASE_PATH, BuiltinProvider
@@ -43,26 +44,18 @@ def builtin_issuer(options: Options) -> str:
 def _signing_key(options: Options) -> bytes:
     """The provider's own key (never the assertion key): generated once in data_dir."""
     path = Path(options.data_dir).expanduser() / KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
+
+    def generate() -> bytes:
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-    for _ in range(100):
-        data = path.read_bytes()
-        if b"-----END" in data:
-            return data
-        os.sched_yield()
-    return path.read_bytes()
+
+    try:
+        return create_once(path, generate)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot create the built-in IdP key ({exc.strerror})"]) from exc
 
 
 def relying_party_options(options: Options, secret: bytes) -> Options:

@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..datadir import create_once
 from ..errors import ConfigError
 
 #: Length of the decoded secret and of every derived key, in bytes (AES-256).
@@ -55,24 +56,16 @@ def load_or_create_secret(path: Path) -> bytes:
     """Read a generated secret from ``path``, creating it (mode 0600) on first use.
 
     Used for the embedded default when no ``cookie_secret`` is configured, so that sessions
-    survive restarts and every worker process on the machine agrees on the key. ``O_EXCL``
-    makes concurrent first starts agree: one process writes, the others read its file.
+    survive restarts and every worker process on the machine agrees on the key
+    (:func:`gatehouse.datadir.create_once`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(os.urandom(SECRET_BYTES)).decode() + "\n")
-    # A racing reader may see the file before the writer's single small write lands.
-    for _ in range(100):
-        text = path.read_text().strip()
-        if text:
-            return decode_secret(text, name=str(path))
-        os.sched_yield()
-    raise ConfigError([f"{path}: empty secret file"])
+        text = create_once(
+            path, lambda: (base64.b64encode(os.urandom(SECRET_BYTES)).decode() + "\n").encode()
+        )
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot create the generated secret ({exc.strerror})"]) from exc
+    return decode_secret(text.decode().strip(), name=str(path))
 
 
 def derive_key(secret: bytes, info: bytes) -> bytes:
