@@ -61,8 +61,6 @@ def _is_clear_503(r: httpx.Response) -> bool:
     return r.status_code == 503 and "Traceback" not in r.text and "redis" not in r.text.lower()
 
 
-@pytest.mark.xfail(strict=False, reason="bug (flaky, depends on pool size): after a Redis restart each pooled connection opened before the "
-                   "outage fails one request with 503 (redis client built without retry on ConnectionError)")
 def test_redis_outage_keeps_cached_sessions_fails_writes_clearly_and_recovers(  # type: ignore[no-untyped-def]
     gh: GatehouseProcess, redis: RedisServer
 ) -> None:
