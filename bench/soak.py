@@ -135,7 +135,9 @@ class Upstream:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20, backlog=1024)
+            server = await asyncio.start_server(
+                self._serve, "127.0.0.1", 0, limit=1 << 20, backlog=1024
+            )
             self.port = server.sockets[0].getsockname()[1]
             from websockets.asyncio.server import serve
 
@@ -178,7 +180,9 @@ class Upstream:
                     writer.write(_head(200, [("Content-Length", "100000")]) + b"partial")
                     await writer.drain()
                     sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
                     writer.transport.abort()
                     return
                 if target.startswith("/fault/slow"):
@@ -201,7 +205,9 @@ class Upstream:
 
 
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    return (f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode()
+    return (
+        f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    ).encode()
 
 
 def _assertion_email(token: str) -> str:
@@ -226,19 +232,38 @@ class Redis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)], stdout=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         wait_for(self._ping, 10, "redis")
 
     def _ping(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), 1) as s,
+        ):
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False
 
     def restart(self) -> None:
         """Graceful restart that keeps the data (``SHUTDOWN SAVE``)."""
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 2) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), 2) as s,
+        ):
             s.sendall(b"SHUTDOWN SAVE\r\n")
             s.recv(16)
         if self.proc is not None:
@@ -263,12 +288,17 @@ class Gatehouse:
         self.port = 0
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG")}
+        env = {
+            k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG")
+        }
         env.update(PATH=os.environ.get("PATH", ""), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gatehouse", "run", "-c", str(self.path)],
-            stdout=open(self.workdir / "access.log", "wb"), stderr=open(self.stderr_path, "wb"),
-            env=env, cwd=self.workdir)
+            stdout=open(self.workdir / "access.log", "wb"),
+            stderr=open(self.stderr_path, "wb"),
+            env=env,
+            cwd=self.workdir,
+        )
 
         def listening() -> int | None:
             if self.proc is not None and self.proc.poll() is not None:
@@ -342,17 +372,33 @@ class Stats:
         their page loads, or any 503 once Redis is back, is *not* expected.
         """
         for name, start, end in list(self.faults):
-            if name == "worker_kill" and kind == "connection" and start - 0.5 <= at <= end + FAULT_WINDOW_S:
+            if (
+                name == "worker_kill"
+                and kind == "connection"
+                and start - 0.5 <= at <= end + FAULT_WINDOW_S
+            ):
                 return True
-            if (name == "redis_restart" and op in ("sign_in", "resign") and "503" in kind
-                    and start - 0.5 <= at <= end + 0.5):
+            if (
+                name == "redis_restart"
+                and op in ("sign_in", "resign")
+                and "503" in kind
+                and start - 0.5 <= at <= end + 0.5
+            ):
                 return True
         return False
 
 
 class VirtualUser:
-    def __init__(self, n: int, port: int, password: str, stats: Stats, deadline: float,
-                 budget: list[int], rng: random.Random) -> None:
+    def __init__(
+        self,
+        n: int,
+        port: int,
+        password: str,
+        stats: Stats,
+        deadline: float,
+        budget: list[int],
+        rng: random.Random,
+    ) -> None:
         self.n = n
         self.email = f"user{n}@example.com"
         self.username = f"user{n}"
@@ -373,7 +419,9 @@ class VirtualUser:
         jar = self.cookies.get(host)
         if jar:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
-        target = f"http://127.0.0.1:{self.port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+        target = f"http://127.0.0.1:{self.port}{parts.path or '/'}" + (
+            f"?{parts.query}" if parts.query else ""
+        )
         with self.stats.lock:
             self.stats.requests += 1
             self.budget[0] -= 1
@@ -397,9 +445,15 @@ class VirtualUser:
                 r = self.request("GET", url)
                 continue
             if r.status_code == 200 and 'name="tx"' in r.text and 'name="password"' in r.text:
-                form = {m.group(1): unescape(m.group(2)) for m in
-                        re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text)}
-                action = unescape(re.search(r'<form method="post" action="([^"]*)"', r.text).group(1))  # type: ignore[union-attr]
+                form = {
+                    m.group(1): unescape(m.group(2))
+                    for m in re.finditer(
+                        r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text
+                    )
+                }
+                action = unescape(
+                    re.search(r'<form method="post" action="([^"]*)"', r.text).group(1)
+                )  # type: ignore[union-attr]
                 form.update(username=self.username, password=self.password)
                 url = urljoin(url, action)
                 r = self.request("POST", url, data=form)
@@ -417,7 +471,9 @@ class VirtualUser:
             return page
         return self.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": m.group(1)})
 
-    def record(self, op: str, started: float, ok: bool, kind: str = "", expected: bool = False) -> None:
+    def record(
+        self, op: str, started: float, ok: bool, kind: str = "", expected: bool = False
+    ) -> None:
         now = time.monotonic()
         with self.stats.lock:
             self.stats.ops[op] += 1
@@ -434,8 +490,16 @@ class VirtualUser:
                 self.stats.leaks.append(f"{op}: {self.email} saw {echoed}")
 
     def run(self) -> None:
-        weights = {"page": 60, "api_no_session": 10, "upload": 5, "download": 5, "websocket": 5,
-                   "resign": 2, "fault_reset": 1, "fault_slow": 1}
+        weights = {
+            "page": 60,
+            "api_no_session": 10,
+            "upload": 5,
+            "download": 5,
+            "websocket": 5,
+            "resign": 2,
+            "fault_reset": 1,
+            "fault_slow": 1,
+        }
         ops, w = list(weights), list(weights.values())
         self.do("sign_in")
         while time.monotonic() < self.deadline and self.budget[0] > 0:
@@ -466,7 +530,9 @@ class VirtualUser:
         return self._status(r, 200)
 
     def op_page(self) -> tuple[bool, str, bool]:
-        r = self.request("GET", f"{APP}/page/{self.rng.randrange(1000)}", headers={"Accept": "application/json"})
+        r = self.request(
+            "GET", f"{APP}/page/{self.rng.randrange(1000)}", headers={"Accept": "application/json"}
+        )
         if r.status_code == 401:
             with self.stats.lock:
                 self.stats.lost_sessions += 1
@@ -476,16 +542,22 @@ class VirtualUser:
         return self._status(r, 200)
 
     def op_api_no_session(self) -> tuple[bool, str, bool]:
-        r = self.client.get(f"http://127.0.0.1:{self.port}/api/data",
-                            headers={"Host": "app.localhost", "Accept": "application/json"})
+        r = self.client.get(
+            f"http://127.0.0.1:{self.port}/api/data",
+            headers={"Host": "app.localhost", "Accept": "application/json"},
+        )
         self.client.cookies.clear()
         with self.stats.lock:
             self.stats.requests += 1
         return self._status(r, 401)
 
     def op_upload(self) -> tuple[bool, str, bool]:
-        r = self.request("POST", f"{APP}/upload", content=os.urandom(16) * (UPLOAD_BYTES // 16),
-                         headers={"Accept": "application/json"})
+        r = self.request(
+            "POST",
+            f"{APP}/upload",
+            content=os.urandom(16) * (UPLOAD_BYTES // 16),
+            headers={"Accept": "application/json"},
+        )
         self.check_identity(r, "upload")
         if r.status_code == 200 and r.headers.get("x-received") != str(UPLOAD_BYTES):
             return False, "upload size mismatch", False
@@ -505,8 +577,13 @@ class VirtualUser:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         with self.stats.lock:
             self.stats.requests += 1
-        with connect("ws://app.localhost/ws", sock=sock, open_timeout=10, close_timeout=5,
-                     additional_headers={"Cookie": f"_gatehouse={cookie}"}) as ws:
+        with connect(
+            "ws://app.localhost/ws",
+            sock=sock,
+            open_timeout=10,
+            close_timeout=5,
+            additional_headers={"Cookie": f"_gatehouse={cookie}"},
+        ) as ws:
             for i in range(3):
                 ws.send(f"{self.n}-{i}")
                 if ws.recv(timeout=10) != f"{self.n}-{i}":
@@ -546,44 +623,80 @@ def soak(args: argparse.Namespace) -> int:
         up = Upstream()
         password = "soak-" + os.urandom(6).hex()
         phash = hash_password(password)
-        users = [{"username": f"user{i}", "password_hash": phash, "email": f"user{i}@example.com",
-                  "name": f"User {i}"} for i in range(args.users)]
+        users = [
+            {
+                "username": f"user{i}",
+                "password_hash": phash,
+                "email": f"user{i}@example.com",
+                "name": f"User {i}",
+            }
+            for i in range(args.users)
+        ]
         config = {
-            "address": "127.0.0.1:0", "insecure_server": True, "workers": 2, "shutdown_timeout": "10s",
-            "authenticate_service_url": AUTH, "idp_provider": "builtin", "idp_users": users,
+            "address": "127.0.0.1:0",
+            "insecure_server": True,
+            "workers": 2,
+            "shutdown_timeout": "10s",
+            "authenticate_service_url": AUTH,
+            "idp_provider": "builtin",
+            "idp_users": users,
             "shared_secret": base64.b64encode(os.urandom(32)).decode(),
             "cookie_secret": base64.b64encode(os.urandom(32)).decode(),
             "databroker_storage_type": "redis",
             "databroker_storage_connection_string": f"redis://127.0.0.1:{redis.port}/0",
             "data_dir": str(tmp / "data"),
             "routes": [
-                {"from": APP, "to": f"http://127.0.0.1:{up.port}", "pass_identity_headers": True,
-                 "allow_any_authenticated_user": True, "timeout": "1s", "idle_timeout": "10s",
-                 "prefix": "/", "allow_websockets": False, "name": "app"},
+                {
+                    "from": APP,
+                    "to": f"http://127.0.0.1:{up.port}",
+                    "pass_identity_headers": True,
+                    "allow_any_authenticated_user": True,
+                    "timeout": "1s",
+                    "idle_timeout": "10s",
+                    "prefix": "/",
+                    "allow_websockets": False,
+                    "name": "app",
+                },
             ],
         }
         # WebSockets go to the echo server (a path-matched route, listed first).
-        config["routes"].insert(0, {"from": APP, "prefix": "/ws", "to": f"http://127.0.0.1:{up.ws_port}",
-                                    "allow_websockets": True, "allow_any_authenticated_user": True,
-                                    "name": "ws"})
+        config["routes"].insert(
+            0,
+            {
+                "from": APP,
+                "prefix": "/ws",
+                "to": f"http://127.0.0.1:{up.ws_port}",
+                "allow_websockets": True,
+                "allow_any_authenticated_user": True,
+                "name": "ws",
+            },
+        )
         config["routes"][1].pop("prefix")
         gh = Gatehouse(tmp, config)
         gh.start()
-        print(f"gatehouse on :{gh.port}, redis on :{redis.port}, upstream :{up.port}, "
-              f"{args.users} virtual users, {args.duration:.0f}s, at most {args.max_requests} requests",
-              flush=True)
+        print(
+            f"gatehouse on :{gh.port}, redis on :{redis.port}, upstream :{up.port}, "
+            f"{args.users} virtual users, {args.duration:.0f}s, at most {args.max_requests} requests",
+            flush=True,
+        )
         start = time.monotonic()
         deadline = start + args.duration
         budget = [args.max_requests]
         rss: list[tuple[float, int]] = []
-        vus = [VirtualUser(i, gh.port, password, stats, deadline, budget, random.Random(i))
-               for i in range(args.users)]
+        vus = [
+            VirtualUser(i, gh.port, password, stats, deadline, budget, random.Random(i))
+            for i in range(args.users)
+        ]
         threads = [threading.Thread(target=vu.run, daemon=True) for vu in vus]
         for t in threads:
             t.start()
         schedule = [
-            (0.15, "config_reload"), (0.25, "worker_kill"), (0.35, "redis_restart"),
-            (0.45, "config_reload"), (0.55, "config_reload"), (0.8, "config_reload"),
+            (0.15, "config_reload"),
+            (0.25, "worker_kill"),
+            (0.35, "redis_restart"),
+            (0.45, "config_reload"),
+            (0.55, "config_reload"),
+            (0.8, "config_reload"),
         ]
         next_sample = start
         reloads = 0
@@ -619,26 +732,43 @@ def soak(args: argparse.Namespace) -> int:
             print(f"kept {tmp}")
 
 
-def report(args: argparse.Namespace, stats: Stats, rss: list[tuple[float, int]], elapsed: float,
-           exit_code: int, gh: Gatehouse, start: float) -> int:
-    print(f"\n== soak: {elapsed:.0f}s, {stats.requests} HTTP requests "
-          f"({stats.requests / elapsed:.0f}/s), {sum(stats.ops.values())} operations")
+def report(
+    args: argparse.Namespace,
+    stats: Stats,
+    rss: list[tuple[float, int]],
+    elapsed: float,
+    exit_code: int,
+    gh: Gatehouse,
+    start: float,
+) -> int:
+    print(
+        f"\n== soak: {elapsed:.0f}s, {stats.requests} HTTP requests "
+        f"({stats.requests / elapsed:.0f}/s), {sum(stats.ops.values())} operations"
+    )
     print(f"{'operation':16} {'count':>7} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8}")
     errors_by_op = Counter(op for _, op, _, _ in stats.errors)
     for op, n in sorted(stats.ops.items()):
         lat = stats.latency.get(op, [])
-        print(f"{op:16} {n:7d} {errors_by_op[op]:7d} {percentile(lat, 50) * 1000:8.1f} "
-              f"{percentile(lat, 99) * 1000:8.1f}")
+        print(
+            f"{op:16} {n:7d} {errors_by_op[op]:7d} {percentile(lat, 50) * 1000:8.1f} "
+            f"{percentile(lat, 99) * 1000:8.1f}"
+        )
     all_lat = [v for op, vs in stats.latency.items() if op not in ("fault_slow",) for v in vs]
-    print(f"all (no fault ops)        p50 {percentile(all_lat, 50) * 1000:.1f} ms   "
-          f"p99 {percentile(all_lat, 99) * 1000:.1f} ms")
+    print(
+        f"all (no fault ops)        p50 {percentile(all_lat, 50) * 1000:.1f} ms   "
+        f"p99 {percentile(all_lat, 99) * 1000:.1f} ms"
+    )
     print("\nerrors by kind:")
     kinds = Counter((op, kind, expected) for _, op, kind, expected in stats.errors)
     for (op, kind, expected), n in sorted(kinds.items()):
-        print(f"  {n:6d}  {op:16} {kind:28} {'expected (injected fault)' if expected else 'UNEXPECTED'}")
+        print(
+            f"  {n:6d}  {op:16} {kind:28} {'expected (injected fault)' if expected else 'UNEXPECTED'}"
+        )
     if not kinds:
         print("  none")
-    print("\nfaults injected:", ", ".join(f"{name}@{s - start:.0f}s" for name, s, _ in stats.faults))
+    print(
+        "\nfaults injected:", ", ".join(f"{name}@{s - start:.0f}s" for name, s, _ in stats.faults)
+    )
     print("\nRSS of gatehouse (supervisor + workers), MiB:")
     step = max(1, len(rss) // 20)
     print("  " + "  ".join(f"{t:.0f}s:{kb / 1024:.0f}" for t, kb in rss[::step]))
@@ -653,8 +783,10 @@ def report(args: argparse.Namespace, stats: Stats, rss: list[tuple[float, int]],
     unexpected = [e for e in stats.errors if not e[3]]
     crashes = [r for r in gh.log_lines() if "worker exited unexpectedly" in str(r.get("message"))]
     tracebacks = [r for r in gh.log_lines() if "Traceback" in str(r) and "exception" in r]
-    print(f"\nworker restarts logged: {len(crashes)} (injected kills: "
-          f"{sum(1 for f in stats.faults if f[0] == 'worker_kill')}); logged exceptions: {len(tracebacks)}")
+    print(
+        f"\nworker restarts logged: {len(crashes)} (injected kills: "
+        f"{sum(1 for f in stats.faults if f[0] == 'worker_kill')}); logged exceptions: {len(tracebacks)}"
+    )
     print(f"sessions lost (401 on a signed-in user): {stats.lost_sessions}")
     checks = {
         "zero unexpected errors": not unexpected,
@@ -669,11 +801,21 @@ def report(args: argparse.Namespace, stats: Stats, rss: list[tuple[float, int]],
     for name, ok in checks.items():
         print(f"  [{'ok' if ok else 'FAIL'}] {name}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "elapsed_s": elapsed, "requests": stats.requests, "ops": stats.ops,
-            "errors": [list(k) + [n] for k, n in kinds.items()], "rss_kb": rss,
-            "checks": checks, "p50_ms": percentile(all_lat, 50) * 1000, "p99_ms": percentile(all_lat, 99) * 1000,
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "elapsed_s": elapsed,
+                    "requests": stats.requests,
+                    "ops": stats.ops,
+                    "errors": [list(k) + [n] for k, n in kinds.items()],
+                    "rss_kb": rss,
+                    "checks": checks,
+                    "p50_ms": percentile(all_lat, 50) * 1000,
+                    "p99_ms": percentile(all_lat, 99) * 1000,
+                },
+                indent=1,
+            )
+        )
     return 0 if all(checks.values()) else 1
 
 
@@ -692,12 +834,23 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fast
   server {{ listen 127.0.0.1:{nginx_port}; location / {{ return 200 "hello from upstream\\n"; }} }} }}
 """)
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stderr=subprocess.DEVNULL)
-    gh = Gatehouse(tmp, {
-        "address": "127.0.0.1:0", "insecure_server": True, "workers": args.workers, "access_log": False,
-        "data_dir": str(tmp / "data"),
-        "routes": [{"from": "http://bench.localhost", "to": f"http://127.0.0.1:{nginx_port}",
-                    "allow_public_unauthenticated_access": True}],
-    })
+    gh = Gatehouse(
+        tmp,
+        {
+            "address": "127.0.0.1:0",
+            "insecure_server": True,
+            "workers": args.workers,
+            "access_log": False,
+            "data_dir": str(tmp / "data"),
+            "routes": [
+                {
+                    "from": "http://bench.localhost",
+                    "to": f"http://127.0.0.1:{nginx_port}",
+                    "allow_public_unauthenticated_access": True,
+                }
+            ],
+        },
+    )
     try:
         wait_for(lambda: _get_ok(nginx_port, "x"), 10, "nginx")
         gh.start()
@@ -705,8 +858,9 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fast
         url = f"http://127.0.0.1:{gh.port}/"
         base = ["wrk", "-t2", f"-c{args.connections}", "--latency", "-H", "Host: bench.localhost"]
         subprocess.run([*base, "-d5s", url], capture_output=True, check=False)  # warm-up
-        out = subprocess.run([*base, f"-d{int(args.duration)}s", url], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [*base, f"-d{int(args.duration)}s", url], capture_output=True, text=True, check=False
+        ).stdout
         print(out)
         p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -716,9 +870,11 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fast
             print("could not parse wrk output")
             return 1
         ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
-        print(f"== {args.connections} keep-alive connections, workers: {args.workers}: "
-              f"p99 {ms:.1f} ms (target < 50 ms), {rps.group(1) if rps else '?'} req/s, "
-              f"{errors.group(0) if errors else 'no socket errors'}, non-2xx: {non2xx.group(1) if non2xx else 0}")
+        print(
+            f"== {args.connections} keep-alive connections, workers: {args.workers}: "
+            f"p99 {ms:.1f} ms (target < 50 ms), {rps.group(1) if rps else '?'} req/s, "
+            f"{errors.group(0) if errors else 'no socket errors'}, non-2xx: {non2xx.group(1) if non2xx else 0}"
+        )
         return 0 if ms < 50 and not non2xx else 1
     finally:
         gh.stop()
@@ -730,21 +886,40 @@ http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fast
 
 def _get_ok(port: int, host: str) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": host}, timeout=2).status_code == 200
+        return (
+            httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": host}, timeout=2).status_code
+            == 200
+        )
     except httpx.HTTPError:
         return False
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=parse_duration, default=None,
-                        help="how long (default 10m for the soak, 20s for --connections)")
-    parser.add_argument("--max-requests", type=int, default=2_000_000, help="stop after this many requests")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=None,
+        help="how long (default 10m for the soak, 20s for --connections)",
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=2_000_000, help="stop after this many requests"
+    )
     parser.add_argument("--users", type=int, default=8, help="virtual users (threads)")
-    parser.add_argument("--sample-interval", type=float, default=2.0, help="RSS sampling period, seconds")
-    parser.add_argument("--connections", type=int, default=0,
-                        help="instead of the soak: wrk with this many keep-alive connections")
-    parser.add_argument("--workers", type=int, default=2, help="gatehouse workers for --connections")
+    parser.add_argument(
+        "--sample-interval", type=float, default=2.0, help="RSS sampling period, seconds"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        help="instead of the soak: wrk with this many keep-alive connections",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gatehouse workers for --connections"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args()

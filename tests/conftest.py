@@ -18,7 +18,9 @@ from support.upstream import Action, Upstream, WebSocketEcho
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: streams a lot of data (1 GiB); deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "slow: streams a lot of data (1 GiB); deselect with -m 'not slow'"
+    )
 
 
 @pytest.fixture(scope="session")

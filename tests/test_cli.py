@@ -21,7 +21,10 @@ from support.upstream import Respond, SlowHead, Upstream
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "gatehouse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=clean_env(),
     )
 
@@ -41,7 +44,9 @@ def test_help_on_every_command(command: list[str]) -> None:
 
 def test_check_valid(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text(config_text({"routes": public([{"from": "http://a.test", "to": "http://127.0.0.1:1"}])}))
+    path.write_text(
+        config_text({"routes": public([{"from": "http://a.test", "to": "http://127.0.0.1:1"}])})
+    )
     result = run_cli("check", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
@@ -49,7 +54,9 @@ def test_check_valid(tmp_path: Path) -> None:
 
 def test_check_reports_every_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("insecure_server: true\ntimout_idle: 1s\nroutes:\n  - from: http://a.test\n    to: ftp://x\n")
+    path.write_text(
+        "insecure_server: true\ntimout_idle: 1s\nroutes:\n  - from: http://a.test\n    to: ftp://x\n"
+    )
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 1
     assert f"{path}:2:" in result.stderr and "did you mean 'timeout_idle'" in result.stderr
@@ -75,8 +82,10 @@ def test_sigterm_drains_an_in_flight_request(
     tmp_path: Path, make_upstream: Callable[..., Upstream]
 ) -> None:
     up = make_upstream("slow", SlowHead(delay=1.0, then=Respond(body=b"hello from slow")))
-    gh = GatehouseProcess({"shutdown_timeout": "10s",
-                           "routes": public([{"from": "http://slow.test", "to": up.url}])}, tmp_path).start()
+    gh = GatehouseProcess(
+        {"shutdown_timeout": "10s", "routes": public([{"from": "http://slow.test", "to": up.url}])},
+        tmp_path,
+    ).start()
     result: dict[str, object] = {}
 
     def call() -> None:

@@ -29,14 +29,14 @@ def test_minimal_config_defaults() -> None:
 
 def test_every_problem_reported_with_line_and_key() -> None:
     text = (
-        "insecure_server: true\n"            # 1
-        "timeout_idle: soon\n"                 # 2
-        "routes:\n"                            # 3
-        "  - from: http://a.test\n"            # 4
-        "    to: ftp://b.test\n"               # 5
-        "  - from: http://c.test\n"            # 6
-        "    to: http://d.test\n"              # 7
-        "    timeout: 5 minutes\n"             # 8
+        "insecure_server: true\n"  # 1
+        "timeout_idle: soon\n"  # 2
+        "routes:\n"  # 3
+        "  - from: http://a.test\n"  # 4
+        "    to: ftp://b.test\n"  # 5
+        "  - from: http://c.test\n"  # 6
+        "    to: http://d.test\n"  # 7
+        "    timeout: 5 minutes\n"  # 8
     )
     found = problems(text)
     assert len(found) == 3, found
@@ -49,14 +49,24 @@ def test_every_problem_reported_with_line_and_key() -> None:
     ("text", "line", "suggestion"),
     [
         ("insecure_server: true\ntimout_idle: 5s\n", 2, "timeout_idle"),
-        ("insecure_server: true\nroutes:\n  - from: http://a.test\n    too: http://b.test\n", 4, "to"),
-        ("insecure_server: true\nroutes:\n  - from: http://a.test\n    to: http://b\n    prefx: /a\n", 5, "prefix"),
+        (
+            "insecure_server: true\nroutes:\n  - from: http://a.test\n    too: http://b.test\n",
+            4,
+            "to",
+        ),
+        (
+            "insecure_server: true\nroutes:\n  - from: http://a.test\n    to: http://b\n    prefx: /a\n",
+            5,
+            "prefix",
+        ),
         ("insecure_servr: true\n", 1, "insecure_server"),
     ],
 )
 def test_did_you_mean(text: str, line: int, suggestion: str) -> None:
     found = problems(text)
-    assert any(f"gh.yaml:{line}:" in p and "unknown key" in p and repr(suggestion) in p for p in found), found
+    assert any(
+        f"gh.yaml:{line}:" in p and "unknown key" in p and repr(suggestion) in p for p in found
+    ), found
 
 
 def test_unknown_key_without_suggestion_is_still_an_error() -> None:
@@ -77,8 +87,17 @@ def test_duplicate_key_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), ("1.5s", 1.5), ("2h", 7200.0),
-     ("1m30s", 90.0), (10, 10.0), ("0", 0.0)],
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("2h", 7200.0),
+        ("1m30s", 90.0),
+        (10, 10.0),
+        ("0", 0.0),
+    ],
 )
 def test_go_durations(text: object, seconds: float) -> None:
     opts = load_text(BASE + yaml.safe_dump({"default_upstream_timeout": text}), env={}).options
@@ -93,8 +112,14 @@ def test_bad_durations(bad: str) -> None:
 
 def test_env_overrides_win() -> None:
     text = "address: 127.0.0.1:1\ninsecure_server: false\ncertificate_file: x\ncertificate_key_file: y\n"
-    opts = load_text(text, env={"ADDRESS": "127.0.0.1:9999", "INSECURE_SERVER": "true",
-                                "DEFAULT_UPSTREAM_TIMEOUT": "45s"}).options
+    opts = load_text(
+        text,
+        env={
+            "ADDRESS": "127.0.0.1:9999",
+            "INSECURE_SERVER": "true",
+            "DEFAULT_UPSTREAM_TIMEOUT": "45s",
+        },
+    ).options
     assert opts.address == "127.0.0.1:9999"
     assert opts.insecure_server is True
     assert opts.default_upstream_timeout == 45.0
@@ -105,8 +130,11 @@ ROUTES_YAML = "- from: http://env.test\n  to: http://127.0.0.1:1\n"
 
 @pytest.mark.parametrize(
     "value",
-    [ROUTES_YAML, base64.b64encode(ROUTES_YAML.encode()).decode(),
-     '[{"from": "http://env.test", "to": "http://127.0.0.1:1"}]'],
+    [
+        ROUTES_YAML,
+        base64.b64encode(ROUTES_YAML.encode()).decode(),
+        '[{"from": "http://env.test", "to": "http://127.0.0.1:1"}]',
+    ],
     ids=["yaml", "base64", "json"],
 )
 def test_routes_from_env(value: str) -> None:
@@ -121,14 +149,18 @@ def test_bad_env_value_is_reported() -> None:
 
 
 def test_unknown_keys_in_nested_objects_are_errors() -> None:
-    found = problems(BASE + "routes:\n  - from: http://a.test\n    redirect: {host_redirect: b.test, bogus: 1}\n")
+    found = problems(
+        BASE + "routes:\n  - from: http://a.test\n    redirect: {host_redirect: b.test, bogus: 1}\n"
+    )
     assert any("bogus" in p for p in found), found
 
 
 def test_route_rules() -> None:
     found = problems(BASE + "routes:\n  - from: http://a.test\n")
     assert any("exactly one of to, redirect or response" in p for p in found), found
-    found = problems(BASE + "routes:\n  - from: http://a.test\n    to: http://b\n    prefix: /a\n    path: /b\n")
+    found = problems(
+        BASE + "routes:\n  - from: http://a.test\n    to: http://b\n    prefix: /a\n    path: /b\n"
+    )
     assert any("only one of prefix, path or regex" in p for p in found), found
     found = problems("routes:\n  - from: http://a.test\n    to: http://b\n")
     assert any("insecure_server" in p for p in found), found
@@ -141,7 +173,9 @@ def test_route_rules() -> None:
 
 
 def test_weights_parsed() -> None:
-    opts = load_text(BASE + "routes:\n  - from: http://a.test\n    to: ['http://b:1,3', 'http://c:2']\n", env={}).options
+    opts = load_text(
+        BASE + "routes:\n  - from: http://a.test\n    to: ['http://b:1,3', 'http://c:2']\n", env={}
+    ).options
     assert [(u.port, u.weight) for u in opts.routes[0].to or []] == [(1, 3), (2, 1)]
 
 
@@ -159,8 +193,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_response_headers_defaults_and_removal() -> None:
-    opts = load_text(BASE + "set_response_headers: {X-Frame-Options: DENY, X-XSS-Protection: '', X-New: v}\n",
-                     env={}).options
+    opts = load_text(
+        BASE + "set_response_headers: {X-Frame-Options: DENY, X-XSS-Protection: '', X-New: v}\n",
+        env={},
+    ).options
     headers = opts.response_headers()
     assert headers["X-Frame-Options"] == "DENY"
     assert "X-XSS-Protection" not in headers

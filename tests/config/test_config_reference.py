@@ -11,7 +11,9 @@ DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
 
 
 def test_reference_doc_is_current() -> None:
-    assert DOC.read_text() == reference_markdown(), "run: gatehouse reference > docs/configuration.md"
+    assert DOC.read_text() == reference_markdown(), (
+        "run: gatehouse reference > docs/configuration.md"
+    )
 
 
 def test_every_global_key_is_documented() -> None:

@@ -17,14 +17,24 @@ def test_reload_serves_new_routes_and_survives_a_broken_edit(
     assert gh.get("/", "one.test").text == "hello from a"
     assert gh.get("/", "two.test").status_code == 404
 
-    gh.write_config({"routes": public([{"from": "http://one.test", "to": b.url},
-                                       {"from": "http://two.test", "response": {"body": "two"}}])})
+    gh.write_config(
+        {
+            "routes": public(
+                [
+                    {"from": "http://one.test", "to": b.url},
+                    {"from": "http://two.test", "response": {"body": "two"}},
+                ]
+            )
+        }
+    )
     wait_until(lambda: gh.get("/", "two.test").status_code == 200, 5, what="the new route")
     assert gh.get("/", "one.test").text == "hello from b"
     gh.wait_log(lambda r: r.get("message") == "config reloaded")
 
-    gh.write_config("insecure_server: true\naddress: 127.0.0.1:0\nworkers: 1\nroutes:\n"
-                    "  - from: http://one.test\n    too: http://x\n")
+    gh.write_config(
+        "insecure_server: true\naddress: 127.0.0.1:0\nworkers: 1\nroutes:\n"
+        "  - from: http://one.test\n    too: http://x\n"
+    )
     line = gh.wait_log(lambda r: "reload failed" in r.get("message", ""), 5)
     assert any("routes[0]" in p and "'to'" in p for p in line["problems"]), line
     assert any(":6:" in p for p in line["problems"]), line  # file:line of the bad key

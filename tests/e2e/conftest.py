@@ -49,9 +49,7 @@ def sso_config(idp: ProviderProcess, routes: list[dict[str, Any]], **extra: Any)
 
 
 @pytest.fixture
-def start_sso(
-    idp: ProviderProcess, tmp_path: Path
-) -> Iterator[Callable[..., GatehouseProcess]]:
+def start_sso(idp: ProviderProcess, tmp_path: Path) -> Iterator[Callable[..., GatehouseProcess]]:
     started: list[GatehouseProcess] = []
 
     def start(routes: list[dict[str, Any]], **extra: Any) -> GatehouseProcess:

@@ -24,7 +24,10 @@ from support.gatehouse import clean_env
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(os.environ.get("GATEHOUSE_ARTIFACTS", Path(__file__).parents[2] / "artifacts")) / "screenshots"
+ARTIFACTS = (
+    Path(os.environ.get("GATEHOUSE_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
+    / "screenshots"
+)
 
 
 class Demo:
@@ -32,7 +35,10 @@ class Demo:
         env = clean_env({"ADDRESS": "127.0.0.1:0", "DATA_DIR": str(tmp / "data")})
         self.proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "gatehouse", "demo"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -77,8 +83,15 @@ def page():  # type: ignore[no-untyped-def]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         context = browser.new_context()
         yield context.new_page()
@@ -107,7 +120,9 @@ def test_single_sign_on_in_a_browser(demo: Demo, page) -> None:  # type: ignore[
     page.wait_for_selector("#status")
     shot(page, "02-verify-page")
     assert page.url.rstrip("/") == demo.url
-    assert "verified" in page.inner_text("#status") and "not verified" not in page.inner_text("#status")
+    assert "verified" in page.inner_text("#status") and "not verified" not in page.inner_text(
+        "#status"
+    )
     assert page.inner_text("#email") == "demo@example.com"
 
     page.goto(demo.url + "/.pomerium/")

@@ -19,14 +19,26 @@ OTHER = "http://other.localhost"
 
 
 def routes(upstream: Upstream, **extra: object) -> list[dict[str, object]]:
-    base = {"to": upstream.url, "pass_identity_headers": True,
-            "policy": [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}], **extra}
-    return [{"from": APP, **base}, {"from": OTHER, **base},
-            {"from": "http://denied.localhost", "to": upstream.url,
-             "policy": [{"allow": {"or": [{"email": {"is": "nobody@example.com"}}]}}]}]
+    base = {
+        "to": upstream.url,
+        "pass_identity_headers": True,
+        "policy": [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}],
+        **extra,
+    }
+    return [
+        {"from": APP, **base},
+        {"from": OTHER, **base},
+        {
+            "from": "http://denied.localhost",
+            "to": upstream.url,
+            "policy": [{"allow": {"or": [{"email": {"is": "nobody@example.com"}}]}}],
+        },
+    ]
 
 
-def test_sign_in_lands_on_the_requested_url_with_a_verifiable_assertion(start_sso, app_upstream) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_lands_on_the_requested_url_with_a_verifiable_assertion(
+    start_sso, app_upstream
+) -> None:  # type: ignore[no-untyped-def]
     gh = start_sso(routes(app_upstream))
     browser = Browser(gh.port)
     final = browser.follow(f"{APP}/dashboard?tab=2")
@@ -36,10 +48,14 @@ def test_sign_in_lands_on_the_requested_url_with_a_verifiable_assertion(start_ss
     assert seen.target == "/dashboard?tab=2"
     token = seen.header("x-pomerium-jwt-assertion")
     assert token
-    jwks = jwt.PyJWKClient(f"http://127.0.0.1:{gh.port}/.well-known/pomerium/jwks.json",
-                           headers={"Host": "app.localhost"})
+    jwks = jwt.PyJWKClient(
+        f"http://127.0.0.1:{gh.port}/.well-known/pomerium/jwks.json",
+        headers={"Host": "app.localhost"},
+    )
     key = jwks.get_signing_key_from_jwt(token)
-    claims = jwt.decode(token, key.key, algorithms=["ES256"], audience="app.localhost", issuer="app.localhost")
+    claims = jwt.decode(
+        token, key.key, algorithms=["ES256"], audience="app.localhost", issuer="app.localhost"
+    )
     assert claims["email"] == "alice@example.com"
     assert claims["groups"] == ["admins", "staff"]
     assert claims["sub"] and claims["sub"] == claims["user"]
@@ -55,12 +71,18 @@ def test_second_route_host_needs_no_second_sign_in(start_sso, app_upstream) -> N
     idp_hops_after = sum(1 for h in browser.history if h.url.startswith("http://127.0.0.1"))
     assert idp_hops_after == idp_hops_before  # the IdP was not visited again
     assert "other.localhost" in browser.cookies and "app.localhost" in browser.cookies
-    assert browser.cookies["other.localhost"]["_gatehouse"] != browser.cookies["app.localhost"]["_gatehouse"]
+    assert (
+        browser.cookies["other.localhost"]["_gatehouse"]
+        != browser.cookies["app.localhost"]["_gatehouse"]
+    )
 
 
 def test_api_request_without_session_gets_401_json(start_sso, app_upstream) -> None:  # type: ignore[no-untyped-def]
     gh = start_sso(routes(app_upstream))
-    r = httpx.get(f"http://127.0.0.1:{gh.port}/api", headers={"Host": "app.localhost", "Accept": "application/json"})
+    r = httpx.get(
+        f"http://127.0.0.1:{gh.port}/api",
+        headers={"Host": "app.localhost", "Accept": "application/json"},
+    )
     assert r.status_code == 401
     assert r.json()["status"] == 401
     assert app_upstream.requests == []
@@ -79,7 +101,14 @@ def test_cookie_from_one_host_does_not_work_on_another(start_sso, app_upstream) 
     browser = Browser(gh.port)
     browser.follow(f"{APP}/")
     stolen = browser.cookies["app.localhost"]["_gatehouse"]
-    r = httpx.get(f"http://127.0.0.1:{gh.port}/", headers={"Host": "other.localhost", "Cookie": f"_gatehouse={stolen}", "Accept": "application/json"})
+    r = httpx.get(
+        f"http://127.0.0.1:{gh.port}/",
+        headers={
+            "Host": "other.localhost",
+            "Cookie": f"_gatehouse={stolen}",
+            "Accept": "application/json",
+        },
+    )
     assert r.status_code == 401
 
 
@@ -95,14 +124,23 @@ def test_user_page_and_sign_out_end_the_session_everywhere(start_sso, app_upstre
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
     other_cookie = browser.cookies["other.localhost"]["_gatehouse"]
     # A sign-out without the form's CSRF token is refused.
-    assert browser.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": "x"}).status_code == 400
+    assert (
+        browser.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": "x"}).status_code == 400
+    )
     out = browser.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": csrf})
     assert out.status_code == 303
     assert "_gatehouse" not in browser.cookies.get("app.localhost", {})
     end = out.headers["location"]
     assert end.startswith("http://127.0.0.1") and "id_token_hint" in end
     # The other host's cookie is dead too: the session was deleted in the store.
-    r = httpx.get(f"http://127.0.0.1:{gh.port}/", headers={"Host": "other.localhost", "Cookie": f"_gatehouse={other_cookie}", "Accept": "application/json"})
+    r = httpx.get(
+        f"http://127.0.0.1:{gh.port}/",
+        headers={
+            "Host": "other.localhost",
+            "Cookie": f"_gatehouse={other_cookie}",
+            "Accept": "application/json",
+        },
+    )
     assert r.status_code == 401
     # And the next visit asks to sign in again.
     again = browser.get(f"{APP}/")
@@ -140,8 +178,13 @@ def test_programmatic_login(start_sso, app_upstream) -> None:  # type: ignore[no
     final = browser.follow(login_url, stop=lambda u: u.startswith("http://127.0.0.1:9999/"))
     loopback = final.headers["location"]
     token = parse_qs(urlsplit(loopback).query)["pomerium_jwt"][0]
-    api = httpx.get(f"http://127.0.0.1:{gh.port}/data", headers={"Host": "app.localhost", "Authorization": f"Pomerium {token}"})
+    api = httpx.get(
+        f"http://127.0.0.1:{gh.port}/data",
+        headers={"Host": "app.localhost", "Authorization": f"Pomerium {token}"},
+    )
     assert api.status_code == 200
     assert app_upstream.requests[-1].header("x-pomerium-jwt-assertion")
-    bad = browser.get(f"{APP}/.pomerium/api/v1/login?pomerium_redirect_uri=https://evil.example.com/cb")
+    bad = browser.get(
+        f"{APP}/.pomerium/api/v1/login?pomerium_redirect_uri=https://evil.example.com/cb"
+    )
     assert bad.status_code == 400

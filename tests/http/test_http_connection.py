@@ -66,9 +66,14 @@ def test_simple_get(feed: Callable[[RequestReader, bytes], None]) -> None:
 
 
 @pytest.mark.parametrize("feed", FEEDS)
-def test_content_length_body_and_trailing_request(feed: Callable[[RequestReader, bytes], None]) -> None:
+def test_content_length_body_and_trailing_request(
+    feed: Callable[[RequestReader, bytes], None],
+) -> None:
     reader, sink = make()
-    feed(reader, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    feed(
+        reader,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
     heads = sink.heads()
     assert [h.target for h in heads] == [b"/", b"/2"]
     assert heads[0].has_body
@@ -79,14 +84,19 @@ def test_content_length_body_and_trailing_request(feed: Callable[[RequestReader,
 @pytest.mark.parametrize("feed", FEEDS)
 def test_chunked_body(feed: Callable[[RequestReader, bytes], None]) -> None:
     reader, sink = make()
-    feed(reader, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
+    feed(
+        reader,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+    )
     assert sink.heads()[0].has_body
     assert sink.body() == b"abcde"
     assert sink.ends() == 1
 
 
 @pytest.mark.parametrize("feed", FEEDS)
-def test_http10_not_keep_alive_and_host_optional(feed: Callable[[RequestReader, bytes], None]) -> None:
+def test_http10_not_keep_alive_and_host_optional(
+    feed: Callable[[RequestReader, bytes], None],
+) -> None:
     reader, sink = make()
     feed(reader, b"GET / HTTP/1.0\r\n\r\n")
     (head,) = sink.heads()
@@ -122,10 +132,22 @@ def test_upgrade_hands_over_the_rest(feed: Callable[[RequestReader, bytes], None
 
 
 BAD: dict[str, tuple[bytes, type[ClientError]]] = {
-    "conflicting-cl": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", BadRequest),
-    "duplicate-cl": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", BadRequest),
-    "cl-te": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", BadRequest),
-    "bad-chunk": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", BadRequest),
+    "conflicting-cl": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        BadRequest,
+    ),
+    "duplicate-cl": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        BadRequest,
+    ),
+    "cl-te": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        BadRequest,
+    ),
+    "bad-chunk": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n",
+        BadRequest,
+    ),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n", BadRequest),
     "bare-cr": (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\rc\r\n\r\n", BadRequest),
     "bare-lf": (b"GET / HTTP/1.1\nHost: x\n\n", BadRequest),

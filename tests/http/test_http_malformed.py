@@ -45,15 +45,35 @@ def _reset(up: Upstream) -> None:
 H = b"Host: app.test\r\n"
 
 BAD_REQUESTS: dict[str, tuple[bytes, int]] = {
-    "conflicting-content-length": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
-    "duplicate-content-length": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    "conflicting-content-length": (
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
+    "duplicate-content-length": (
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        400,
+    ),
     "content-length-list": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc", 400),
     "negative-content-length": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n", 400),
-    "cl-and-te": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    "te-not-chunked-last": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+    "cl-and-te": (
+        b"POST / HTTP/1.1\r\n"
+        + H
+        + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-not-chunked-last": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        400,
+    ),
     "te-unknown": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n", 400),
-    "bad-chunk-size": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk-size-overflow": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\n", 400),
+    "bad-chunk-size": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
+    "chunk-size-overflow": (
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\n",
+        400,
+    ),
     "obs-fold": (b"GET / HTTP/1.1\r\n" + H + b"X-Folded: a\r\n b\r\n\r\n", 400),
     "bare-cr-in-header": (b"GET / HTTP/1.1\r\n" + H + b"X-Bad: a\rb\r\n\r\n", 400),
     "bare-lf-line-ending": (b"GET / HTTP/1.1\n" + b"Host: app.test\n\n", 400),
@@ -70,13 +90,21 @@ BAD_REQUESTS: dict[str, tuple[bytes, int]] = {
     "space-in-target": (b"GET /a b HTTP/1.1\r\n" + H + b"\r\n", 400),
     "connect": (b"CONNECT app.test:443 HTTP/1.1\r\n" + H + b"\r\n", 405),
     "oversized-head": (b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 8000 + b"\r\n\r\n", 431),
-    "many-headers": (b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(200)) + b"\r\n", 431),
+    "many-headers": (
+        b"GET / HTTP/1.1\r\n"
+        + H
+        + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(200))
+        + b"\r\n",
+        431,
+    ),
     "long-url": (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\n" + H + b"\r\n", 414),
 }
 
 
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
-def test_malformed_request_rejected_before_upstream(gh: GatehouseProcess, up: Upstream, name: str) -> None:
+def test_malformed_request_rejected_before_upstream(
+    gh: GatehouseProcess, up: Upstream, name: str
+) -> None:
     data, status = BAD_REQUESTS[name]
     raw = send_raw(gh.port, data, timeout=3)
     assert raw, "no response at all"
@@ -86,7 +114,9 @@ def test_malformed_request_rejected_before_upstream(gh: GatehouseProcess, up: Up
     assert not up.opened and not up.requests, f"upstream saw {up.raw_bytes[:300]!r}"
 
 
-@pytest.mark.parametrize("name", ["bad-chunk-size", "obs-fold", "nul-in-header", "two-hosts", "cl-and-te"])
+@pytest.mark.parametrize(
+    "name", ["bad-chunk-size", "obs-fold", "nul-in-header", "two-hosts", "cl-and-te"]
+)
 def test_malformed_request_fed_byte_by_byte(gh: GatehouseProcess, up: Upstream, name: str) -> None:
     data, status = BAD_REQUESTS[name]
     with connect(gh.port, timeout=3) as sock:
@@ -165,8 +195,8 @@ def test_connection_without_any_bytes_is_closed(gh: GatehouseProcess) -> None:
 
 
 def test_valid_request_still_works(gh: GatehouseProcess, up: Upstream) -> None:
-    resp = parse_response(send_raw(gh.port, b"GET /fine HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"))
+    resp = parse_response(
+        send_raw(gh.port, b"GET /fine HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")
+    )
     assert resp.status == 200
     assert up.requests[0].path == "/fine"
-
-

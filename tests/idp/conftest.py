@@ -40,10 +40,20 @@ LOGOUT_DONE = RP + "/signed_out"
 
 def users() -> list[IdpUser]:
     return [
-        IdpUser(username="alice", password_hash=_FAST.hash(ALICE_PW), email="alice@example.com",
-                name="Alice Liddell", groups=["admins", "staff"]),
-        IdpUser(username="bob", password_hash=_FAST.hash(BOB_PW), email="bob@example.com",
-                name="Bob", groups=[]),
+        IdpUser(
+            username="alice",
+            password_hash=_FAST.hash(ALICE_PW),
+            email="alice@example.com",
+            name="Alice Liddell",
+            groups=["admins", "staff"],
+        ),
+        IdpUser(
+            username="bob",
+            password_hash=_FAST.hash(BOB_PW),
+            email="bob@example.com",
+            name="Bob",
+            groups=[],
+        ),
     ]
 
 
@@ -83,9 +93,15 @@ class IdpServer:
             exchange.send(Response.text("Not Found", 404))
             return
         request = Request(
-            method=head.method.decode("ascii"), scheme="http", host=host.lower(),
-            port=int(port) if port else None, path=path, query=query,
-            headers=Headers.from_raw(head.headers), client_ip=exchange.client_ip, body=body,
+            method=head.method.decode("ascii"),
+            scheme="http",
+            host=host.lower(),
+            port=int(port) if port else None,
+            path=path,
+            query=query,
+            headers=Headers.from_raw(head.headers),
+            client_ip=exchange.client_ip,
+            body=body,
         )
         exchange.send(await handler(request))
 

@@ -34,18 +34,28 @@ def authorize_url(
     issuer: str, client_id: str, redirect_uri: str, challenge: str, **extra: str
 ) -> str:
     params = {
-        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-        "scope": "openid email profile offline_access", "state": "st-1", "nonce": "n-1",
-        "code_challenge": challenge, "code_challenge_method": "S256", **extra,
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": "openid email profile offline_access",
+        "state": "st-1",
+        "nonce": "n-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
     }
     return issuer + "/authorize?" + urlencode({k: v for k, v in params.items() if v != ""})
 
 
-def submit_sign_in(browser: requests.Session, origin: str, page: str, username: str,
-                   password: str) -> requests.Response:
+def submit_sign_in(
+    browser: requests.Session, origin: str, page: str, username: str, password: str
+) -> requests.Response:
     action, fields = form_fields(page)
-    return browser.post(origin + action, data={**fields, "username": username,
-                                               "password": password}, allow_redirects=False)
+    return browser.post(
+        origin + action,
+        data={**fields, "username": username, "password": password},
+        allow_redirects=False,
+    )
 
 
 def query_of(location: str) -> dict[str, str]:

@@ -25,7 +25,8 @@ def test_hash_password_command_reads_stdin() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert hash_password_command([], stdin=io.StringIO("s3cret\n"), stdout=out, stderr=err) == 0
     assert verify_password(out.getvalue().strip(), "s3cret")
-    assert hash_password_command(["--stdin"], stdin=io.StringIO("\n"), stdout=out,
-                                 stderr=err) == 1
-    assert hash_password_command(["--bogus"], stdin=io.StringIO(""), stdout=out,
-                                 stderr=io.StringIO()) == 2
+    assert hash_password_command(["--stdin"], stdin=io.StringIO("\n"), stdout=out, stderr=err) == 1
+    assert (
+        hash_password_command(["--bogus"], stdin=io.StringIO(""), stdout=out, stderr=io.StringIO())
+        == 2
+    )

@@ -25,12 +25,20 @@ def _code(idp: IdpServer, browser: requests.Session, challenge: str) -> str:
     return q["code"]
 
 
-def _redeem(idp: IdpServer, code: str, verifier: str, redirect_uri: str = REDIRECT
-            ) -> requests.Response:
-    return requests.post(idp.url("/token"), data={
-        "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-        "redirect_uri": redirect_uri,
-    }, auth=(CLIENT_ID, CLIENT_SECRET), timeout=5)
+def _redeem(
+    idp: IdpServer, code: str, verifier: str, redirect_uri: str = REDIRECT
+) -> requests.Response:
+    return requests.post(
+        idp.url("/token"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect_uri,
+        },
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=5,
+    )
 
 
 def test_wrong_pkce_verifier_is_rejected_and_burns_the_code(idp: IdpServer) -> None:
@@ -65,26 +73,33 @@ def test_token_redirect_uri_must_match(idp: IdpServer) -> None:
 def test_unregistered_redirect_uri_shows_an_error_page(idp: IdpServer) -> None:
     _, challenge = pkce()
     for bad in ("https://evil.example/cb", REDIRECT + "/", REDIRECT + "?x=1", ""):
-        resp = requests.get(authorize_url(idp.issuer, CLIENT_ID, bad, challenge),
-                            allow_redirects=False, timeout=5)
+        resp = requests.get(
+            authorize_url(idp.issuer, CLIENT_ID, bad, challenge), allow_redirects=False, timeout=5
+        )
         assert resp.status_code == 400
         assert "Location" not in resp.headers
         assert "Invalid redirect address" in resp.text
-    unknown = requests.get(authorize_url(idp.issuer, "nobody", REDIRECT, challenge),
-                           allow_redirects=False, timeout=5)
+    unknown = requests.get(
+        authorize_url(idp.issuer, "nobody", REDIRECT, challenge), allow_redirects=False, timeout=5
+    )
     assert unknown.status_code == 400 and "Location" not in unknown.headers
 
 
 def test_pkce_is_required(idp: IdpServer) -> None:
     for extra in ({"code_challenge": ""}, {"code_challenge_method": "plain"}):
-        resp = requests.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, "x" * 43, **extra),
-                            allow_redirects=False, timeout=5)
+        resp = requests.get(
+            authorize_url(idp.issuer, CLIENT_ID, REDIRECT, "x" * 43, **extra),
+            allow_redirects=False,
+            timeout=5,
+        )
         assert resp.status_code == 302
         q = query_of(resp.headers["Location"])
         assert q["error"] == "invalid_request" and q["state"] == "st-1"
     no_openid = requests.get(
         authorize_url(idp.issuer, CLIENT_ID, REDIRECT, "x" * 43, scope="email"),
-        allow_redirects=False, timeout=5)
+        allow_redirects=False,
+        timeout=5,
+    )
     assert query_of(no_openid.headers["Location"])["error"] == "invalid_scope"
 
 
@@ -100,8 +115,12 @@ def test_wrong_password_shows_an_error_and_grants_nothing(idp: IdpServer) -> Non
         assert "_gatehouse_idp=" not in resp.headers.get("Set-Cookie", "")
     assert "_gatehouse_idp" not in browser.cookies.keys()
     # prompt=none confirms there is no session.
-    probe = requests.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge, prompt="none"),
-                         cookies=browser.cookies, allow_redirects=False, timeout=5)
+    probe = requests.get(
+        authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge, prompt="none"),
+        cookies=browser.cookies,
+        allow_redirects=False,
+        timeout=5,
+    )
     assert query_of(probe.headers["Location"])["error"] == "login_required"
 
 
@@ -115,8 +134,9 @@ def test_sign_in_form_needs_its_csrf_cookie(idp: IdpServer) -> None:
 
 
 def test_throttling_per_username(make_idp: Callable[..., IdpServer]) -> None:
-    idp = make_idp(throttle=ThrottlePolicy(user_free_failures=2, address_free_failures=100,
-                                           base_delay_s=30.0))
+    idp = make_idp(
+        throttle=ThrottlePolicy(user_free_failures=2, address_free_failures=100, base_delay_s=30.0)
+    )
     browser = requests.Session()
     _, challenge = pkce()
     page = browser.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge), timeout=5)
@@ -134,8 +154,9 @@ def test_throttling_per_username(make_idp: Callable[..., IdpServer]) -> None:
 
 
 def test_throttling_per_address(make_idp: Callable[..., IdpServer]) -> None:
-    idp = make_idp(throttle=ThrottlePolicy(user_free_failures=100, address_free_failures=3,
-                                           base_delay_s=10.0))
+    idp = make_idp(
+        throttle=ThrottlePolicy(user_free_failures=100, address_free_failures=3, base_delay_s=10.0)
+    )
     browser = requests.Session()
     _, challenge = pkce()
     page = browser.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge), timeout=5)
@@ -147,25 +168,39 @@ def test_throttling_per_address(make_idp: Callable[..., IdpServer]) -> None:
 
 
 def test_userinfo_rejects_bad_tokens(idp: IdpServer) -> None:
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic Zm9vOmJhcg=="},
-                    {"Authorization": "Bearer " + "a" * 5000}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        {"Authorization": "Bearer " + "a" * 5000},
+    ):
         resp = requests.get(idp.url("/userinfo"), headers=headers, timeout=5)
         assert resp.status_code == 401
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_token_endpoint_client_authentication(idp: IdpServer) -> None:
-    base = {"grant_type": "authorization_code", "code": "x", "code_verifier": "y" * 43,
-            "redirect_uri": REDIRECT}
-    bad = requests.post(idp.url("/token"), data=base, auth=(CLIENT_ID, "wrong-wrong-wrong"),
-                        timeout=5)
+    base = {
+        "grant_type": "authorization_code",
+        "code": "x",
+        "code_verifier": "y" * 43,
+        "redirect_uri": REDIRECT,
+    }
+    bad = requests.post(
+        idp.url("/token"), data=base, auth=(CLIENT_ID, "wrong-wrong-wrong"), timeout=5
+    )
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_client"
     assert bad.headers["WWW-Authenticate"].startswith("Basic")
-    post = requests.post(idp.url("/token"), timeout=5,
-                         data={**base, "client_id": CLIENT_ID, "client_secret": "nope"})
+    post = requests.post(
+        idp.url("/token"), timeout=5, data={**base, "client_id": CLIENT_ID, "client_secret": "nope"}
+    )
     assert post.status_code == 401
-    both = requests.post(idp.url("/token"), auth=(CLIENT_ID, CLIENT_SECRET), timeout=5,
-                         data={**base, "client_secret": CLIENT_SECRET})
+    both = requests.post(
+        idp.url("/token"),
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=5,
+        data={**base, "client_secret": CLIENT_SECRET},
+    )
     assert both.status_code == 401
     good = requests.post(idp.url("/token"), auth=(CLIENT_ID, CLIENT_SECRET), data=base, timeout=5)
     assert good.status_code == 400 and good.json()["error"] == "invalid_grant"
@@ -175,27 +210,34 @@ def test_end_session_checks_the_redirect_and_asks_without_a_hint(idp: IdpServer)
     browser = requests.Session()
     _, challenge = pkce()
     _code(idp, browser, challenge)
-    bad = browser.get(idp.url("/end_session"), params={
-        "client_id": CLIENT_ID, "post_logout_redirect_uri": "https://evil.example/"},
-        allow_redirects=False, timeout=5)
+    bad = browser.get(
+        idp.url("/end_session"),
+        params={"client_id": CLIENT_ID, "post_logout_redirect_uri": "https://evil.example/"},
+        allow_redirects=False,
+        timeout=5,
+    )
     assert bad.status_code == 400 and "Location" not in bad.headers
-    forged = browser.get(idp.url("/end_session"), params={"id_token_hint": "a.b.c"},
-                         allow_redirects=False, timeout=5)
+    forged = browser.get(
+        idp.url("/end_session"), params={"id_token_hint": "a.b.c"}, allow_redirects=False, timeout=5
+    )
     assert forged.status_code == 400
     ask = browser.get(idp.url("/end_session"), allow_redirects=False, timeout=5)
     assert ask.status_code == 200 and "Sign out?" in ask.text
     # Still signed in: nothing was ended by the GET.
-    again = browser.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge),
-                        allow_redirects=False, timeout=5)
+    again = browser.get(
+        authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge), allow_redirects=False, timeout=5
+    )
     assert again.status_code == 302
     confirmed = submit_sign_in(browser, _origin(idp), ask.text, "", "")  # posts the form
     assert confirmed.status_code == 200 and "Signed out" in confirmed.text
-    after = browser.get(authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge),
-                        allow_redirects=False, timeout=5)
+    after = browser.get(
+        authorize_url(idp.issuer, CLIENT_ID, REDIRECT, challenge), allow_redirects=False, timeout=5
+    )
     assert after.status_code == 200  # the sign-in page again
 
 
 def test_idp_answers_only_on_its_own_host(idp: IdpServer) -> None:
-    resp = requests.get(idp.url("/.well-known/openid-configuration"),
-                        headers={"Host": "other.example"}, timeout=5)
+    resp = requests.get(
+        idp.url("/.well-known/openid-configuration"), headers={"Host": "other.example"}, timeout=5
+    )
     assert resp.status_code == 404

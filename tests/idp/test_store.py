@@ -28,8 +28,11 @@ class Clock:
 @pytest.fixture(params=["memory", "sqlite"])
 async def store_and_clock(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     clock = Clock()
-    store: StateStore = (MemoryStateStore(clock=clock) if request.param == "memory"
-                         else SQLiteStateStore(tmp_path / "s.sqlite", clock=clock))
+    store: StateStore = (
+        MemoryStateStore(clock=clock)
+        if request.param == "memory"
+        else SQLiteStateStore(tmp_path / "s.sqlite", clock=clock)
+    )
     yield store, clock
     await store.close()
 
@@ -58,17 +61,35 @@ async def test_sqlite_take_is_atomic_across_connections(tmp_path: Path) -> None:
             await s.close()
 
 
-def _request(method: str, path: str, *, query: str = "", body: bytes = b"",
-             cookies: str = "", auth: tuple[str, str] | None = None) -> Request:
+def _request(
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    body: bytes = b"",
+    cookies: str = "",
+    auth: tuple[str, str] | None = None,
+) -> Request:
     headers = [("host", "idp.test")]
     if cookies:
         headers.append(("cookie", cookies))
     if auth:
         import base64
-        headers.append(("authorization", "Basic " + base64.b64encode(
-            f"{auth[0]}:{auth[1]}".encode()).decode()))
-    return Request(method=method, scheme="http", host="idp.test", port=None, path=path,
-                   query=query, headers=Headers(headers), client_ip="10.0.0.1", body=body)
+
+        headers.append(
+            ("authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        )
+    return Request(
+        method=method,
+        scheme="http",
+        host="idp.test",
+        port=None,
+        path=path,
+        query=query,
+        headers=Headers(headers),
+        client_ip="10.0.0.1",
+        body=body,
+    )
 
 
 async def test_code_from_one_worker_is_redeemed_by_another(tmp_path: Path) -> None:
@@ -77,34 +98,61 @@ async def test_code_from_one_worker_is_redeemed_by_another(tmp_path: Path) -> No
     issuer = "http://idp.test/.gatehouse/idp"
     secret = b"k" * 32
     from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
-    a, b = (BuiltinProvider(issuer, users(), clients(), key, secret=secret,
-                            store=SQLiteStateStore(tmp_path / "idp.sqlite")) for _ in range(2))
+    a, b = (
+        BuiltinProvider(
+            issuer,
+            users(),
+            clients(),
+            key,
+            secret=secret,
+            store=SQLiteStateStore(tmp_path / "idp.sqlite"),
+        )
+        for _ in range(2)
+    )
     try:
         ra, rb = a.routes(), b.routes()
         base = "/.gatehouse/idp"
         verifier = "v" * 50
-        q = urlencode({"response_type": "code", "client_id": CLIENT_ID, "redirect_uri": REDIRECT,
-                       "scope": "openid offline_access", "code_challenge": pkce_s256(verifier),
-                       "code_challenge_method": "S256", "state": "s"})
+        q = urlencode(
+            {
+                "response_type": "code",
+                "client_id": CLIENT_ID,
+                "redirect_uri": REDIRECT,
+                "scope": "openid offline_access",
+                "code_challenge": pkce_s256(verifier),
+                "code_challenge_method": "S256",
+                "state": "s",
+            }
+        )
         page = await ra[base + "/authorize"](_request("GET", base + "/authorize", query=q))
         csrf = page.headers[[k for k, _ in page.headers].index("Set-Cookie")][1].split(";")[0]
         _, fields = form_fields(page.body.decode())
         # The form is posted to the other worker.
         form = urlencode({**fields, "username": "alice", "password": ALICE_PW}).encode()
-        done = await rb[base + "/sign_in"](_request("POST", base + "/sign_in", body=form,
-                                                     cookies=csrf))
+        done = await rb[base + "/sign_in"](
+            _request("POST", base + "/sign_in", body=form, cookies=csrf)
+        )
         assert done.status == 303
         location = dict(done.headers)["Location"]
         code = query_of(location)["code"]
         assert urlsplit(location).path == "/oauth2/callback"
-        body = urlencode({"grant_type": "authorization_code", "code": code,
-                          "code_verifier": verifier, "redirect_uri": REDIRECT}).encode()
-        tok = await ra[base + "/token"](_request("POST", base + "/token", body=body,
-                                                 auth=(CLIENT_ID, CLIENT_SECRET)))
+        body = urlencode(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": REDIRECT,
+            }
+        ).encode()
+        tok = await ra[base + "/token"](
+            _request("POST", base + "/token", body=body, auth=(CLIENT_ID, CLIENT_SECRET))
+        )
         assert tok.status == 200
-        again = await rb[base + "/token"](_request("POST", base + "/token", body=body,
-                                                   auth=(CLIENT_ID, CLIENT_SECRET)))
+        again = await rb[base + "/token"](
+            _request("POST", base + "/token", body=body, auth=(CLIENT_ID, CLIENT_SECRET))
+        )
         assert again.status == 400
     finally:
         await a.store.close()

@@ -51,16 +51,25 @@ class RestartableProvider:
             pytest.skip("node or the oidc-provider fixture is not installed")
         env = {**os.environ, **self.env, "NODE_ENV": "test", "FIXED_PORT": str(self.port)}
         self.proc = subprocess.Popen(
-            [node, "--import", PRELOAD.as_uri(), "server.js"], cwd=PROVIDER_DIR, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [node, "--import", PRELOAD.as_uri(), "server.js"],
+            cwd=PROVIDER_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self.port = _read_port(self.proc)
-        wait_until(self._discovery_ok, STARTUP_TIMEOUT_S, interval=0.05, what="oidc-provider discovery")
+        wait_until(
+            self._discovery_ok, STARTUP_TIMEOUT_S, interval=0.05, what="oidc-provider discovery"
+        )
         return self
 
     def _discovery_ok(self) -> bool:
         try:
-            return httpx.get(self.issuer + "/.well-known/openid-configuration", timeout=2).status_code == 200
+            return (
+                httpx.get(self.issuer + "/.well-known/openid-configuration", timeout=2).status_code
+                == 200
+            )
         except httpx.HTTPError:
             return False
 
@@ -108,8 +117,19 @@ class RedisServer:
         if binary is None:
             pytest.skip("redis-server is not installed")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self._ping, 10, interval=0.02, what="redis-server to answer PING")
         return self
@@ -144,7 +164,9 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)

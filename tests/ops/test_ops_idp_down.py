@@ -28,7 +28,9 @@ APP = "http://app.localhost"
 
 @pytest.fixture
 def provider() -> Iterator[RestartableProvider]:
-    p = RestartableProvider({"CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, **PROVIDER_URIS}).start()
+    p = RestartableProvider(
+        {"CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, **PROVIDER_URIS}
+    ).start()
     yield p
     p.stop()
 
@@ -45,7 +47,14 @@ def test_idp_outage_keeps_sessions_and_recovers_without_restart(  # type: ignore
     provider: RestartableProvider, tmp_path: Path, make_upstream: Callable[..., Upstream]
 ) -> None:
     app = make_upstream("app")
-    routes = [{"from": APP, "to": app.url, "pass_identity_headers": True, "allow_any_authenticated_user": True}]
+    routes = [
+        {
+            "from": APP,
+            "to": app.url,
+            "pass_identity_headers": True,
+            "allow_any_authenticated_user": True,
+        }
+    ]
     gh = GatehouseProcess(sso_config(provider, routes), tmp_path).start()
     try:
         signed_in = Browser(gh.port)
@@ -66,7 +75,9 @@ def test_idp_outage_keeps_sessions_and_recovers_without_restart(  # type: ignore
         assert "Traceback" not in r.text and "Connect" not in r.text  # no exception text
         # ... and an operator sees why: an error line naming the IdP call, an access line
         # with the error kind.
-        gh.wait_log(lambda x: x.get("level") == "error" and provider.issuer in str(x.get("message")))
+        gh.wait_log(
+            lambda x: x.get("level") == "error" and provider.issuer in str(x.get("message"))
+        )
         gh.wait_access(lambda x: x.get("status") == 503 and x.get("error") == "IdpUnavailable")
         # 3. A new visitor is sent towards the IdP (gatehouse has its metadata cached) or
         #    gets the same 503 page; never a 500.

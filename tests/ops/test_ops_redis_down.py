@@ -40,11 +40,21 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def gh(idp, redis: RedisServer, tmp_path: Path, make_upstream: Callable[..., Upstream]) -> Iterator[GatehouseProcess]:  # type: ignore[no-untyped-def]
+def gh(
+    idp, redis: RedisServer, tmp_path: Path, make_upstream: Callable[..., Upstream]
+) -> Iterator[GatehouseProcess]:  # type: ignore[no-untyped-def]
     app = make_upstream("app")
-    routes = [{"from": APP, "to": app.url, "pass_identity_headers": True, "allow_any_authenticated_user": True}]
-    config = sso_config(idp, routes, databroker_storage_type="redis",
-                        databroker_storage_connection_string=redis.url)
+    routes = [
+        {
+            "from": APP,
+            "to": app.url,
+            "pass_identity_headers": True,
+            "allow_any_authenticated_user": True,
+        }
+    ]
+    config = sso_config(
+        idp, routes, databroker_storage_type="redis", databroker_storage_connection_string=redis.url
+    )
     proc = GatehouseProcess(config, tmp_path).start()
     yield proc
     assert proc.stop() == 0, proc.stderr_text()
@@ -87,13 +97,17 @@ def test_redis_outage_keeps_cached_sessions_fails_writes_clearly_and_recovers(  
     assert _is_clear_503(out), (out.status_code, out.text[:300])
     assert "_gatehouse" in alice.cookies.get("app.localhost", {})
     # A cookie gatehouse has not cached cannot be checked: 503, never let through.
-    stranger = httpx.get(f"http://127.0.0.1:{gh.port}/", timeout=10,
-                         headers={"Host": "app.localhost", "Cookie": "_gatehouse=" + "A" * 80})
+    stranger = httpx.get(
+        f"http://127.0.0.1:{gh.port}/",
+        timeout=10,
+        headers={"Host": "app.localhost", "Cookie": "_gatehouse=" + "A" * 80},
+    )
     assert stranger.status_code in (401, 503)
     assert gh.proc is not None and gh.proc.poll() is None
     assert time.monotonic() - down_at < STALE_GRACE_S
-    assert gh.find_log(lambda x: x.get("level") == "error" and "session store" in str(x.get("message"))) \
-        or gh.find_log(lambda x: "store" in str(x.get("message")))
+    assert gh.find_log(
+        lambda x: x.get("level") == "error" and "session store" in str(x.get("message"))
+    ) or gh.find_log(lambda x: "store" in str(x.get("message")))
 
     redis.start()  # same port, empty (no persistence)
 
@@ -101,6 +115,7 @@ def test_redis_outage_keeps_cached_sessions_fails_writes_clearly_and_recovers(  
     # again, and sign-out works again.
     def signed_in_again() -> bool:
         return Browser(gh.port).follow(f"{APP}/back").status_code == 200
+
     wait_until(signed_in_again, 15, interval=0.5, what="sign-in to work after Redis is back")
     # Once it works, it keeps working: no request may trip over a connection that was
     # open before the outage.
@@ -124,7 +139,11 @@ def test_cached_sessions_stop_working_after_the_grace_period(  # type: ignore[no
     down_at = time.monotonic()
     # Served from the cache at first; then, STALE_GRACE_S after the last store read, 503.
     assert alice.get(f"{APP}/a").status_code == 200
-    status = wait_until(lambda: (s := alice.get(f"{APP}/b").status_code) != 200 and s,
-                        STALE_GRACE_S + 15, interval=1.0, what="the grace period to end")
+    status = wait_until(
+        lambda: (s := alice.get(f"{APP}/b").status_code) != 200 and s,
+        STALE_GRACE_S + 15,
+        interval=1.0,
+        what="the grace period to end",
+    )
     assert status == 503
     assert STALE_GRACE_S - 6 <= time.monotonic() - down_at <= STALE_GRACE_S + 10

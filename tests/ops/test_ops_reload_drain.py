@@ -81,9 +81,19 @@ class Load:
 
 
 def _config(up: Upstream, marker: str = "v0") -> dict[str, Any]:
-    return {"workers": 2, "shutdown_timeout": "10s",
-            "routes": public([{"from": "http://app.localhost", "to": up.url,
-                               "set_response_headers": {"X-Config": marker}}])}
+    return {
+        "workers": 2,
+        "shutdown_timeout": "10s",
+        "routes": public(
+            [
+                {
+                    "from": "http://app.localhost",
+                    "to": up.url,
+                    "set_response_headers": {"X-Config": marker},
+                }
+            ]
+        ),
+    }
 
 
 def test_reloads_under_load_drop_nothing(  # type: ignore[no-untyped-def]
@@ -97,8 +107,11 @@ def test_reloads_under_load_drop_nothing(  # type: ignore[no-untyped-def]
             gh.write_config(_config(up, f"v{i}"))
             before = load.count_ok()
             # Both workers reload; wait for them and for more traffic after it.
-            wait_until(lambda: sum(1 for r in gh.logs() if r.get("message") == "config reloaded") >= 2 * i, 10,
-                       what=f"reload {i} in both workers")
+            wait_until(
+                lambda: sum(1 for r in gh.logs() if r.get("message") == "config reloaded") >= 2 * i,
+                10,
+                what=f"reload {i} in both workers",
+            )
             wait_until(lambda: load.count_ok() > before + 50, 10, what="traffic after the reload")
     failures = [r for r in load.results if r[1] != "ok"]
     assert failures == [], failures[:10]
@@ -124,7 +137,14 @@ def test_sigterm_under_load_drains_every_started_request(  # type: ignore[no-unt
     dropped = [(rid, r) for rid, r in load.results if r != "ok" and rid in started]
     assert dropped == [], f"started requests that failed: {dropped[:10]}"
     unstarted = {r for rid, r in load.results if r != "ok"}
-    assert unstarted <= {"ConnectionRefusedError", "RemoteDisconnected", "ConnectionResetError",
-                         "BrokenPipeError"}, unstarted
+    assert unstarted <= {
+        "ConnectionRefusedError",
+        "RemoteDisconnected",
+        "ConnectionResetError",
+        "BrokenPipeError",
+    }, unstarted
     # Every request in flight at SIGTERM finished: the drain, not the bound, ended it.
-    assert gh.find_log(lambda r: r.get("message") == "stopped" and r.get("connections_cut", 0) > 0) is None
+    assert (
+        gh.find_log(lambda r: r.get("message") == "stopped" and r.get("connections_cut", 0) > 0)
+        is None
+    )

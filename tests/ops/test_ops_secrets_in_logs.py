@@ -39,8 +39,14 @@ def test_a_full_sign_in_and_sign_out_log_no_secret(  # type: ignore[no-untyped-d
     idp, tmp_path: Path, make_upstream: Callable[..., Upstream]
 ) -> None:
     app = make_upstream("app")
-    routes = [{"from": APP, "to": app.url, "pass_identity_headers": True,
-               "policy": [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}]}]
+    routes = [
+        {
+            "from": APP,
+            "to": app.url,
+            "pass_identity_headers": True,
+            "policy": [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}],
+        }
+    ]
     config = sso_config(idp, routes, log_level="debug")
     gh = GatehouseProcess(config, tmp_path).start()
     secrets: dict[str, str] = {
@@ -72,32 +78,47 @@ def test_a_full_sign_in_and_sign_out_log_no_secret(  # type: ignore[no-untyped-d
         secrets["assertion signature"] = assertion.rsplit(".", 1)[1]
 
         # Programmatic login: the token handed to a CLI on loopback, then used as a bearer.
-        r = browser.get(f"{APP}/.pomerium/api/v1/login?pomerium_redirect_uri=http://127.0.0.1:9999/cb")
+        r = browser.get(
+            f"{APP}/.pomerium/api/v1/login?pomerium_redirect_uri=http://127.0.0.1:9999/cb"
+        )
         assert r.status_code == 200
         end = browser.follow(r.text, stop=lambda u: u.startswith("http://127.0.0.1:9999/"))
         token = _query(end.headers["location"])["pomerium_jwt"][0]
         secrets["pomerium_jwt"] = token
-        api = httpx.get(f"http://127.0.0.1:{gh.port}/data",
-                        headers={"Host": "app.localhost", "Authorization": f"Pomerium {token}"})
+        api = httpx.get(
+            f"http://127.0.0.1:{gh.port}/data",
+            headers={"Host": "app.localhost", "Authorization": f"Pomerium {token}"},
+        )
         assert api.status_code == 200
-        secrets["assertion JWT (programmatic)"] = app.requests[-1].header("x-pomerium-jwt-assertion") or "-" * 40
+        secrets["assertion JWT (programmatic)"] = (
+            app.requests[-1].header("x-pomerium-jwt-assertion") or "-" * 40
+        )
         # A bad bearer token is logged as a failure, never echoed.
         bogus = token[:-8] + "AAAAAAAA"
-        httpx.get(f"http://127.0.0.1:{gh.port}/data",
-                  headers={"Host": "app.localhost", "Authorization": f"Pomerium {bogus}"})
+        httpx.get(
+            f"http://127.0.0.1:{gh.port}/data",
+            headers={"Host": "app.localhost", "Authorization": f"Pomerium {bogus}"},
+        )
         secrets["tampered pomerium_jwt"] = bogus
 
         page = browser.get(f"{APP}/.pomerium/")
         secrets["csrf token"] = csrf_of(page.text)
-        out = browser.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": secrets["csrf token"]})
+        out = browser.request(
+            "POST", f"{APP}/.pomerium/sign_out", data={"csrf": secrets["csrf token"]}
+        )
         assert out.status_code == 303
         id_token = _query(out.headers["location"]).get("id_token_hint", [""])[0]
         assert id_token, "the sign-out redirect carries the IdP's ID token"
         secrets["IdP id_token"] = id_token
         secrets["IdP id_token signature"] = id_token.rsplit(".", 1)[1]
         # Replay of a dead cookie, logged as a failure.
-        httpx.get(f"http://127.0.0.1:{gh.port}/",
-                  headers={"Host": "app.localhost", "Cookie": f"_gatehouse={secrets['cookie _gatehouse on app.localhost']}"})
+        httpx.get(
+            f"http://127.0.0.1:{gh.port}/",
+            headers={
+                "Host": "app.localhost",
+                "Cookie": f"_gatehouse={secrets['cookie _gatehouse on app.localhost']}",
+            },
+        )
     finally:
         assert gh.stop() == 0, gh.stderr_text()
 
@@ -105,4 +126,9 @@ def test_a_full_sign_in_and_sign_out_log_no_secret(  # type: ignore[no-untyped-d
     assert len(gh.stdout_lines) >= 8 and len(gh.stderr_lines) >= 3  # the logs really were written
     leaked = sorted(name for name, value in secrets.items() if value and value in logs)
     assert leaked == [], f"secrets in gatehouse's logs: {leaked}"
-    assert {"authorization code", "hand-off pomerium_handoff", "pomerium_jwt", "IdP id_token"} <= set(secrets)
+    assert {
+        "authorization code",
+        "hand-off pomerium_handoff",
+        "pomerium_jwt",
+        "IdP id_token",
+    } <= set(secrets)

@@ -81,22 +81,28 @@ class HealthyLoad:
 
 
 @pytest.fixture
-def proxy(start_gatehouse: Callable[..., GatehouseProcess],
-          make_upstream: Callable[..., Upstream]) -> Iterator[tuple[GatehouseProcess, Upstream]]:
+def proxy(
+    start_gatehouse: Callable[..., GatehouseProcess], make_upstream: Callable[..., Upstream]
+) -> Iterator[tuple[GatehouseProcess, Upstream]]:
     ok = make_upstream("ok")
     faulty = make_upstream("faulty")
     routes: list[dict[str, Any]] = [
         {"from": "http://ok.localhost", "to": ok.url},
-        {"from": "http://faulty.localhost", "to": faulty.url, "timeout": FAULT_TIMEOUT,
-         "idle_timeout": FAULT_TIMEOUT},
+        {
+            "from": "http://faulty.localhost",
+            "to": faulty.url,
+            "timeout": FAULT_TIMEOUT,
+            "idle_timeout": FAULT_TIMEOUT,
+        },
         {"from": "http://refused.localhost", "to": f"http://127.0.0.1:{closed_port()}"},
     ]
     gh = start_gatehouse({"routes": public(routes)})
     yield gh, faulty
 
 
-def _faulty_then_recovers(gh: GatehouseProcess, faulty: Upstream, action: Action,
-                          check: Callable[[RawConnection], None]) -> None:
+def _faulty_then_recovers(
+    gh: GatehouseProcess, faulty: Upstream, action: Action, check: Callable[[RawConnection], None]
+) -> None:
     faulty.respond(action)
     with HealthyLoad(gh.port) as load:
         with RawConnection(gh.port, timeout=10) as conn:
@@ -128,7 +134,9 @@ def test_garbage_instead_of_http_is_502(proxy) -> None:  # type: ignore[no-untyp
     def check(conn: RawConnection) -> None:
         assert conn.request("GET", "/", "faulty.localhost").status == 502
 
-    _faulty_then_recovers(gh, faulty, Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\nnot http at all\r\n\r\n"), check)
+    _faulty_then_recovers(
+        gh, faulty, Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\nnot http at all\r\n\r\n"), check
+    )
 
 
 def test_slow_response_head_is_504_after_the_route_timeout(proxy) -> None:  # type: ignore[no-untyped-def]

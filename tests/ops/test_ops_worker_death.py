@@ -33,7 +33,9 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(  # type: ignore[
     quick = Respond(body=b"quick")
     slow = SlowHead(delay=1.5, then=Respond(body=b"slow"))
     up.handler = lambda req: slow if req.path.startswith("/slow") else quick  # type: ignore[assignment]
-    gh = start_gatehouse({"workers": 2, "routes": public([{"from": "http://app.localhost", "to": up.url}])})
+    gh = start_gatehouse(
+        {"workers": 2, "routes": public([{"from": "http://app.localhost", "to": up.url}])}
+    )
     workers = wait_until(lambda: _two(children_of(gh.pid)), 10, what="2 workers")
 
     by_worker: dict[int, list[RawConnection]] = {w: [] for w in workers}
@@ -57,12 +59,19 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(  # type: ignore[
         except (OSError, ConnectionError) as exc:
             results[worker].append(exc)
 
-    threads = [threading.Thread(target=slow_request, args=(w, c)) for w, cs in by_worker.items() for c in cs]
+    threads = [
+        threading.Thread(target=slow_request, args=(w, c))
+        for w, cs in by_worker.items()
+        for c in cs
+    ]
     for t in threads:
         t.start()
     n_slow = sum(len(v) for v in by_worker.values())
-    wait_until(lambda: sum(1 for r in up.requests if r.path.startswith("/slow")) >= n_slow, 5,
-               what="every slow request to reach the upstream")
+    wait_until(
+        lambda: sum(1 for r in up.requests if r.path.startswith("/slow")) >= n_slow,
+        5,
+        what="every slow request to reach the upstream",
+    )
     os.kill(victim, signal.SIGKILL)
     for t in threads:
         t.join(10)
@@ -73,8 +82,11 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(  # type: ignore[
     assert all(isinstance(r, (OSError, ConnectionError)) for r in results[victim]), results[victim]
 
     # A replacement appears, and new connections are served (retrying connect errors only).
-    replacement = wait_until(lambda: _two([p for p in children_of(gh.pid) if p != victim]), 10,
-                             what="a replacement worker")
+    replacement = wait_until(
+        lambda: _two([p for p in children_of(gh.pid) if p != victim]),
+        10,
+        what="a replacement worker",
+    )
     assert survivor in replacement
     gh.wait_log(lambda r: str(r.get("message")).startswith("worker exited unexpectedly"))
     for i in range(20):
@@ -92,8 +104,6 @@ def test_killed_worker_is_replaced_and_the_other_keeps_serving(  # type: ignore[
             c.close()
     for c in spare:
         c.close()
-
-
 
 
 def _two(pids: list[int]) -> list[int] | None:

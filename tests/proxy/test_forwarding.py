@@ -34,15 +34,19 @@ from support.upstream import (
 def _config(ups: dict[str, Upstream]) -> dict[str, Any]:
     return {
         "default_upstream_timeout": "5s",
-        "routes": public([
-            {"from": "http://app.test", "to": ups["a"].url},
-            {"from": "http://closed.test", "to": f"http://127.0.0.1:{closed_port()}"},
-        ]),
+        "routes": public(
+            [
+                {"from": "http://app.test", "to": ups["a"].url},
+                {"from": "http://closed.test", "to": f"http://127.0.0.1:{closed_port()}"},
+            ]
+        ),
     }
 
 
 @pytest.fixture(scope="module")
-def gh(ups: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatehouseProcess]:
+def gh(
+    ups: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatehouseProcess]:
     with GatehouseProcess(_config(ups), tmp_path_factory.mktemp("fwd")) as proc:
         yield proc
 
@@ -101,8 +105,10 @@ def test_http10_client(gh: GatehouseProcess) -> None:
 def test_chunked_request_body(gh: GatehouseProcess, a: Upstream) -> None:
     a.respond(Echo())
     with RawConnection(gh.port) as conn:
-        conn.send(b"POST /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+        conn.send(
+            b"POST /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
+        )
         r = conn.read_response()
         assert r.status == 200
         assert r.body == b"hello world"
@@ -146,7 +152,9 @@ def test_head_request(gh: GatehouseProcess, a: Upstream) -> None:
 def test_expect_100_continue(gh: GatehouseProcess, a: Upstream) -> None:
     a.respond(Echo())
     with RawConnection(gh.port) as conn:
-        conn.send(b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        conn.send(
+            b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         interim = conn.buf.until(b"\r\n\r\n")
         assert interim.startswith(b"HTTP/1.1 100")
         conn.send(b"hello")
@@ -192,29 +200,49 @@ def test_interim_1xx_from_upstream(gh: GatehouseProcess, a: Upstream) -> None:
 
 def test_hop_by_hop_request_headers_not_forwarded(gh: GatehouseProcess, a: Upstream) -> None:
     with RawConnection(gh.port) as conn:
-        r = conn.request("GET", "/", "app.test", headers=[
-            ("Connection", "keep-alive, X-Private"),
-            ("X-Private", "secret"),
-            ("Keep-Alive", "timeout=5"),
-            ("TE", "trailers"),
-            ("Trailer", "X-T"),
-            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
-            ("Proxy-Connection", "keep-alive"),
-            ("X-Kept", "yes"),
-        ])
+        r = conn.request(
+            "GET",
+            "/",
+            "app.test",
+            headers=[
+                ("Connection", "keep-alive, X-Private"),
+                ("X-Private", "secret"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Trailer", "X-T"),
+                ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Kept", "yes"),
+            ],
+        )
         assert r.status == 200
     names = a.requests[0].header_names()
-    for hop in ("connection", "x-private", "keep-alive", "te", "trailer", "proxy-authorization",
-                "proxy-connection"):
+    for hop in (
+        "connection",
+        "x-private",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    ):
         assert hop not in names, hop
     assert a.requests[0].header("x-kept") == "yes"
 
 
 def test_hop_by_hop_response_headers_not_forwarded(gh: GatehouseProcess, a: Upstream) -> None:
-    a.respond(Respond(body=b"ok", headers=[
-        ("Connection", "X-Internal"), ("X-Internal", "1"), ("Keep-Alive", "timeout=5"),
-        ("Proxy-Authenticate", "Basic"), ("X-Public", "1"),
-    ]))
+    a.respond(
+        Respond(
+            body=b"ok",
+            headers=[
+                ("Connection", "X-Internal"),
+                ("X-Internal", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Authenticate", "Basic"),
+                ("X-Public", "1"),
+            ],
+        )
+    )
     with RawConnection(gh.port) as conn:
         r = conn.request("GET", "/", "app.test")
     names = {k.lower() for k, _ in r.headers}
@@ -226,9 +254,16 @@ def test_hop_by_hop_response_headers_not_forwarded(gh: GatehouseProcess, a: Upst
 
 def test_x_forwarded_headers(gh: GatehouseProcess, a: Upstream) -> None:
     with RawConnection(gh.port) as conn:
-        conn.request("GET", "/", "app.test:8080", headers=[
-            ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.test"),
-        ])
+        conn.request(
+            "GET",
+            "/",
+            "app.test:8080",
+            headers=[
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.test"),
+            ],
+        )
     req = a.requests[0]
     assert req.header_all("x-forwarded-for") == ["203.0.113.9, 127.0.0.1"]
     assert req.header_all("x-forwarded-proto") == ["http"]
@@ -243,12 +278,17 @@ def test_x_forwarded_for_without_client_value(gh: GatehouseProcess, a: Upstream)
 
 def test_client_identity_headers_never_reach_upstream(gh: GatehouseProcess, a: Upstream) -> None:
     with RawConnection(gh.port) as conn:
-        conn.request("GET", "/", "app.test", headers=[
-            ("X-Pomerium-Jwt-Assertion", "forged.jwt.value"),
-            ("x-pomerium-jwt-assertion-for", "forged"),
-            ("X-Pomerium-Claim-Email", "admin@example.com"),
-            ("X-POMERIUM-CLAIM-GROUPS", "admins"),
-        ])
+        conn.request(
+            "GET",
+            "/",
+            "app.test",
+            headers=[
+                ("X-Pomerium-Jwt-Assertion", "forged.jwt.value"),
+                ("x-pomerium-jwt-assertion-for", "forged"),
+                ("X-Pomerium-Claim-Email", "admin@example.com"),
+                ("X-POMERIUM-CLAIM-GROUPS", "admins"),
+            ],
+        )
     names = a.requests[0].header_names()
     assert not [n for n in names if n.startswith("x-pomerium-")], names
     assert b"forged" not in a.requests[0].raw_head
@@ -331,8 +371,18 @@ def test_access_log_line(gh: GatehouseProcess, a: Upstream) -> None:
     with RawConnection(gh.port) as conn:
         conn.request("GET", "/logged/path?secret=1", "app.test", body=b"abc")
     line = gh.wait_access(lambda rec: rec.get("path") == "/logged/path")
-    for key in ("time", "route", "method", "host", "path", "status", "bytes", "duration_ms",
-                "upstream_ms", "client"):
+    for key in (
+        "time",
+        "route",
+        "method",
+        "host",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "upstream_ms",
+        "client",
+    ):
         assert key in line, key
     assert line["status"] == 200
     assert line["method"] == "GET"

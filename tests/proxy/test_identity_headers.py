@@ -61,7 +61,10 @@ def test_spoofed_identity_headers_are_stripped(pass_identity: bool) -> None:
     assert not any(k.startswith("x-pomerium-claim-") for k in names)
     assertions = [v for k, v in got if k == "x-pomerium-jwt-assertion"]
     chained = [v for k, v in got if k == "x-pomerium-jwt-assertion-for"]
-    assert not any(k.startswith("x-pomerium-jwt-assertion-") and k != "x-pomerium-jwt-assertion-for" for k in names)
+    assert not any(
+        k.startswith("x-pomerium-jwt-assertion-") and k != "x-pomerium-jwt-assertion-for"
+        for k in names
+    )
     if pass_identity:
         assert assertions == ["gatehouse-token"]
         assert chained == ["client-token"]

@@ -28,60 +28,83 @@ def _config(ups: dict[str, Upstream], ws: WebSocketEcho) -> dict[str, Any]:
     return {
         "default_upstream_timeout": "10s",
         "set_response_headers": {"X-Global": "g", "X-XSS-Protection": ""},
-        "routes": public([
-            {"from": "http://exact.test", "to": a},
-            {"from": "http://*.wild.test", "to": b},
-            {"from": "http://port.test:8443", "response": {"status": 200, "body": "port 8443"}},
-            {"from": "http://port.test", "response": {"status": 200, "body": "any port"}},
-            {"from": "http://list.test", "to": [a, b]},
-            {"from": "http://weights.test", "to": [f"{a},3", f"{b},1"]},
-            {"from": "http://refused.test", "to": [refused, a]},
-            {"from": "http://allrefused.test", "to": refused},
-            {"from": "http://paths.test", "prefix": "/first", "response": {"body": "first"}},
-            {"from": "http://paths.test", "prefix": "/first/second", "response": {"body": "second"}},
-            {"from": "http://paths.test", "prefix": "/api/", "to": a},
-            {"from": "http://paths.test", "path": "/exact", "to": b},
-            {"from": "http://paths.test", "regex": "^/re/[0-9]+$", "to": c},
-            {"from": "http://rewrite.test", "prefix": "/old/", "prefix_rewrite": "/new/", "to": a},
-            {"from": "http://topath.test", "to": f"{a}/base"},
-            {
-                "from": "http://regexrw.test",
-                "regex_rewrite_pattern": "^/user/([0-9]+)/profile$",
-                "regex_rewrite_substitution": "/profiles/\\1",
-                "to": a,
-            },
-            {"from": "http://preserve.test", "preserve_host_header": True, "to": a},
-            {"from": "http://hostrw.test", "host_rewrite": "backend.internal", "to": a},
-            {"from": "http://plainhost.test", "to": a},
-            {
-                "from": "http://headers.test",
-                "set_request_headers": {"X-Custom": "custom-value", "X-Replace": "new"},
-                "remove_request_headers": ["X-Remove-Me"],
-                "set_response_headers": {"X-Route": "yes", "X-Frame-Options": "DENY", "X-Global": ""},
-                "to": a,
-            },
-            {"from": "http://timeout.test", "timeout": "500ms", "to": a},
-            {"from": "http://idle.test", "idle_timeout": "500ms", "to": a},
-            {"from": "http://ws.test", "allow_websockets": True, "to": ws.url},
-            {"from": "http://nows.test", "to": ws.url},
-            {
-                "from": "http://redirect.test",
-                "redirect": {"host_redirect": "other.test", "path_redirect": "/moved", "response_code": 302},
-            },
-            {"from": "http://https.test", "redirect": {"https_redirect": True}},
-            {
-                "from": "http://prefixredir.test",
-                "prefix": "/docs/",
-                "redirect": {"prefix_rewrite": "/manual/", "strip_query": True},
-            },
-            {"from": "http://response.test", "response": {"status": 418, "body": "I am a teapot"}},
-        ]),
+        "routes": public(
+            [
+                {"from": "http://exact.test", "to": a},
+                {"from": "http://*.wild.test", "to": b},
+                {"from": "http://port.test:8443", "response": {"status": 200, "body": "port 8443"}},
+                {"from": "http://port.test", "response": {"status": 200, "body": "any port"}},
+                {"from": "http://list.test", "to": [a, b]},
+                {"from": "http://weights.test", "to": [f"{a},3", f"{b},1"]},
+                {"from": "http://refused.test", "to": [refused, a]},
+                {"from": "http://allrefused.test", "to": refused},
+                {"from": "http://paths.test", "prefix": "/first", "response": {"body": "first"}},
+                {
+                    "from": "http://paths.test",
+                    "prefix": "/first/second",
+                    "response": {"body": "second"},
+                },
+                {"from": "http://paths.test", "prefix": "/api/", "to": a},
+                {"from": "http://paths.test", "path": "/exact", "to": b},
+                {"from": "http://paths.test", "regex": "^/re/[0-9]+$", "to": c},
+                {
+                    "from": "http://rewrite.test",
+                    "prefix": "/old/",
+                    "prefix_rewrite": "/new/",
+                    "to": a,
+                },
+                {"from": "http://topath.test", "to": f"{a}/base"},
+                {
+                    "from": "http://regexrw.test",
+                    "regex_rewrite_pattern": "^/user/([0-9]+)/profile$",
+                    "regex_rewrite_substitution": "/profiles/\\1",
+                    "to": a,
+                },
+                {"from": "http://preserve.test", "preserve_host_header": True, "to": a},
+                {"from": "http://hostrw.test", "host_rewrite": "backend.internal", "to": a},
+                {"from": "http://plainhost.test", "to": a},
+                {
+                    "from": "http://headers.test",
+                    "set_request_headers": {"X-Custom": "custom-value", "X-Replace": "new"},
+                    "remove_request_headers": ["X-Remove-Me"],
+                    "set_response_headers": {
+                        "X-Route": "yes",
+                        "X-Frame-Options": "DENY",
+                        "X-Global": "",
+                    },
+                    "to": a,
+                },
+                {"from": "http://timeout.test", "timeout": "500ms", "to": a},
+                {"from": "http://idle.test", "idle_timeout": "500ms", "to": a},
+                {"from": "http://ws.test", "allow_websockets": True, "to": ws.url},
+                {"from": "http://nows.test", "to": ws.url},
+                {
+                    "from": "http://redirect.test",
+                    "redirect": {
+                        "host_redirect": "other.test",
+                        "path_redirect": "/moved",
+                        "response_code": 302,
+                    },
+                },
+                {"from": "http://https.test", "redirect": {"https_redirect": True}},
+                {
+                    "from": "http://prefixredir.test",
+                    "prefix": "/docs/",
+                    "redirect": {"prefix_rewrite": "/manual/", "strip_query": True},
+                },
+                {
+                    "from": "http://response.test",
+                    "response": {"status": 418, "body": "I am a teapot"},
+                },
+            ]
+        ),
     }
 
 
 @pytest.fixture(scope="module")
-def gh(ups: dict[str, Upstream], ws_server: WebSocketEcho, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[GatehouseProcess]:
+def gh(
+    ups: dict[str, Upstream], ws_server: WebSocketEcho, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatehouseProcess]:
     with GatehouseProcess(_config(ups, ws_server), tmp_path_factory.mktemp("routes")) as proc:
         yield proc
 
@@ -111,7 +134,9 @@ def test_exact_host_ignores_case_and_port(client: httpx.Client) -> None:
     assert get(client, "EXACT.test:8080").text == "hello from a"
 
 
-def test_exact_host_does_not_match_subdomain(client: httpx.Client, ups: dict[str, Upstream]) -> None:
+def test_exact_host_does_not_match_subdomain(
+    client: httpx.Client, ups: dict[str, Upstream]
+) -> None:
     r = get(client, "sub.exact.test")
     assert r.status_code == 404
     assert not ups["a"].requests
@@ -144,8 +169,9 @@ def test_no_route_is_a_404_page(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("path", ["/ping", "/healthz"])
 @pytest.mark.parametrize("host", ["exact.test", "nowhere.test", "127.0.0.1"])
-def test_ping_and_healthz_on_every_host(client: httpx.Client, ups: dict[str, Upstream], path: str,
-                                        host: str) -> None:
+def test_ping_and_healthz_on_every_host(
+    client: httpx.Client, ups: dict[str, Upstream], path: str, host: str
+) -> None:
     r = get(client, host, path)
     assert r.status_code == 200
     if path == "/healthz":
@@ -258,7 +284,11 @@ def test_host_rewrite(client: httpx.Client, ups: dict[str, Upstream]) -> None:
 
 
 def test_set_and_remove_request_headers(client: httpx.Client, ups: dict[str, Upstream]) -> None:
-    get(client, "headers.test", headers={"X-Remove-Me": "secret", "X-Replace": "old", "X-Keep": "kept"})
+    get(
+        client,
+        "headers.test",
+        headers={"X-Remove-Me": "secret", "X-Replace": "old", "X-Keep": "kept"},
+    )
     req = ups["a"].requests[-1]
     assert req.header("x-custom") == "custom-value"
     assert req.header_all("x-replace") == ["new"]
@@ -290,10 +320,14 @@ def test_response_headers_on_gatehouse_pages(client: httpx.Client) -> None:
     assert r.headers["x-global"] == "g"
 
 
-def test_upstream_header_overridden_by_route(client: httpx.Client, ups: dict[str, Upstream]) -> None:
+def test_upstream_header_overridden_by_route(
+    client: httpx.Client, ups: dict[str, Upstream]
+) -> None:
     from support.upstream import Respond
 
-    ups["a"].respond(Respond(body=b"x", headers=[("X-Frame-Options", "ALLOWALL"), ("X-Route", "upstream")]))
+    ups["a"].respond(
+        Respond(body=b"x", headers=[("X-Frame-Options", "ALLOWALL"), ("X-Route", "upstream")])
+    )
     r = get(client, "headers.test")
     assert r.headers.get_list("x-frame-options") == ["DENY"]
     assert r.headers.get_list("x-route") == ["yes"]
@@ -302,14 +336,20 @@ def test_upstream_header_overridden_by_route(client: httpx.Client, ups: dict[str
 # -- timeouts --------------------------------------------------------------------------
 
 
-def test_timeout_gives_504(client: httpx.Client, ups: dict[str, Upstream], gh: GatehouseProcess) -> None:
+def test_timeout_gives_504(
+    client: httpx.Client, ups: dict[str, Upstream], gh: GatehouseProcess
+) -> None:
     ups["a"].respond(SlowHead(delay=3.0))
     r = get(client, "timeout.test", "/slow")
     assert r.status_code == 504
     assert r.json()["status"] == 504
     assert r.elapsed.total_seconds() < 2.5
-    gh.wait_log(lambda rec: ("upstream" in rec.get("message", "") and "504" in json.dumps(rec))
-                or rec.get("status") == 504)
+    gh.wait_log(
+        lambda rec: (
+            ("upstream" in rec.get("message", "") and "504" in json.dumps(rec))
+            or rec.get("status") == 504
+        )
+    )
 
 
 def test_timeout_closes_upstream_connection(client: httpx.Client, ups: dict[str, Upstream]) -> None:
@@ -331,7 +371,9 @@ def test_idle_timeout_cuts_a_stalled_stream(client: httpx.Client, ups: dict[str,
         raise AssertionError(f"got a complete response: {r.status_code} {r.content!r}")
 
 
-def test_idle_timeout_spares_an_active_stream(client: httpx.Client, ups: dict[str, Upstream]) -> None:
+def test_idle_timeout_spares_an_active_stream(
+    client: httpx.Client, ups: dict[str, Upstream]
+) -> None:
     ups["a"].respond(SlowBody(parts=[b"a"] * 5, delay=0.2))
     r = get(client, "idle.test")
     assert r.status_code == 200
@@ -359,7 +401,9 @@ def test_websocket_tunnel_both_ways(gh: GatehouseProcess, ws_server: WebSocketEc
     wait_until(lambda: ws_server.closed >= 1, 3, what="the upstream websocket to close")
 
 
-def test_websocket_refused_without_allow_websockets(gh: GatehouseProcess, ws_server: WebSocketEcho) -> None:
+def test_websocket_refused_without_allow_websockets(
+    gh: GatehouseProcess, ws_server: WebSocketEcho
+) -> None:
     before = len(ws_server.paths)
     raw = send_raw(
         gh.port,
@@ -375,7 +419,9 @@ def test_websocket_refused_without_allow_websockets(gh: GatehouseProcess, ws_ser
 def test_refused_upgrade_does_not_leave_the_connection_hanging(gh: GatehouseProcess) -> None:
     """After a non-101 answer to an Upgrade request the connection must be closed (or keep serving)."""
     with RawConnection(gh.port) as conn:
-        conn.send(b"GET /chat HTTP/1.1\r\nHost: nows.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        conn.send(
+            b"GET /chat HTTP/1.1\r\nHost: nows.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
         assert conn.read_response().status == 403
         assert conn.is_closed(timeout=2), "connection left open and unread after the refusal"
 
@@ -387,7 +433,9 @@ def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
-def test_websocket_client_close_closes_upstream(gh: GatehouseProcess, ws_server: WebSocketEcho) -> None:
+def test_websocket_client_close_closes_upstream(
+    gh: GatehouseProcess, ws_server: WebSocketEcho
+) -> None:
     before = ws_server.closed
     with RawConnection(gh.port) as conn:
         conn.send(

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gh(ups: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatehouseProcess]:
+def gh(
+    ups: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatehouseProcess]:
     config = {"routes": public([{"from": "http://big.test", "to": ups["a"].url, "timeout": "60s"}])}
     with GatehouseProcess(config, tmp_path_factory.mktemp("big")) as proc:
         yield proc
@@ -76,6 +78,8 @@ def test_download_1gib(gh: GatehouseProcess, ups: dict[str, Upstream], chunked: 
     elapsed = time.monotonic() - started
     assert received == GIB
     peak = gh.status_kb("VmHWM")
-    print(f"download 1 GiB (chunked={chunked}): {elapsed:.1f}s, proxy peak RSS {peak / 1024:.0f} MB")
+    print(
+        f"download 1 GiB (chunked={chunked}): {elapsed:.1f}s, proxy peak RSS {peak / 1024:.0f} MB"
+    )
     assert peak < RSS_LIMIT_KB
     assert elapsed < 45

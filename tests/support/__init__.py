@@ -19,7 +19,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, what: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Poll ``predicate`` until it returns something truthy; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -59,7 +59,9 @@ class Browser:
         target, headers = self._target(url)
         extra = kwargs.pop("headers", None) or {}
         headers.update(extra)  # type: ignore[arg-type]
-        response = httpx.request(method, target, headers=headers, follow_redirects=False, timeout=15, **kwargs)  # type: ignore[arg-type]
+        response = httpx.request(
+            method, target, headers=headers, follow_redirects=False, timeout=15, **kwargs
+        )  # type: ignore[arg-type]
         self._store(url, response)
         self.history.append(Hop(url, response))
         return response
@@ -67,7 +69,9 @@ class Browser:
     def get(self, url: str, **kwargs: object) -> httpx.Response:
         return self.request("GET", url, **kwargs)
 
-    def follow(self, url: str, *, method: str = "GET", max_hops: int = 20, stop=None, **kwargs: object) -> httpx.Response:  # type: ignore[no-untyped-def]
+    def follow(
+        self, url: str, *, method: str = "GET", max_hops: int = 20, stop=None, **kwargs: object
+    ) -> httpx.Response:  # type: ignore[no-untyped-def]
         """Request ``url`` and follow redirects; ``stop(url)`` may halt before a hop."""
         response = self.request(method, url, **kwargs)
         for _ in range(max_hops):

@@ -119,8 +119,14 @@ class RawConnection:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def request(self, method: str, path: str, host: str, headers: list[tuple[str, str]] | None = None,
-                body: bytes | None = None) -> RawResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        host: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+    ) -> RawResponse:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
         lines += [f"{k}: {v}" for k, v in headers or []]
         if body is not None:

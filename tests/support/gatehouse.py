@@ -48,14 +48,24 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-_POLICY_KEYS = ("policy", "allowed_users", "allowed_domains", "allowed_idp_claims",
-                "allow_public_unauthenticated_access", "allow_any_authenticated_user")
+_POLICY_KEYS = (
+    "policy",
+    "allowed_users",
+    "allowed_domains",
+    "allowed_idp_claims",
+    "allow_public_unauthenticated_access",
+    "allow_any_authenticated_user",
+)
 
 
 def public(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mark routes without any policy key as public (no sign-in), for data-plane tests."""
-    return [r if any(k in r for k in _POLICY_KEYS) else {**r, "allow_public_unauthenticated_access": True}
-            for r in routes]
+    return [
+        r
+        if any(k in r for k in _POLICY_KEYS)
+        else {**r, "allow_public_unauthenticated_access": True}
+        for r in routes
+    ]
 
 
 def config_text(config: Mapping[str, Any] | str, defaults: bool = True) -> str:
@@ -95,18 +105,31 @@ class GatehouseProcess:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> GatehouseProcess:
-        cmd = [sys.executable, "-m", "gatehouse", "run", "-c", str(self.config_path), *(self.args or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gatehouse",
+            "run",
+            "-c",
+            str(self.config_path),
+            *(self.args or []),
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=self.workdir
         )
-        for stream, sink in ((self.proc.stdout, self.stdout_lines), (self.proc.stderr, self.stderr_lines)):
+        for stream, sink in (
+            (self.proc.stdout, self.stdout_lines),
+            (self.proc.stderr, self.stderr_lines),
+        ):
             t = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             t.start()
             self._threads.append(t)
 
         def listening() -> dict[str, Any] | None:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"gatehouse exited {self.proc.returncode}:\n" + "\n".join(self.stderr_lines))
+                raise AssertionError(
+                    f"gatehouse exited {self.proc.returncode}:\n" + "\n".join(self.stderr_lines)
+                )
             return self.find_log(lambda r: r.get("message") == "listening")
 
         line = wait_until(listening, timeout, what="gatehouse to listen")
@@ -170,12 +193,19 @@ class GatehouseProcess:
     def find_log(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         return next((r for r in self.logs() if pred(r)), None)
 
-    def wait_log(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+    def wait_log(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
         return wait_until(lambda: self.find_log(pred), timeout, what="a log line")
 
-    def wait_access(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
-        return wait_until(lambda: next((r for r in self.access_log() if pred(r)), None), timeout,
-                          what="an access-log line")
+    def wait_access(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        return wait_until(
+            lambda: next((r for r in self.access_log() if pred(r)), None),
+            timeout,
+            what="an access-log line",
+        )
 
     # -- resources ----------------------------------------------------------------------
 

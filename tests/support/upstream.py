@@ -83,8 +83,13 @@ class Action:
     #: Read the request body before running (False: the action reads it, or never does).
     read_body_first = True
 
-    async def run(self, up: Upstream, req: RecordedRequest, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> bool:
+    async def run(
+        self,
+        up: Upstream,
+        req: RecordedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
         raise NotImplementedError
 
 
@@ -95,8 +100,16 @@ def _head(status: int, headers: Iterable[tuple[str, str]], reason: str = "") -> 
     return "".join(lines).encode("latin-1")
 
 
-_REASONS = {100: "Continue", 101: "Switching Protocols", 103: "Early Hints", 200: "OK",
-            204: "No Content", 304: "Not Modified", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    103: "Early Hints",
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    404: "Not Found",
+    500: "Internal Server Error",
+}
 
 
 @dataclass
@@ -194,7 +207,9 @@ class Interim(Action):
     """Send an interim 1xx response (e.g. ``103 Early Hints``) before ``then``."""
 
     status: int = 103
-    headers: list[tuple[str, str]] = field(default_factory=lambda: [("Link", "</s.css>; rel=preload")])
+    headers: list[tuple[str, str]] = field(
+        default_factory=lambda: [("Link", "</s.css>; rel=preload")]
+    )
     then: Action = field(default_factory=lambda: Respond(body=b"final"))
 
     async def run(self, up, req, reader, writer):  # type: ignore[no-untyped-def]
@@ -209,8 +224,17 @@ class Echo(Action):
 
     async def run(self, up, req, reader, writer):  # type: ignore[no-untyped-def]
         head = json.dumps({"method": req.method, "target": req.target}).encode()
-        writer.write(_head(200, [("Content-Length", str(len(req.body))), ("X-Echo-Request", head.decode()),
-                                 ("X-Echo-Body-Size", str(req.body_size))]) + req.body)
+        writer.write(
+            _head(
+                200,
+                [
+                    ("Content-Length", str(len(req.body))),
+                    ("X-Echo-Request", head.decode()),
+                    ("X-Echo-Body-Size", str(req.body_size)),
+                ],
+            )
+            + req.body
+        )
         await writer.drain()
         return True
 
@@ -224,7 +248,9 @@ class Download(Action):
     block: int = 1 << 20
 
     async def run(self, up, req, reader, writer):  # type: ignore[no-untyped-def]
-        framing = ("Transfer-Encoding", "chunked") if self.chunked else ("Content-Length", str(self.size))
+        framing = (
+            ("Transfer-Encoding", "chunked") if self.chunked else ("Content-Length", str(self.size))
+        )
         writer.write(_head(200, [framing, ("Content-Type", "application/octet-stream")]))
         block = b"x" * self.block
         left = self.size
@@ -285,10 +311,14 @@ class Hang(Action):
 class Upstream:
     """A recording HTTP/1.1 upstream on 127.0.0.1, port 0, served from a :class:`LoopThread`."""
 
-    def __init__(self, loop: LoopThread, name: str = "upstream", action: Action | None = None) -> None:
+    def __init__(
+        self, loop: LoopThread, name: str = "upstream", action: Action | None = None
+    ) -> None:
         self.loop = loop
         self.name = name
-        default = action or Respond(body=f"hello from {name}".encode(), headers=[("X-Upstream", name)])
+        default = action or Respond(
+            body=f"hello from {name}".encode(), headers=[("X-Upstream", name)]
+        )
         self.handler: Callable[[RecordedRequest], Action] = lambda req: default
         self.requests: list[RecordedRequest] = []
         self.raw: dict[int, bytearray] = {}
@@ -367,7 +397,9 @@ class Upstream:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _read_body(self, conn_id: int, req: RecordedRequest, reader: asyncio.StreamReader) -> None:
+    async def _read_body(
+        self, conn_id: int, req: RecordedRequest, reader: asyncio.StreamReader
+    ) -> None:
         te = (req.header("transfer-encoding") or "").lower()
         if "chunked" in te:
             req.chunked = True
@@ -390,7 +422,9 @@ class Upstream:
             await self._read_exact(conn_id, req, reader, length)
         req.complete = True
 
-    async def _read_exact(self, conn_id: int, req: RecordedRequest, reader: asyncio.StreamReader, n: int) -> None:
+    async def _read_exact(
+        self, conn_id: int, req: RecordedRequest, reader: asyncio.StreamReader, n: int
+    ) -> None:
         while n > 0:
             data = await reader.read(min(n, _READ_SIZE))
             if not data:
