@@ -766,6 +766,11 @@ def report(
         )
     if not kinds:
         print("  none")
+    unexpected = [t - start for t, _, _, expected in stats.errors if not expected]
+    if unexpected:
+        buckets = Counter(int(t // 10) * 10 for t in unexpected)
+        print("unexpected errors by time (10 s buckets):")
+        print("  " + "  ".join(f"{b}s:{n}" for b, n in sorted(buckets.items())))
     print(
         "\nfaults injected:", ", ".join(f"{name}@{s - start:.0f}s" for name, s, _ in stats.faults)
     )

@@ -88,12 +88,33 @@ async def test_read_racing_an_invalidation_is_not_cached() -> None:
     assert cache.peek("a") is None  # ... but the stale answer is not kept
 
 
-async def test_invalidate_all() -> None:
+async def test_invalidate_all_rereads_every_session_from_the_store() -> None:
     cache = SessionCache()
     for sid in "abc":
         cache.put(sess(sid))
     cache.invalidate(None)
-    assert len(cache) == 0
+    reads: list[str] = []
+
+    async def load(session_id: str) -> Session | None:
+        reads.append(session_id)
+        return None  # signed out while we were not listening
+
+    for sid in "abc":
+        assert await cache.get(sid, load) is None
+    assert reads == ["a", "b", "c"]
+
+
+async def test_invalidate_all_keeps_entries_for_the_outage_grace() -> None:
+    """A flapping store: invalidations missed, then down again; the grace still applies."""
+    cache = SessionCache(stale_grace_s=60)
+    cache.put(sess("a"))
+    cache.invalidate(None)
+
+    async def down(session_id: str) -> Session | None:
+        raise ServiceUnavailable("down")
+
+    got = await cache.get("a", down)
+    assert got is not None and got.id == "a"
 
 
 async def test_store_error_without_cache_propagates() -> None:

@@ -74,12 +74,23 @@ class SessionCache:
         return len(self._entries)
 
     def invalidate(self, session_id: str | None) -> None:
-        """Drop one session, or everything when ``session_id`` is None (store listener)."""
+        """Drop one session; with ``None`` (invalidations may have been missed), make every
+        entry stale instead.
+
+        Stale entries are re-read from the store on their next use, as if they had expired;
+        they are not dropped, because the store may be down again by then (a flapping
+        Redis) and the outage grace must still be able to serve them.
+        """
         self._generation += 1
-        if session_id is None:
-            self._entries.clear()
-        else:
+        if session_id is not None:
             self._entries.pop(session_id, None)
+            return
+        expired_at = self._monotonic() - self._max_age_s
+        for key, entry in list(self._entries.items()):
+            if entry.session is None:
+                del self._entries[key]
+            elif entry.fetched_at > expired_at:
+                self._entries[key] = _Entry(entry.session, expired_at)
 
     def put(self, session: Session) -> None:
         """Cache a record this process just wrote (created or refreshed)."""
