@@ -130,3 +130,43 @@ async def test_store_error_without_cache_propagates() -> None:
         *(cache.get("a", down) for _ in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, ServiceUnavailable) for r in results)
+
+
+async def test_other_sessions_invalidations_do_not_stop_caching() -> None:
+    """A busy stream of other users' sign-outs must not keep a session out of the cache."""
+    cache = SessionCache()
+    release = asyncio.Event()
+    reads: list[str] = []
+
+    async def slow_load(session_id: str) -> Session | None:
+        reads.append(session_id)
+        await release.wait()
+        return sess(session_id)
+
+    pending = asyncio.ensure_future(cache.get("a", slow_load))
+    await asyncio.sleep(0)
+    cache.invalidate("someone-else")
+    release.set()
+    assert (await pending).id == "a"
+    assert (await cache.get("a", slow_load)).id == "a"
+    assert reads == ["a"]  # the second get was served from the cache
+
+
+async def test_own_invalidation_during_a_read_is_not_cached() -> None:
+    cache = SessionCache()
+    release = asyncio.Event()
+    reads: list[str] = []
+
+    async def slow_load(session_id: str) -> Session | None:
+        reads.append(session_id)
+        await release.wait()
+        return sess(session_id)
+
+    pending = asyncio.ensure_future(cache.get("a", slow_load))
+    await asyncio.sleep(0)
+    cache.invalidate("a")  # signed out while we were reading the old record
+    release.set()
+    await pending
+    release.set()
+    await cache.get("a", slow_load)
+    assert reads == ["a", "a"]  # re-read, not served from the stale read

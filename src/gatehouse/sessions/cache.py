@@ -68,7 +68,11 @@ class SessionCache:
         self._monotonic = monotonic or _loop_time
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Session | None]] = {}
-        self._generation = 0  # bumped by every invalidation
+        #: Bumped by every flush (invalidations may have been missed).
+        self._generation = 0
+        #: Sessions invalidated while a read of them was in flight: that read is not cached.
+        #: Per session, so a busy stream of other users' sign-outs does not stop caching.
+        self._tainted: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,10 +85,12 @@ class SessionCache:
         they are not dropped, because the store may be down again by then (a flapping
         Redis) and the outage grace must still be able to serve them.
         """
-        self._generation += 1
         if session_id is not None:
             self._entries.pop(session_id, None)
+            if session_id in self._inflight:
+                self._tainted.add(session_id)
             return
+        self._generation += 1
         expired_at = self._monotonic() - self._max_age_s
         for key, entry in list(self._entries.items()):
             if entry.session is None:
@@ -129,6 +135,7 @@ class SessionCache:
     def _loaded(self, session_id: str, task: asyncio.Future[Session | None]) -> None:
         if self._inflight.get(session_id) is task:
             del self._inflight[session_id]
+            self._tainted.discard(session_id)
         if not task.cancelled():
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
@@ -153,7 +160,7 @@ class SessionCache:
                 log.warning("session store unavailable: serving a cached session")
                 return entry.session
             raise
-        if generation == self._generation:
+        if generation == self._generation and session_id not in self._tainted:
             self._store(session_id, session, self._monotonic())
         return session
 
