@@ -1,7 +1,7 @@
 """The embedded default: what ``gatehouse run`` (no ``--config``) and ``gatehouse demo`` serve.
 
 Single sign-on with JWTs on one machine, with nothing else installed: plain HTTP on
-``:8080`` (``ADDRESS`` overrides it), ``*.localhost`` hosts (browsers resolve them to
+``127.0.0.1:8080`` (``ADDRESS`` overrides it), ``*.localhost`` hosts (browsers resolve them to
 this machine), the authenticate service at ``authenticate.localhost`` with the built-in
 identity provider and a demo user whose password is generated once and printed at
 start, SQLite sessions and generated keys in the data directory, and the verify app
@@ -88,7 +88,8 @@ def demo_config() -> tuple[LoadedConfig, socket.socket]:
 
     data_dir = _data_dir()
     password = demo_password(data_dir)
-    address = os.environ.get("ADDRESS") or f":{DEMO_PORT}"
+    # Loopback only by default: the demo serves plain HTTP with a printed password.
+    address = os.environ.get("ADDRESS") or f"127.0.0.1:{DEMO_PORT}"
     probe = load_text(f'address: "{address}"\ninsecure_server: true\n', "<built-in demo>")
     sock = bind_socket(probe.options)
     port = int(sock.getsockname()[1])
