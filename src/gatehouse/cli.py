@@ -54,24 +54,6 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check_policy(args: argparse.Namespace) -> int:
-    from .authorize.dryrun import main as dryrun_main
-
-    return dryrun_main(args.rest)
-
-
-def _cmd_verify_app(args: argparse.Namespace) -> int:
-    from .verify.app import main as verify_main
-
-    return verify_main(args.rest)
-
-
-def _cmd_hash_password(args: argparse.Namespace) -> int:
-    from .idp.passwords import hash_password_command
-
-    return hash_password_command(args.rest)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_config
     from .serve import run
@@ -94,6 +76,13 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+_PASSTHROUGH_HELP = {
+    "check-policy": "show the policy decision for a URL and a user, without a server",
+    "verify-app": "run the verify app: an upstream that shows and checks the forwarded assertion",
+    "hash-password": "hash a password for idp_users (reads stdin or prompts)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatehouse",
@@ -113,34 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="print a new P-256 signing key (PEM and base64)")
     keygen.set_defaults(func=_cmd_keygen)
 
-    policy = sub.add_parser(
-        "check-policy",
-        help="show the policy decision for a URL and a user, without a server",
-        add_help=False,
-    )
-    policy.add_argument("rest", nargs=argparse.REMAINDER)
-    policy.set_defaults(func=_cmd_check_policy)
-
     demo = sub.add_parser(
         "demo", help="start the built-in single sign-on demo (same as run without -c)"
     )
     demo.set_defaults(func=_cmd_demo)
 
-    verify = sub.add_parser(
-        "verify-app",
-        help="run the verify app: an upstream that shows and checks the forwarded assertion",
-        add_help=False,
-    )
-    verify.add_argument("rest", nargs=argparse.REMAINDER)
-    verify.set_defaults(func=_cmd_verify_app)
-
-    hash_pw = sub.add_parser(
-        "hash-password",
-        help="hash a password for idp_users (reads stdin or prompts)",
-        add_help=False,
-    )
-    hash_pw.add_argument("rest", nargs=argparse.REMAINDER)
-    hash_pw.set_defaults(func=_cmd_hash_password)
+    # These parse their own arguments (see main); listed here for --help.
+    for name, help_text in _PASSTHROUGH_HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
 
     ref = sub.add_parser("reference", help="print the configuration reference (Markdown)")
     ref.set_defaults(func=_cmd_reference)
@@ -148,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Subcommands that parse their own arguments (argparse's REMAINDER would swallow
-#: their options at the top level).
+#: their options at the top level): name -> (module, function taking argv).
 _PASSTHROUGH = {
     "check-policy": ("authorize.dryrun", "main"),
     "verify-app": ("verify.app", "main"),
