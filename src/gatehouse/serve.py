@@ -32,6 +32,7 @@ from .errors import ConfigError, GatehouseError
 from .http.server import HttpServer
 from .http.tls import CertificatePem, server_context
 from .http.upstream import ConnectionPool
+from .idp.store import StateStore
 from .observability.logs import AccessLog, setup_logging
 from .observability.metrics import (
     Metrics,
@@ -140,7 +141,7 @@ class Worker:
         metrics = get_metrics() if options.metrics_address else None
         if metrics is not None:
             metrics.config_loaded(self.loaded.digest)
-            self.services.extra["session_event"] = lambda e: metrics.sessions.labels(e).inc()
+            self.services.session_event = lambda e: metrics.sessions.labels(e).inc()
             if self.serve_metrics:
                 serve_metrics(options.metrics_address or "")
         self.metrics = metrics
@@ -243,7 +244,7 @@ async def start_services(options: Options) -> Services:
         services.sessions = build_session_manager(options)
         services.http_client = new_http_client()
         if options.idp_provider == "builtin":
-            services.extra["idp_store"] = _idp_store(options)
+            services.idp_store = _idp_store(options)
         try:
             await services.sessions.start()
         except GatehouseError as exc:
@@ -252,7 +253,7 @@ async def start_services(options: Options) -> Services:
     return services
 
 
-def _idp_store(options: Options) -> object:
+def _idp_store(options: Options) -> StateStore:
     """The built-in provider's state, shared by every worker on this machine."""
     from .idp.store import MemoryStateStore, SQLiteStateStore
 
@@ -262,9 +263,8 @@ def _idp_store(options: Options) -> object:
 
 
 async def stop_services(services: Services) -> None:
-    store = services.extra.get("idp_store")
-    if store is not None:
-        await store.close()
+    if services.idp_store is not None:
+        await services.idp_store.close()
     if services.sessions is not None:
         await services.sessions.close()
     if services.http_client is not None:

@@ -12,18 +12,17 @@
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from authenticate.conftest import _read_port  # the provider prints its port
 from support import wait_until
 from support.upstream import closed_port
 
@@ -85,20 +84,6 @@ class RestartableProvider:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def _read_port(proc: subprocess.Popen[str]) -> int:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            if line.startswith("PORT "):
-                return int(line.split()[1])
-            if not line and proc.poll() is not None:
-                break
-    raise RuntimeError(f"oidc-provider did not start (exit code {proc.poll()})")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ..constants import DEFAULT_AUTHENTICATE_CALLBACK_PATH
 from .base import StrictModel, StringList
 from .durations import Duration
 
@@ -29,7 +30,7 @@ class AuthOptions(StrictModel):
     """Who signs users in, how their sessions are kept, and where they go afterwards."""
 
     authenticate_service_url: str | None = None
-    authenticate_callback_path: str = "/oauth2/callback"
+    authenticate_callback_path: str = DEFAULT_AUTHENTICATE_CALLBACK_PATH
     idp_provider: IdpProvider | None = None
     idp_provider_url: str | None = None
     idp_client_id: str | None = None

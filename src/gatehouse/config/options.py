@@ -7,8 +7,6 @@ listed in :data:`IGNORED_POMERIUM_KEYS` and produce a warning instead of an erro
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, model_validator
 
 from .auth import AuthOptions
@@ -75,17 +73,3 @@ class Options(ServerOptions, AuthOptions, IdentityOptions):
         if route.pass_identity_headers is not None:
             return route.pass_identity_headers
         return self.pass_identity_headers
-
-
-def field_docs() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) for every global option, for the reference docs."""
-    rows = []
-    for name, field in Options.model_fields.items():
-        key = field.alias or name
-        default: Any = field.get_default(call_default_factory=True)
-        rows.append((key, _type_name(field.annotation), repr(default), field.description or ""))
-    return rows
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("gatehouse.config.", "")

@@ -22,6 +22,7 @@ _REDIRECT_CODES = {
     "TEMPORARY_REDIRECT": 307,
     "PERMANENT_REDIRECT": 308,
 }
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -97,6 +98,13 @@ class RedirectAction(StrictModel):
             return _REDIRECT_CODES[value.upper()]
         if value not in (301, 302, 303, 307, 308):
             raise ValueError("response_code must be one of 301, 302, 303, 307, 308")
+        return value
+
+    @field_validator("host_redirect", "path_redirect", "prefix_rewrite")
+    @classmethod
+    def _wire_safe(cls, value: str | None) -> str | None:
+        if value is not None and _UNSAFE.search(value):
+            raise ValueError("must not contain spaces or control characters")
         return value
 
     @model_validator(mode="after")
@@ -235,6 +243,14 @@ class RouteOptions(StrictModel):
     def _slash(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError("must start with /")
+        return value
+
+    @field_validator("prefix_rewrite", "regex_rewrite_substitution", "host_rewrite")
+    @classmethod
+    def _wire_safe(cls, value: str | None) -> str | None:
+        # These go into the upstream request line or Host header (RFC 9112 §3, §5.5).
+        if value is not None and _UNSAFE.search(value):
+            raise ValueError("must not contain spaces or control characters")
         return value
 
     @field_validator("regex", "regex_rewrite_pattern")

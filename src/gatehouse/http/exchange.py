@@ -372,9 +372,5 @@ class Exchange:
         return self._conn
 
     @property
-    def response_started(self) -> bool:
-        return self.phase is not Phase.RECEIVING
-
-    @property
     def connection(self) -> DownstreamProtocol:
         return self._conn

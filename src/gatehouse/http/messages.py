@@ -13,7 +13,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
+
+#: Characters left as they are in a Location: URL syntax (RFC 3986 §2.2) and ``%``.
+_LOCATION_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,9 @@ class Response:
     def redirect(
         cls, location: str, status: int = 302, headers: Iterable[tuple[str, str]] = ()
     ) -> Response:
+        """A redirect; the location is percent-encoded where it must be (non-ASCII, spaces,
+        control characters), so no value can break the header or fail to encode."""
+        location = quote(location, safe=_LOCATION_SAFE)
         return cls(status, [("Location", location), ("Cache-Control", "no-store"), *headers], b"")
 
     def set_cookie(

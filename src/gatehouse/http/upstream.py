@@ -98,7 +98,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink: ResponseSink | None = None
         #: Pauses the client's reading when we cannot write the request body fast enough.
         self.request_producer: object | None = None
-        self.requests_served = 0
         self.idle_since = 0.0
         self.received_any = False
         self.head_only = False
@@ -315,7 +314,6 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self) -> None:
         sink, self.sink = self.sink, None
         self._in_body = False
-        self.requests_served += 1
         self.request_producer = None
         if sink is not None:
             sink.on_response_end()
@@ -355,8 +353,6 @@ class ConnectionPool:
         self.loop = loop or asyncio.get_running_loop()
         self._idle: dict[Endpoint, list[UpstreamConnection]] = {}
         self._ssl: dict[tuple[bool, str | None], ssl.SSLContext] = {}
-        self.connects = 0
-        self.reuses = 0
         self._sweeper: asyncio.Task[None] | None = None
 
     def take_idle(self, endpoint: Endpoint) -> UpstreamConnection | None:
@@ -369,7 +365,6 @@ class ConnectionPool:
                 and conn.transport is not None
                 and not conn.transport.is_closing()
             ):
-                self.reuses += 1
                 return conn
         return None
 
@@ -403,7 +398,6 @@ class ConnectionPool:
             raise UpstreamConnectError(
                 f"connect to {endpoint.host}:{endpoint.port} failed: {exc.strerror or exc}"
             ) from exc
-        self.connects += 1
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
         return conn
@@ -422,11 +416,6 @@ class ConnectionPool:
         conns = self._idle.get(conn.endpoint)
         if conns and conn in conns:
             conns.remove(conn)
-
-    def idle_count(self, endpoint: Endpoint | None = None) -> int:
-        if endpoint is not None:
-            return len(self._idle.get(endpoint, ()))
-        return sum(len(v) for v in self._idle.values())
 
     async def _sweep(self) -> None:
         while True:

@@ -88,13 +88,6 @@ class SigningKey:
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    sign_from: float  # unix time; -inf for "from the start"
-    order: int  # config order breaks ties: earlier wins
-    key: SigningKey
-
-
 class KeySet:
     """Every published key plus the schedule of which one signs when.
 

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..http.exchange import Exchange, Phase
 from ..http.messages import Headers, Request, Response
+from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool
 from ..observability.logs import AccessLog
 from ..observability.metrics import Metrics
@@ -248,9 +249,7 @@ class Pipeline:
             query=target.query,
             original_host=target.raw_host,
             identity_headers=identity,
-            session_cookie=state.auth.cookie_name.encode("latin-1")
-            if state.auth is not None
-            else None,
+            session_cookie=state.session_cookie,
         )
 
     async def _authorize(
@@ -366,6 +365,15 @@ class Pipeline:
         tunnel = outcome.tunnel
         if tunnel is None:
             return
+        try:
+            await self._watch_tunnel(exchange, route, tunnel, access)
+        finally:
+            exchange.bytes_sent += tunnel.bytes_down
+            exchange.bytes_received += tunnel.bytes_up
+
+    async def _watch_tunnel(
+        self, exchange: Exchange, route: Route, tunnel: Tunnel, access: _Access
+    ) -> None:
         idle = route.idle_timeout_s
         reauth = self.state.options.websocket_reauthorize_interval
         next_check = time.monotonic() + reauth if reauth > 0 else float("inf")

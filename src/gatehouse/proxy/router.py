@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..config.options import Options
@@ -64,7 +64,6 @@ class Route:
     pass_identity_headers: bool
     #: The compiled policy (set by authorize at config load; ``None`` = public route).
     policy: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def matches_host(self, host: str, port: int | None) -> bool:
         if self.port is not None:
@@ -174,7 +173,6 @@ class Router:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
         self._by_host: dict[tuple[str, int | None], tuple[Route, ...]] = {}
-        self.hosts = frozenset(r.host for r in self.routes)
 
     def candidates(self, host: str, port: int | None) -> tuple[Route, ...]:
         key = (host, port)
@@ -192,10 +190,6 @@ class Router:
             if route.matches_path(path):
                 return route
         return None
-
-    def is_route_host(self, host: str) -> bool:
-        """True when some route's ``from`` covers ``host`` (for redirect checks)."""
-        return bool(self.candidates(host.lower(), None))
 
 
 def split_host(value: bytes | None) -> tuple[str, int | None]:

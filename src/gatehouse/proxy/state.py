@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +30,7 @@ from ..http.connection import Limits
 from ..http.messages import Request, Response
 from ..http.server import ServerSettings
 from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_keyset
+from ..idp.store import StateStore
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
 from .router import Route, Router, compile_route
@@ -48,8 +48,10 @@ class Services:
 
     sessions: SessionManager | None = None
     http_client: httpx.AsyncClient | None = None
-    #: Extra per-state builders (e.g. the built-in IdP) registered by the composition root.
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The built-in identity provider's shared state (``idp_provider: builtin``).
+    idp_store: StateStore | None = None
+    #: Called with ``created``/``refreshed``/``revoked`` (metrics), when set.
+    session_event: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class ProxyState:
     #: ``/.pomerium/*`` handlers on route hosts.
     route_host_endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
     auth: AuthEndpoints | None = None
+    #: gatehouse's session cookie name, removed from requests sent upstream.
+    session_cookie: bytes | None = None
     minter: AssertionMinter | None = None
     #: Assertion spec per route index.
     specs: dict[int, AssertionSpec] = field(default_factory=dict)
@@ -196,7 +200,7 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
             secret,
             _scheme_lookup(router, options),
             minter.forget_session,
-            services.extra.get("session_event"),
+            services.session_event,
         )
         authenticate_table.update(auth_endpoints.authenticate_routes())  # type: ignore[arg-type]
         route_table = auth_endpoints.route_host_routes()  # type: ignore[assignment]
@@ -215,6 +219,7 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         authenticate_endpoints=authenticate_table,
         route_host_endpoints=route_table,
         auth=auth_endpoints,
+        session_cookie=options.cookie_name.encode("latin-1") if auth_endpoints else None,
         minter=minter,
         specs=specs,
     )
@@ -228,7 +233,7 @@ def _mount_builtin(
 
     if not options.idp_users:
         raise ConfigError(["idp_provider: builtin needs at least one entry in idp_users"])
-    store = services.extra.get("idp_store")
+    store = services.idp_store
     if store is None:
         raise ConfigError(["internal: no state store for the built-in identity provider"])
     try:
