@@ -35,6 +35,17 @@ def test_version() -> None:
     assert gatehouse.__version__ in result.stdout
 
 
+def test_the_request_path_is_compiled_unless_asked_not_to() -> None:
+    """./scripts/test installs the mypyc build: the tests (and the benchmark) exercise the
+    code users run. GATEHOUSE_PURE_PYTHON=1 at install time is the documented way out."""
+    import os
+
+    kind = "pure Python" if os.environ.get("GATEHOUSE_PURE_PYTHON") not in (None, "", "0") else (
+        "compiled"
+    )
+    assert f"({kind})" in run_cli("--version").stdout
+
+
 @pytest.mark.parametrize("command", [[], ["run"], ["check"], ["keygen"], ["reference"]])
 def test_help_on_every_command(command: list[str]) -> None:
     result = run_cli(*command, "--help")

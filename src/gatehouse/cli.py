@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, build_kind
 from .errors import ConfigError
 
 
@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gatehouse",
         description="An identity-aware access proxy that speaks Pomerium's configuration.",
     )
-    parser.add_argument("--version", action="version", version=f"gatehouse {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"gatehouse {__version__} ({build_kind()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="serve until SIGINT/SIGTERM, then drain and exit")

@@ -478,7 +478,9 @@ class HttpServer:
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
-        return [s.getsockname()[:2] for s in server.sockets]
+        # uvloop gives a list where asyncio's stubs promise a tuple: read it untyped.
+        socks: list[Any] = list(getattr(server, "sockets", None) or ())
+        return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in socks]
 
     def update_settings(self, settings: ServerSettings) -> None:
         """Apply new limits/timeouts to new connections (existing ones keep theirs)."""

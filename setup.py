@@ -1,0 +1,56 @@
+"""Build: the request's hot path is compiled to C with mypyc; everything else stays Python.
+
+The modules listed in ``COMPILED`` run for every proxied request. mypyc compiles the same
+typed source (no second implementation, no C of our own) and halves their CPU time; see
+``bench/proxy_bench.py`` and docs/operations.md ("Performance"). Set
+``GATEHOUSE_PURE_PYTHON=1`` to install without compiling (any platform, no C compiler);
+behaviour is the same, only slower.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+
+from setuptools import setup
+
+#: Modules on the path of every request, in the order a request meets them.
+COMPILED = [
+    "src/gatehouse/http/connection.py",
+    "src/gatehouse/http/messages.py",
+    "src/gatehouse/http/server.py",
+    "src/gatehouse/http/exchange.py",
+    "src/gatehouse/proxy/paths.py",
+    "src/gatehouse/proxy/router.py",
+    "src/gatehouse/proxy/balancer.py",
+    "src/gatehouse/proxy/headers.py",
+    "src/gatehouse/proxy/forward.py",
+    "src/gatehouse/proxy/pipeline.py",
+    "src/gatehouse/http/upstream.py",
+    "src/gatehouse/observability/logs.py",
+]
+
+
+def _have_compiler() -> bool:
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    return bool(cc) and shutil.which(cc[0]) is not None
+
+
+def _extensions() -> list[object]:
+    if os.environ.get("GATEHOUSE_PURE_PYTHON", "") not in ("", "0"):
+        return []
+    if not _have_compiler():
+        print(
+            "gatehouse: no C compiler found; installing the pure-Python build "
+            "(same behaviour, about half the proxy throughput)",
+            file=sys.stderr,
+        )
+        return []
+    from mypyc.build import mypycify
+
+    return list(mypycify(COMPILED, opt_level="3", debug_level="0"))
+
+
+setup(ext_modules=_extensions())
