@@ -256,13 +256,25 @@ class Exchange:
         body_allowed: bool = True,
     ) -> None:
         """Write the response head. ``headers`` must not hold framing or hop-by-hop fields."""
+        block = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+        self.start_response_block(
+            status, block, content_length=content_length, body_allowed=body_allowed
+        )
+
+    def start_response_block(
+        self,
+        status: int,
+        header_block: bytes,
+        *,
+        content_length: int | None,
+        body_allowed: bool = True,
+    ) -> None:
+        """As :meth:`start_response`, with the headers already serialised
+        (``name: value\\r\\n`` lines), as the proxy's response path makes them."""
         if self.phase is not Phase.RECEIVING:
             return
         self.status = status
         head = self.head
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
-        for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
         if (
             not body_allowed
             or status in (204, 304)
@@ -271,15 +283,18 @@ class Exchange:
         ):
             self._framing = BodyFraming.NONE
             if content_length is not None and status != 204 and not 100 <= status < 200:
-                lines.append(b"content-length: %d\r\n" % content_length)
+                framing = b"content-length: %d\r\n" % content_length
+            else:
+                framing = b""
         elif content_length is not None:
             self._framing = BodyFraming.LENGTH
-            lines.append(b"content-length: %d\r\n" % content_length)
+            framing = b"content-length: %d\r\n" % content_length
         elif head.http_version == "1.1":
             self._framing = BodyFraming.CHUNKED
-            lines.append(b"transfer-encoding: chunked\r\n")
+            framing = b"transfer-encoding: chunked\r\n"
         else:
             self._framing = BodyFraming.CLOSE
+            framing = b""
             self.keep_alive = False
         if head.upgrade is not None:
             # An Upgrade answered with anything but 101: the client may already be
@@ -289,12 +304,16 @@ class Exchange:
             # The client is still waiting to send a body we will not read: close after.
             self.keep_alive = False
         if not self.keep_alive:
-            lines.append(b"connection: close\r\n")
+            connection = b"connection: close\r\n"
         elif head.http_version == "1.0":
-            lines.append(b"connection: keep-alive\r\n")
-        lines.append(b"\r\n")
+            connection = b"connection: keep-alive\r\n"
+        else:
+            connection = b""
         self.phase = Phase.RESPONDING
-        self._conn.write(b"".join(lines))
+        self._conn.write(
+            b"HTTP/1.1 %d %s\r\n%b%b%b\r\n"
+            % (status, reason_phrase(status), header_block, framing, connection)
+        )
 
     def write(self, data: bytes) -> None:
         """Write a piece of the response body, framed as the head announced."""

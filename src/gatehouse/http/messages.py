@@ -19,23 +19,54 @@ from urllib.parse import parse_qsl, quote
 _LOCATION_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
-@dataclass(frozen=True, slots=True)
 class RequestHead:
-    """A parsed request line and header block (RFC 9112 §3, §5)."""
+    """A parsed request line and header block (RFC 9112 §3, §5); read-only by convention.
 
-    method: bytes
-    target: bytes
-    #: Header (name, value) pairs in arrival order; names lower-cased.
-    headers: list[tuple[bytes, bytes]]
-    http_version: str
-    keep_alive: bool
-    #: The request carries a body (Content-Length > 0 or chunked).
-    has_body: bool
-    #: The client asked for ``Upgrade`` (with ``Connection: upgrade``).
-    upgrade: bytes | None
-    expect_continue: bool
-    #: The ``Connection`` header's value (all of them, comma-joined), or ``None``.
-    connection: bytes | None = None
+    A plain class rather than a frozen dataclass: one is made per request, and a frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field) cost more than the rest of
+    the request head's handling.
+    """
+
+    __slots__ = (
+        "connection",
+        "expect_continue",
+        "has_body",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "target",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        http_version: str,
+        keep_alive: bool,
+        has_body: bool,
+        upgrade: bytes | None,
+        expect_continue: bool,
+        connection: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        #: Header (name, value) pairs in arrival order; names lower-cased.
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        #: The request carries a body (Content-Length > 0 or chunked).
+        self.has_body = has_body
+        #: The client asked for ``Upgrade`` (with ``Connection: upgrade``).
+        self.upgrade = upgrade
+        self.expect_continue = expect_continue
+        #: The ``Connection`` header's value (all of them, comma-joined), or ``None``.
+        self.connection = connection
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method!r} {self.target[:100]!r} HTTP/{self.http_version})"
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of a header (``name`` lower-case), or ``None``."""

@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httptools
@@ -81,6 +81,22 @@ class Endpoint:
     server_name: str | None = None
     tls_skip_verify: bool = False
     tls_ca_file: str | None = None
+    #: The pool's dictionary key: a string, whose hash Python caches (a dataclass's
+    #: generated ``__hash__`` would run on every take and release).
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = "|".join(
+            (
+                self.scheme,
+                self.host,
+                str(self.port),
+                self.server_name or "",
+                "1" if self.tls_skip_verify else "0",
+                self.tls_ca_file or "",
+            )
+        )
+        object.__setattr__(self, "key", key)
 
 
 class _StopParsing(Exception):
@@ -351,13 +367,13 @@ class ConnectionPool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
-        self._idle: dict[Endpoint, list[UpstreamConnection]] = {}
+        self._idle: dict[str, list[UpstreamConnection]] = {}
         self._ssl: dict[tuple[bool, str | None], ssl.SSLContext] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def take_idle(self, endpoint: Endpoint) -> UpstreamConnection | None:
         """An idle open connection to ``endpoint``, or ``None``."""
-        conns = self._idle.get(endpoint)
+        conns = self._idle.get(endpoint.key)
         while conns:
             conn = conns.pop()
             if (
@@ -406,14 +422,16 @@ class ConnectionPool:
         """Return a connection whose response completed cleanly."""
         conn.state = ConnState.IDLE
         conn.idle_since = time.monotonic()
-        conns = self._idle.setdefault(conn.endpoint, [])
+        conns = self._idle.get(conn.endpoint.key)
+        if conns is None:
+            conns = self._idle[conn.endpoint.key] = []
         if len(conns) >= POOL_MAX_IDLE_PER_ENDPOINT:
             conn.close()
             return
         conns.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        conns = self._idle.get(conn.endpoint)
+        conns = self._idle.get(conn.endpoint.key)
         if conns and conn in conns:
             conns.remove(conn)
 

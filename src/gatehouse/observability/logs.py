@@ -107,16 +107,19 @@ class AccessLog:
         same JSON ``json.dumps`` would give, at a third of the cost)."""
         if not self.enabled:
             return
-        upstream_ms = "null" if upstream_s is None else format(upstream_s * 1000, ".3f")
+        upstream_ms = "null" if upstream_s is None else _ms(upstream_s)
         tail = _ABORTED if aborted else ""
         if error is not None:
             tail += ',"error":' + _js(error)
+        # Only str values in the f-string (no format specs, see _ms): mypyc joins them in
+        # one allocation; the text is what json.dumps would give.
         line = (
             f'{{"time":"{now_iso()}","route":{_js(route)},"method":{_js(method)},'
-            f'"host":{_js(host)},"path":{_js(path)},"status":{status},"bytes":{bytes_sent},'
-            f'"bytes_in":{bytes_in},"duration_ms":{duration_s * 1000:.3f},'
-            f'"upstream":{_js(upstream)},"upstream_ms":{upstream_ms},'
-            f'"client":{_js(client)},"user":{_js(user)},"decision":{_js(decision)}{tail}}}\n'
+            f'"host":{_js(host)},"path":{_js_once(path)},"status":{status},'
+            f'"bytes":{bytes_sent},"bytes_in":{bytes_in},'
+            f'"duration_ms":{_ms(duration_s)},"upstream":{_js(upstream)},'
+            f'"upstream_ms":{upstream_ms},"client":{_js(client)},"user":{_js(user)},'
+            f'"decision":{_js(decision)}{tail}}}\n'
         )
         self._buffer.append(line)
         self._size += len(line)
@@ -143,21 +146,56 @@ class AccessLog:
 
 
 _encode_str = json.encoder.encode_basestring_ascii
+#: JSON forms of recent field values (route, method, host, upstream, client, user...):
+#: they repeat from request to request. Bounded; paths are never cached.
+_JS_CACHE: dict[str, str] = {}
+_JS_CACHE_MAX = 4096
+_JS_CACHE_MAX_LEN = 256
 
 
 def _js(value: str | None) -> str:
-    return "null" if value is None else str(_encode_str(value))
+    if value is None:
+        return "null"
+    cached = _JS_CACHE.get(value)
+    if cached is None:
+        cached = str(_encode_str(value))
+        if len(_JS_CACHE) < _JS_CACHE_MAX and len(value) <= _JS_CACHE_MAX_LEN:
+            _JS_CACHE[value] = cached
+    return cached
+
+
+#: "000" ... "999": the fractional part of a millisecond figure.
+_THOUSANDTHS = tuple(f"{i:03d}" for i in range(1000))
+
+
+def _ms(seconds: float) -> str:
+    """``seconds`` in milliseconds with three decimals (``1.234``), truncated."""
+    us = int(seconds * 1_000_000)
+    if us < 0:
+        us = 0
+    return str(us // 1000) + "." + _THOUSANDTHS[us % 1000]
+
+
+def _js_once(value: str) -> str:
+    return str(_encode_str(value))
 
 
 _ABORTED = ',"aborted":true'
-_second_cache: list[Any] = [0, ""]
+#: (second, its ISO text, millisecond, the full stamp): many requests share a millisecond.
+_time_cache: list[Any] = [0, "", 0, ""]
 
 
 def now_iso() -> str:
-    """The current UTC time as ISO 8601 with milliseconds (the seconds part is cached)."""
-    ts = time.time()
-    sec = int(ts)
-    if _second_cache[0] != sec:
-        _second_cache[0] = sec
-        _second_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{_second_cache[1]}.{int((ts - sec) * 1000):03d}Z"
+    """The current UTC time as ISO 8601 with milliseconds (cached per millisecond)."""
+    cache = _time_cache
+    ms = int(time.time() * 1000)
+    if cache[2] == ms:
+        return str(cache[3])
+    sec = ms // 1000
+    if cache[0] != sec:
+        cache[0] = sec
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    stamp = f"{cache[1]}.{ms % 1000:03d}Z"
+    cache[2] = ms
+    cache[3] = stamp
+    return stamp

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from time import monotonic as _now
 
 from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -24,7 +23,7 @@ from ..http.exchange import Exchange, Phase
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool, UpstreamConnection
 from .balancer import Target
-from .headers import client_response_headers, upstream_request_head
+from .headers import client_response_block, upstream_request_head
 from .router import Route
 
 log = logging.getLogger("gatehouse.proxy")
@@ -33,14 +32,23 @@ log = logging.getLogger("gatehouse.proxy")
 CONNECT_TIMEOUT_S = 10.0
 
 
-@dataclass(slots=True)
 class Outcome:
     """What happened upstream, for logs and metrics."""
 
-    upstream: str = ""
-    upstream_duration_s: float = 0.0
-    reused: bool = False
-    tunnel: Tunnel | None = None
+    # A plain class, not a dataclass: mypyc compiles it to a C struct (one per request).
+    __slots__ = ("reused", "tunnel", "upstream", "upstream_duration_s")
+
+    def __init__(
+        self,
+        upstream: str = "",
+        upstream_duration_s: float = 0.0,
+        reused: bool = False,
+        tunnel: Tunnel | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.upstream_duration_s = upstream_duration_s
+        self.reused = reused
+        self.tunnel = tunnel
 
 
 class ResponseForwarder:
@@ -65,8 +73,8 @@ class ResponseForwarder:
         ex.request_deadline = 0.0
         ex.response_idle_timeout_s = self.route.idle_timeout_s
         ex.response_producer = self.conn
-        ex.start_response(
-            status, client_response_headers(headers, self.route), content_length=content_length
+        ex.start_response_block(
+            status, client_response_block(headers, self.route), content_length=content_length
         )
         if ex.connection.write_paused:
             self.conn.pause_reading()

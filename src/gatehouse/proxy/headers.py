@@ -20,9 +20,15 @@ from .router import Route
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 
+#: ``Connection`` values that name no other header (the usual ones: a fast path).
+_PLAIN_CONNECTION = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
+)
+
+
 def _tokens(value: bytes | None) -> frozenset[bytes]:
     """Header names a ``Connection`` value lists, beyond those always dropped (RFC 9110 §7.6.1)."""
-    if value is None:
+    if value is None or value in _PLAIN_CONNECTION:
         return _NO_TOKENS
     tokens = {t.strip().lower() for t in value.split(b",")}
     tokens -= HOP_BY_HOP
@@ -122,19 +128,18 @@ def upstream_request_head(
     return b"".join(out)
 
 
-def client_response_headers(
-    headers: list[tuple[bytes, bytes]], route: Route
-) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers as the client gets them."""
+def client_response_block(headers: list[tuple[bytes, bytes]], route: Route) -> bytes:
+    """The upstream's response headers as the client gets them, serialised
+    (``name: value\\r\\n`` lines; framing headers are added by the exchange)."""
     connection_named = _connection_tokens(headers)
     overrides = route.set_response_headers
-    override_names = {n for n, _ in overrides}
-    out = [
-        (name, value)
-        for name, value in headers
-        if name not in HOP_BY_HOP
-        and name not in override_names
-        and not (connection_named and name in connection_named)
-    ]
-    out.extend(overrides)
-    return out
+    override_names = route.set_response_header_names
+    out: list[bytes] = []
+    for name, value in headers:
+        if name in HOP_BY_HOP or name in override_names:
+            continue
+        if connection_named and name in connection_named:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    block = b"".join(out)
+    return block + route.set_response_block if overrides else block

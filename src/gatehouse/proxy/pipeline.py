@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from time import monotonic as _now
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,24 +49,31 @@ log = logging.getLogger("gatehouse.proxy")
 INTERNAL_BODY_LIMIT = 64 * 1024
 
 
-@dataclass(slots=True)
 class Target:
     """The request target, split and normalised."""
 
-    host: str
-    port: int | None
-    raw_host: bytes
-    path: str
-    query: bytes
+    # Plain classes, not dataclasses, here: mypyc compiles them to C structs (one per request).
+    __slots__ = ("host", "path", "port", "query", "raw_host")
+
+    def __init__(
+        self, host: str, port: int | None, raw_host: bytes, path: str, query: bytes
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.raw_host = raw_host
+        self.path = path
+        self.query = query
 
 
-@dataclass(slots=True)
 class _Access:
     """What the pipeline learned about a request, for its access-log line."""
 
-    user: str | None = None
-    decision: str | None = None
-    host: str | None = None
+    __slots__ = ("decision", "host", "user")
+
+    def __init__(self) -> None:
+        self.user: str | None = None
+        self.decision: str | None = None
+        self.host: str | None = None
 
 
 def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:

@@ -58,6 +58,9 @@ class Route:
     set_request_headers: tuple[tuple[bytes, bytes], ...]
     #: Global defaults merged with the route's, lower-case names; "" values removed.
     set_response_headers: tuple[tuple[bytes, bytes], ...]
+    #: The names of ``set_response_headers``, and the headers serialised (hot path).
+    set_response_header_names: frozenset[bytes]
+    set_response_block: bytes
     timeout_s: float
     idle_timeout_s: float
     allow_websockets: bool
@@ -125,6 +128,7 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
             response_headers[name] = val
             lower[name.lower()] = name
     set_request = _encode_headers(route.set_request_headers)
+    set_response = _encode_headers(response_headers)
     remove = {h.lower().encode("latin-1") for h in route.remove_request_headers}
     remove.update(k for k, _ in set_request)
     return Route(
@@ -153,7 +157,9 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         host_rewrite=route.host_rewrite.encode("latin-1") if route.host_rewrite else None,
         remove_request_headers=frozenset(remove),
         set_request_headers=set_request,
-        set_response_headers=_encode_headers(response_headers),
+        set_response_headers=set_response,
+        set_response_header_names=frozenset(k for k, _ in set_response),
+        set_response_block=b"".join(k + b": " + v + b"\r\n" for k, v in set_response),
         timeout_s=route.timeout if route.timeout is not None else options.default_upstream_timeout,
         idle_timeout_s=route.idle_timeout,
         allow_websockets=route.allow_websockets,
