@@ -30,6 +30,22 @@ COMPILED = [
     "src/gatehouse/proxy/pipeline.py",
     "src/gatehouse/http/upstream.py",
     "src/gatehouse/observability/logs.py",
+    # Signed-in requests: session cookie and cache, policy, identity assertion.
+    "src/gatehouse/sessions/model.py",
+    "src/gatehouse/sessions/cookie.py",
+    "src/gatehouse/sessions/cache.py",
+    "src/gatehouse/sessions/manager.py",
+    "src/gatehouse/authorize/input.py",
+    "src/gatehouse/authorize/decision.py",
+    "src/gatehouse/authorize/matchers.py",
+    "src/gatehouse/authorize/criteria/base.py",
+    "src/gatehouse/authorize/criteria/claims.py",
+    "src/gatehouse/authorize/criteria/request.py",
+    "src/gatehouse/authorize/criteria/simple.py",
+    "src/gatehouse/authorize/criteria/user.py",
+    "src/gatehouse/authorize/policy.py",
+    "src/gatehouse/identity/keys.py",
+    "src/gatehouse/identity/assertion.py",
 ]
 
 

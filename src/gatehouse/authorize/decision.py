@@ -88,15 +88,26 @@ class ClauseResult:
 RawClause = tuple[bool, Sequence[CriterionOutcome]]
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome of evaluating a route's policy for one request."""
+    """The outcome of evaluating a route's policy for one request (read-only by convention).
 
-    outcome: Outcome
-    #: The route's display name (for logs).
-    route: str
-    clauses: tuple[ClauseInfo, ...]
-    raw: tuple[RawClause, ...]
+    A plain slotted class (one per request; see :class:`~gatehouse.authorize.input.PolicyInput`).
+    """
+
+    __slots__ = ("clauses", "outcome", "raw", "route")
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        route: str,
+        clauses: tuple[ClauseInfo, ...],
+        raw: tuple[RawClause, ...],
+    ) -> None:
+        self.outcome = outcome
+        #: The route's display name (for logs).
+        self.route = route
+        self.clauses = clauses
+        self.raw = raw
 
     @property
     def allowed(self) -> bool:

@@ -9,34 +9,54 @@ upstream will receive (:func:`gatehouse.proxy.paths.normalize_path`), so a rule 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..sessions.model import Session
 
 
-@dataclass(frozen=True, slots=True)
 class PolicyInput:
-    """One request as the policy sees it."""
+    """One request as the policy sees it (read-only by convention).
 
-    #: Request method as sent (methods are case-sensitive, RFC 9110 §9.1).
-    method: str
-    #: The normalised path, without the query string.
-    path: str
-    #: The client address (IPv4 or IPv6 text); "" when unknown (never matches source_ip).
-    source_ip: str = ""
-    #: The signed-in user's session, or None for an anonymous request.
-    session: Session | None = None
-    #: Request time: a Unix time in seconds or a timezone-aware datetime.
-    now: float | datetime = field(default_factory=time.time)
-    #: The ``Origin`` request header ("" when absent), for ``cors_preflight``.
-    origin: str = ""
-    #: The ``Access-Control-Request-Method`` request header ("" when absent).
-    access_control_request_method: str = ""
+    A plain slotted class, not a frozen dataclass: one is built per request, and mypyc
+    compiles this to a C struct (a frozen dataclass's ``__init__`` ran as Python).
+    """
 
-    def __post_init__(self) -> None:
-        if isinstance(self.now, datetime) and self.now.utcoffset() is None:
+    __slots__ = (
+        "access_control_request_method",
+        "method",
+        "now",
+        "origin",
+        "path",
+        "session",
+        "source_ip",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        source_ip: str = "",
+        session: Session | None = None,
+        now: float | datetime | None = None,
+        origin: str = "",
+        access_control_request_method: str = "",
+    ) -> None:
+        #: Request method as sent (methods are case-sensitive, RFC 9110 §9.1).
+        self.method = method
+        #: The normalised path, without the query string.
+        self.path = path
+        #: The client address (IPv4 or IPv6 text); "" when unknown (never matches source_ip).
+        self.source_ip = source_ip
+        #: The signed-in user's session, or None for an anonymous request.
+        self.session = session
+        if isinstance(now, datetime) and now.utcoffset() is None:
             raise ValueError("PolicyInput.now must be timezone-aware")
+        #: Request time: a Unix time in seconds or a timezone-aware datetime (default: now).
+        self.now: float | datetime = time.time() if now is None else now
+        #: The ``Origin`` request header ("" when absent), for ``cors_preflight``.
+        self.origin = origin
+        #: The ``Access-Control-Request-Method`` request header ("" when absent).
+        self.access_control_request_method = access_control_request_method
 
     def timestamp(self) -> float:
         """The request time as a Unix time in seconds."""

@@ -81,6 +81,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self._closing = False
         self._head_started = 0.0
         self._idle_since = 0.0
+        #: Clock reading for the batch of bytes being parsed (one read per batch).
+        self._batch_time = 0.0
         self._served = 0
         #: When set, raw bytes go to this callable instead of the parser (tunnel mode).
         self.tunnel_sink: Callable[[bytes], None] | None = None
@@ -125,8 +127,9 @@ class DownstreamProtocol(asyncio.Protocol):
         if sink is not None:
             sink(data)
             return
+        now = self._batch_time = _now()
         if not self.reader.in_head and self.current is None:
-            self._head_started = _now()
+            self._head_started = now
         try:
             self.reader.feed(data)
         except UpgradeRequested as up:
@@ -143,7 +146,7 @@ class DownstreamProtocol(asyncio.Protocol):
             if to_start.phase is Phase.RECEIVING and to_start is self.current:
                 self._start(to_start)
         if self.current is not None:
-            self.current.last_activity = _now()
+            self.current.last_activity = now
 
     def eof_received(self) -> bool | None:
         # A client that closes its side while its request is in flight has gone away
@@ -175,7 +178,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- RequestSink --------------------------------------------------------------------
 
     def on_request(self, head: RequestHead) -> None:
-        now = _now()
+        now = self._batch_time  # heads arrive only while data_received parses a batch
         ex = Exchange(
             self,
             head,

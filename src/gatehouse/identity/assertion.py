@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gatehouse.errors import ConfigError, Unauthenticated
@@ -76,6 +76,17 @@ class AssertionSpec:
     #: When set, only these groups are put in the token (``jwt_groups_filter``).
     groups_filter: frozenset[str] | None = None
 
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        value = hash((self.issuer_format, self.claims_headers, self.groups_filter))
+        object.__setattr__(self, "_hash", value)
+
+    def __hash__(self) -> int:
+        # Part of the minter's cache key on every request: hashed once, at build time
+        # (the generated dataclass hash would re-hash every field on each lookup).
+        return self._hash
+
     @classmethod
     def build(
         cls,
@@ -121,6 +132,17 @@ class Assertion:
     issued_at: int
     expires_at: int
     kid: str
+    #: :meth:`headers` as they go on the wire (lower-case names, latin-1), made once.
+    wire_headers: tuple[tuple[bytes, bytes], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        wire = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers()
+        )
+        object.__setattr__(self, "wire_headers", wire)
 
     def headers(self) -> list[tuple[str, str]]:
         """Every header to add to the upstream request."""

@@ -26,6 +26,9 @@ class Target:
     endpoint: Endpoint
     host_header: bytes
     weight: int
+    #: ``url.url`` and ``url.path`` copied out of the config model (read per request).
+    url_text: str = ""
+    url_path: str = ""
     current: int = 0
     down_until: float = 0.0
     failures: int = field(default=0)
@@ -61,6 +64,8 @@ class Balancer:
                     ),
                     host_header=host_header.encode("idna"),
                     weight=url.weight,
+                    url_text=url.url,
+                    url_path=url.path,
                 )
             )
         return cls(targets)

@@ -150,7 +150,7 @@ async def forward(
     head = exchange.head
     started = _now()
     if route.timeout_s > 0:
-        exchange.request_deadline = _now() + route.timeout_s
+        exchange.request_deadline = started + route.timeout_s
     upgrade = head.upgrade if route.allow_websockets else None
     body_framing: bytes | None = None
     if head.has_body:
@@ -181,13 +181,13 @@ async def forward(
             raise
         if exchange.phase is not Phase.RECEIVING:  # client gone or timed out meanwhile
             pool.release(conn)
-            return Outcome(upstream=target.url.url)
+            return Outcome(upstream=target.url_text)
         if target.down_until:
             balancer.mark_ok(target)
         host_header = (
             original_host if route.preserve_host else route.host_rewrite or target.host_header
         )
-        upstream_path = (target.url.path + path) if target.url.path else path
+        upstream_path = (target.url_path + path) if target.url_path else path
         request_target = upstream_path.encode("utf-8") + (b"?" + query if query else b"")
         forwarder = ResponseForwarder(exchange, route, conn)
         request_head = upstream_request_head(
@@ -241,8 +241,8 @@ async def forward(
             if not forwarder.started and exchange.phase is Phase.RECEIVING:
                 raise
             exchange.abort()
-            log.warning("upstream %s failed mid-response: %s", target.url.url, err)
-            return Outcome(target.url.url, _now() - started, reused)
+            log.warning("upstream %s failed mid-response: %s", target.url_text, err)
+            return Outcome(target.url_text, _now() - started, reused)
         exchange.on_abort(None)
         exchange.on_timeout(None)
-        return Outcome(target.url.url, _now() - started, reused, tunnel)
+        return Outcome(target.url_text, _now() - started, reused, tunnel)

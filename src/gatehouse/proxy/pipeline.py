@@ -76,9 +76,9 @@ class _Access:
         self.host: str | None = None
 
 
-def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     """The value of cookie ``name`` from raw Cookie headers (RFC 6265 §5.4), or ``None``."""
-    prefix = name.encode("latin-1") + b"="
+    prefix = name + b"="
     for key, value in headers:
         if key != b"cookie" or prefix not in value:
             continue
@@ -104,6 +104,9 @@ class Pipeline:
         self.access_log = access_log
         self.metrics = metrics
         self.ready = True
+        #: ``log.isEnabledFor(DEBUG)``, read once (logging's check is Python code, and the
+        #: level is set at start-up).
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     def needs_task(self, exchange: Exchange) -> bool:
         """True for requests that may call out (IdP, sign-in pages): run them in a Task.
@@ -242,10 +245,7 @@ class Pipeline:
             minter = state.minter
             if session is not None and minter is not None:
                 assertion = minter.mint(session, target.host, state.specs[route.index])
-                identity = [
-                    (k.lower().encode("latin-1"), v.encode("latin-1"))
-                    for k, v in assertion.headers()
-                ]
+                identity = list(assertion.wire_headers)
         path = route.rewrite_path(target.path)
         return await forward(
             exchange,
@@ -271,7 +271,7 @@ class Pipeline:
             access.decision = "allow"
             return None
         if auth is not None:
-            cookie = _cookie(head.headers, auth.cookie_name)
+            cookie = _cookie(head.headers, state.session_cookie or b"")
             authorization = head.get(b"authorization")
             if cookie is not None or authorization is not None:
                 session = await auth.session_for(
@@ -299,7 +299,7 @@ class Pipeline:
         outcome = decision.outcome
         if outcome is DecisionOutcome.ALLOW:
             access.decision = "allow"
-            if log.isEnabledFor(logging.DEBUG):
+            if self._debug:
                 # Allows are in the access log (route, user, decision); the rule detail
                 # costs a few microseconds, so it is written only at debug level.
                 log.debug(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class SessionCache:
         self._max_age_s = max_age_s
         self._negative_max_age_s = negative_max_age_s
         self._stale_grace_s = stale_grace_s
-        self._monotonic = monotonic or _loop_time
+        self._monotonic = monotonic or time.monotonic
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Session | None]] = {}
         #: Bumped by every flush (invalidations may have been missed).
@@ -169,7 +170,3 @@ class SessionCache:
         self._entries.move_to_end(session_id)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-
-
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()

@@ -82,12 +82,30 @@ def _valid_session_id(session_id: str) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class CookieHandle:
-    """What a valid cookie says: which session, and when the cookie was issued."""
+    """What a valid cookie says: which session, and when the cookie was issued.
 
-    session_id: str
-    issued_at: int
+    A plain slotted class (one per request; mypyc makes it a C struct)."""
+
+    __slots__ = ("issued_at", "session_id")
+
+    def __init__(self, session_id: str, issued_at: int) -> None:
+        self.session_id = session_id
+        self.issued_at = issued_at
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CookieHandle)
+            and other.session_id == self.session_id
+            and other.issued_at == self.issued_at
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.session_id, self.issued_at))
+
+    def __repr__(self) -> str:
+        # The session id is a credential: never in a repr that may reach a log.
+        return f"CookieHandle(session_id=<hidden>, issued_at={self.issued_at})"
 
 
 @dataclass(frozen=True, slots=True)
