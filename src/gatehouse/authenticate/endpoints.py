@@ -126,6 +126,17 @@ class AuthEndpoints:
             return None
         return self.signer.sign_in_url(self.authenticate_url, original_url)
 
+    def session_cached(
+        self, request_cookie: str | None, authorization: str | None, host: str
+    ) -> tuple[bool, Session | None]:
+        """:meth:`session_for` when the answer needs no store read: ``(True, session or
+        None)``; ``(False, None)`` when it does (then await :meth:`session_for`)."""
+        if authorization and _programmatic_token(authorization) is not None:
+            return False, None
+        if request_cookie:
+            return self.sessions.load_cached(request_cookie, host)
+        return True, None
+
     async def session_for(
         self, request_cookie: str | None, authorization: str | None, host: str
     ) -> Session | None:

@@ -54,7 +54,7 @@ _Compiled = tuple[bool, int, tuple[Criterion, ...]]
 class Policy:
     """A route's rules, compiled; immutable and safe to share between requests."""
 
-    __slots__ = ("_compiled", "allows_everyone", "clauses", "route")
+    __slots__ = ("_compiled", "allows_everyone", "clauses", "reads_cors_headers", "route")
 
     def __init__(self, route: str, clauses: Sequence[ClauseInfo], compiled: Sequence[_Compiled]):
         self.route = route
@@ -67,6 +67,11 @@ class Policy:
             and bool(c.criteria)
             and all(_criterion_name(label) == "accept" for label in c.criteria)
             for c in self.clauses
+        )
+        #: Whether any criterion reads ``Origin`` / ``Access-Control-Request-Method``
+        #: (only ``cors_preflight``): the pipeline skips looking them up otherwise.
+        self.reads_cors_headers: bool = any(
+            _criterion_name(label) == "cors_preflight" for c in self.clauses for label in c.criteria
         )
 
     def __len__(self) -> int:

@@ -173,7 +173,7 @@ def _ms(seconds: float) -> str:
     us = int(seconds * 1_000_000)
     if us < 0:
         us = 0
-    return str(us // 1000) + "." + _THOUSANDTHS[us % 1000]
+    return f"{us // 1000}.{_THOUSANDTHS[us % 1000]}"
 
 
 def _js_once(value: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from time import monotonic as _now
 
 from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -136,7 +137,7 @@ async def forward(
     path: str,
     query: bytes,
     original_host: bytes,
-    identity_headers: list[tuple[bytes, bytes]] | None,
+    identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams.

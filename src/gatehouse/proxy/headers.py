@@ -14,6 +14,8 @@ Towards the client: hop-by-hop headers dropped, the route's response headers set
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..constants import ASSERTION_FOR_HEADER, ASSERTION_HEADER, HOP_BY_HOP, IDENTITY_HEADER_PREFIXES
 from .router import Route
 
@@ -68,7 +70,7 @@ def upstream_request_head(
     scheme: str,
     body_framing: bytes | None,
     upgrade: bytes | None,
-    identity_headers: list[tuple[bytes, bytes]] | None,
+    identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
 ) -> bytes:
     """Serialise the request head to send upstream (HTTP/1.1, ends with a blank line).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from time import monotonic as _now
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,12 +81,16 @@ def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     """The value of cookie ``name`` from raw Cookie headers (RFC 6265 §5.4), or ``None``."""
     prefix = name + b"="
     for key, value in headers:
-        if key != b"cookie" or prefix not in value:
+        if key != b"cookie":
             continue
-        for part in value.split(b";"):
-            part = part.strip()
-            if part.startswith(prefix):
-                return part[len(prefix) :].strip(b'"').decode("latin-1")
+        at = value.find(prefix)
+        while at >= 0:
+            # A match must start a cookie-pair: at the start, or after ";" and spaces.
+            if value[:at].rstrip(b" \t")[-1:] in (b"", b";"):
+                end = value.find(b";", at)
+                raw = value[at + len(prefix) :] if end < 0 else value[at + len(prefix) : end]
+                return raw.strip().strip(b'"').decode("latin-1")
+            at = value.find(prefix, at + 1)
     return None
 
 
@@ -117,10 +122,11 @@ class Pipeline:
         target = exchange.head.target
         if target[:2] == b"/." or target[:7] == b"/oauth2" or target[:1] != b"/":
             return True
-        auth_host = self.state.authenticate_host
+        auth_host = self.state.authenticate_host_bytes
         if auth_host is not None:
             host = exchange.head.get(b"host") or b""
-            if host.split(b":", 1)[0].lower() == auth_host.encode():
+            colon = host.find(b":")
+            if (host if colon < 0 else host[:colon]).lower() == auth_host:
                 return True
         return False
 
@@ -239,13 +245,13 @@ class Pipeline:
         if head.upgrade is not None and not route.allow_websockets:
             raise UpgradeRefused("upgrade requested on a route without allow_websockets")
         session = await self._authorize(exchange, target, route, state, access)
-        identity: list[tuple[bytes, bytes]] | None = None
+        identity: Sequence[tuple[bytes, bytes]] | None = None
         if route.pass_identity_headers:
             identity = []
             minter = state.minter
             if session is not None and minter is not None:
                 assertion = minter.mint(session, target.host, state.specs[route.index])
-                identity = list(assertion.wire_headers)
+                identity = assertion.wire_headers
         path = route.rewrite_path(target.path)
         return await forward(
             exchange,
@@ -274,15 +280,18 @@ class Pipeline:
             cookie = _cookie(head.headers, state.session_cookie or b"")
             authorization = head.get(b"authorization")
             if cookie is not None or authorization is not None:
-                session = await auth.session_for(
-                    cookie, authorization.decode("latin-1") if authorization else None, target.host
-                )
+                auth_text = authorization.decode("latin-1") if authorization else None
+                # Cached sessions (nearly every request) are found without a coroutine.
+                hit, session = auth.session_cached(cookie, auth_text, target.host)
+                if not hit:
+                    session = await auth.session_for(cookie, auth_text, target.host)
                 if session is not None and auth.sessions.needs_refresh(session):
                     session = await auth.sessions.refresh_if_needed(session, auth.refresh)
         access.user = session.email or session.user_id if session is not None else None
         if policy is None or policy.allows_everyone:
             access.decision = "allow"
             return session
+        cors = policy.reads_cors_headers
         decision = policy.evaluate(
             PolicyInput(
                 method=head.method.decode("ascii", "replace"),
@@ -290,10 +299,12 @@ class Pipeline:
                 source_ip=exchange.client_ip,
                 session=session,
                 now=time.time(),
-                origin=(head.get(b"origin") or b"").decode("latin-1"),
+                origin=(head.get(b"origin") or b"").decode("latin-1") if cors else "",
                 access_control_request_method=(
-                    head.get(b"access-control-request-method") or b""
-                ).decode("latin-1"),
+                    (head.get(b"access-control-request-method") or b"").decode("latin-1")
+                    if cors
+                    else ""
+                ),
             )
         )
         outcome = decision.outcome

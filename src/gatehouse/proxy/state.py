@@ -69,6 +69,8 @@ class ProxyState:
     endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
     #: The authenticate host (lower case) and its handlers.
     authenticate_host: str | None = None
+    #: ``authenticate_host`` as bytes (compared with Host headers on every request).
+    authenticate_host_bytes: bytes | None = None
     authenticate_endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
     #: ``/.pomerium/*`` handlers on route hosts.
     route_host_endpoints: dict[str, EndpointHandler] = field(default_factory=dict)
@@ -216,6 +218,7 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         ),
         endpoints=endpoints,
         authenticate_host=authenticate_host,
+        authenticate_host_bytes=authenticate_host.encode() if authenticate_host else None,
         authenticate_endpoints=authenticate_table,
         route_host_endpoints=route_table,
         auth=auth_endpoints,

@@ -108,6 +108,17 @@ class SessionCache:
         entry = self._entries.get(session_id)
         return None if entry is None else entry.session
 
+    def lookup(self, session_id: str) -> tuple[bool, Session | None]:
+        """``(True, record)`` when the cache holds a fresh answer (``None``: known absent),
+        else ``(False, None)``. Synchronous: the signed-in hot path needs no coroutine."""
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            limit = self._max_age_s if entry.session is not None else self._negative_max_age_s
+            if self._monotonic() - entry.fetched_at < limit:
+                self._entries.move_to_end(session_id)
+                return True, entry.session
+        return False, None
+
     async def get(
         self, session_id: str, load: Callable[[str], Awaitable[Session | None]]
     ) -> Session | None:
@@ -117,13 +128,11 @@ class SessionCache:
         Raises:
             ServiceUnavailable: the store is down and no fresh-enough cached record exists.
         """
+        hit, session = self.lookup(session_id)
+        if hit:
+            return session
         now = self._monotonic()
         entry = self._entries.get(session_id)
-        if entry is not None:
-            limit = self._max_age_s if entry.session is not None else self._negative_max_age_s
-            if now - entry.fetched_at < limit:
-                self._entries.move_to_end(session_id)
-                return entry.session
         task = self._inflight.get(session_id)
         if task is None:
             # One task per miss, awaited through shield: a caller that is cancelled does not

@@ -180,10 +180,28 @@ class SessionManager:
             return None
         return await self.get(handle.session_id, t)
 
+    def load_cached(
+        self, cookie_value: str, host: str, now: float | None = None
+    ) -> tuple[bool, Session | None]:
+        """:meth:`load` when the answer needs no store read: ``(True, session or None)``;
+        ``(False, None)`` when it does (call :meth:`load`)."""
+        t = self._now(now)
+        handle = self._codec.decode(cookie_value, self._binding(host), t)
+        if handle is None:
+            return True, None
+        hit, session = self.cache.lookup(handle.session_id)
+        if not hit:
+            return False, None
+        return True, self._live(session, handle.session_id, t)
+
     async def get(self, session_id: str, now: float | None = None) -> Session | None:
         """The live session with this id (no cookie involved), or ``None``."""
         t = self._now(now)
         session = await self.cache.get(session_id, self.store.get)
+        return self._live(session, session_id, t)
+
+    def _live(self, session: Session | None, session_id: str, t: float) -> Session | None:
+        """``session`` unless expired or idle too long (recording activity when due)."""
         if session is None or session.is_expired(t):
             return None
         if self.idle_timeout_s > 0:
