@@ -34,6 +34,7 @@ from .http.server import HttpServer
 from .http.tls import CertificatePem, server_context
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
+from .observability.dependencies import Observer, TimedStore
 from .observability.logs import AccessLog, setup_logging
 from .observability.metrics import (
     Metrics,
@@ -46,6 +47,7 @@ from .observability.metrics import (
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
+from .sessions.store import SessionStore
 
 log = logging.getLogger("gatehouse")
 
@@ -138,8 +140,10 @@ class Worker:
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
         options = self.loaded.options
-        self.services = await start_services(options)
         metrics = get_metrics() if options.metrics_address else None
+        self.services = await start_services(
+            options, metrics.dependency_call if metrics is not None else None
+        )
         if metrics is not None:
             metrics.config_loaded(self.loaded.digest)
             self.services.session_event = lambda e: metrics.sessions.labels(e).inc()
@@ -240,15 +244,25 @@ class Worker:
             )
 
 
-async def start_services(options: Options) -> Services:
-    """The worker's long-lived parts: session store (when sign-in is configured), IdP client."""
+async def start_services(options: Options, observe: Observer | None = None) -> Services:
+    """The worker's long-lived parts: session store (when sign-in is configured), IdP client.
+
+    With ``observe`` (metrics on), every IdP and store call is timed and reported.
+    """
     services = Services()
     if options.idp_provider is not None:
         from .authenticate import new_http_client
         from .sessions.manager import build_session_manager
 
-        services.sessions = build_session_manager(options)
-        services.http_client = new_http_client()
+        wrap = None
+        if observe is not None:
+            timer = observe
+
+            def wrap(store: SessionStore) -> SessionStore:
+                return TimedStore(store, timer)
+
+        services.sessions = build_session_manager(options, wrap_store=wrap)
+        services.http_client = new_http_client(observe=observe)
         if options.idp_provider == "builtin":
             services.idp_store = _idp_store(options)
         try:

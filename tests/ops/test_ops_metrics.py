@@ -144,6 +144,29 @@ def test_metrics_count_requests_decisions_errors_tunnels_and_reloads(  # type: i
             >= 1
         )
 
+        # IdP and session-store calls: each timed, by operation (the sign-in above made them).
+        for operation in ("discovery", "jwks", "token"):
+            assert (
+                metric(
+                    s,
+                    "gatehouse_dependency_duration_seconds_count",
+                    dependency="idp",
+                    operation=operation,
+                )
+                >= 1
+            ), operation
+        for operation in ("put", "consume_once"):
+            assert (
+                metric(
+                    s,
+                    "gatehouse_dependency_duration_seconds_count",
+                    dependency="session_store",
+                    operation=operation,
+                )
+                >= 1
+            ), operation
+        assert metric(s, "gatehouse_dependency_call_errors_total", dependency="idp") == 0
+
         # Config reloads: a valid change bumps the success counter and the hash.
         changed = copy.deepcopy(config)
         changed["routes"].append(

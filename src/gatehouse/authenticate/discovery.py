@@ -23,6 +23,7 @@ import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
 
+from ..observability.dependencies import OPERATION
 from .errors import IdpUnavailable
 from .providers import TENANT_PLACEHOLDER, ProviderQuirks, issuer_matches
 
@@ -131,10 +132,12 @@ def _strings(doc: Mapping[str, Any], name: str, default: tuple[str, ...]) -> tup
     return tuple(value)
 
 
-async def fetch_json(client: httpx.AsyncClient, url: str) -> Any:
+async def fetch_json(client: httpx.AsyncClient, url: str, operation: str = "document") -> Any:
     """GET a JSON document from the IdP; any failure is an :class:`IdpUnavailable`."""
     try:
-        response = await client.get(url, headers={"Accept": "application/json"})
+        response = await client.get(
+            url, headers={"Accept": "application/json"}, extensions={OPERATION: operation}
+        )
     except httpx.HTTPError as exc:
         raise IdpUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
@@ -179,7 +182,7 @@ class Discovery:
         async with self._lock:
             if self._metadata is None or self._clock() - self._metadata_at >= self._ttl_s:
                 url = self.provider_url.rstrip("/") + WELL_KNOWN_PATH
-                doc = await fetch_json(self._client, url)
+                doc = await fetch_json(self._client, url, "discovery")
                 self._metadata = parse_metadata(doc, self.provider_url, self.quirks)
                 self._metadata_at = self._clock()
             return self._metadata
@@ -197,7 +200,7 @@ class Discovery:
             # Another caller may have refetched while we waited.
             keys = self._keys
             if keys is None or self._clock() - self._keys_at >= self._min_refetch_s:
-                keys = parse_jwks(await fetch_json(self._client, metadata.jwks_uri))
+                keys = parse_jwks(await fetch_json(self._client, metadata.jwks_uri, "jwks"))
                 self._keys, self._keys_at = keys, self._clock()
             return keys
 

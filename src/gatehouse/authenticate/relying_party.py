@@ -18,6 +18,7 @@ import httpx
 
 from gatehouse.sessions.model import Session
 
+from ..observability.dependencies import OPERATION, Observer, TimedTransport
 from . import oidc
 from .discovery import Discovery, ProviderMetadata
 from .errors import IdpUnavailable, InvalidIdToken, TokenRequestRejected
@@ -36,9 +37,17 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_USERINFO_BYTES = 256 * 1024
 
 
-def new_http_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
-    """The client for IdP calls: no redirects followed, no cookies kept, timeouts set."""
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+def new_http_client(
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT, observe: Observer | None = None
+) -> httpx.AsyncClient:
+    """The client for IdP calls: no redirects followed, no cookies kept, timeouts set;
+    with ``observe``, every call's duration and outcome is reported (metrics)."""
+    transport = None
+    if observe is not None:
+        transport = TimedTransport(httpx.AsyncHTTPTransport(trust_env=False), observe)
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False, transport=transport
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +184,7 @@ class RelyingParty:
         request = oidc.revocation_request(meta, self.config, token, token_type_hint)
         if request is None:
             return False
-        response = await self._post(request)
+        response = await self._post(request, "revocation")
         if response.status_code != 200:
             raise IdpUnavailable(f"revocation endpoint answered {response.status_code}")
         return True
@@ -221,6 +230,7 @@ class RelyingParty:
             response = await self._client.get(
                 meta.userinfo_endpoint,
                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+                extensions={OPERATION: "userinfo"},
             )
         except httpx.HTTPError as exc:
             raise IdpUnavailable(f"userinfo: {type(exc).__name__}: {exc}") from exc
@@ -280,13 +290,16 @@ class RelyingParty:
         )
 
     async def _token_call(self, request: HttpRequest) -> TokenResponse:
-        response = await self._post(request)
+        response = await self._post(request, "token")
         return oidc.parse_token_response(response.status_code, response.content)
 
-    async def _post(self, request: HttpRequest) -> httpx.Response:
+    async def _post(self, request: HttpRequest, operation: str) -> httpx.Response:
         try:
             return await self._client.post(
-                request.url, data=dict(request.form), headers=dict(request.headers)
+                request.url,
+                data=dict(request.form),
+                headers=dict(request.headers),
+                extensions={OPERATION: operation},
             )
         except httpx.HTTPError as exc:
             raise IdpUnavailable(f"POST {request.url}: {type(exc).__name__}: {exc}") from exc

@@ -94,6 +94,17 @@ class Metrics:
         self.dependency_errors = Counter(
             "gatehouse_dependency_errors_total", "Session store and IdP failures", ["dependency"]
         )
+        self.dependency_duration = Histogram(
+            "gatehouse_dependency_duration_seconds",
+            "Duration of each call to the IdP or the session store",
+            ["dependency", "operation"],
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self.dependency_call_errors = Counter(
+            "gatehouse_dependency_call_errors_total",
+            "Calls to the IdP or the session store that failed (error, timeout or IdP 5xx)",
+            ["dependency", "operation"],
+        )
         self.reloads = Counter("gatehouse_config_reloads_total", "Config reloads", ["result"])
         self.config_info = Gauge(
             "gatehouse_config_info",
@@ -107,6 +118,12 @@ class Metrics:
             multiprocess_mode="livesum" if multi else "all",
         )
         self._digest: str | None = None
+
+    def dependency_call(self, dependency: str, operation: str, seconds: float, ok: bool) -> None:
+        """One call to the IdP or the session store (an ``Observer``, see dependencies.py)."""
+        self.dependency_duration.labels(dependency, operation).observe(seconds)
+        if not ok:
+            self.dependency_call_errors.labels(dependency, operation).inc()
 
     def request(self, route: str, method: str, status: int, duration_s: float) -> None:
         label_method = method if method in _METHODS else "OTHER"

@@ -396,7 +396,10 @@ def session_keys_from_options(options: Options) -> SessionKeys:
 
 
 def build_session_manager(
-    options: Options, *, clock: Callable[[], float] = time.time
+    options: Options,
+    *,
+    clock: Callable[[], float] = time.time,
+    wrap_store: Callable[[SessionStore], SessionStore] | None = None,
 ) -> SessionManager:
     """A :class:`SessionManager` with the store ``databroker_storage_type`` names.
 
@@ -424,6 +427,8 @@ def build_session_manager(
         from .redis import RedisStore
 
         store = RedisStore(url, records)
+    if wrap_store is not None:
+        store = wrap_store(store)  # e.g. timing every call for the metrics
     return SessionManager(
         cache=SessionCache(stale_grace_s=options.session_store_outage_grace),
         store=store,
