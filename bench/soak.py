@@ -409,6 +409,8 @@ class VirtualUser:
         self.deadline = deadline
         self.budget = budget
         self.rng = rng
+        #: The last sign-in (or re-sign) failed: no session until the next sign-in.
+        self.signed_out = False
         self.cookies: dict[str, dict[str, str]] = {}
         self.client = httpx.Client(timeout=30, follow_redirects=False)
 
@@ -505,11 +507,18 @@ class VirtualUser:
         ops, w = list(weights), list(weights.values())
         self.do("sign_in")
         while time.monotonic() < self.deadline and self.budget[0] > 0:
+            if self.signed_out:
+                # A sign-in (or the sign-in half of a re-sign) failed, e.g. its connection
+                # died with a killed worker: this user holds no session now, so a 401 on
+                # the next page would be our doing, not a lost session. Sign in first.
+                self.do("sign_in")
+                continue
             self.do(self.rng.choices(ops, w)[0])
         self.client.close()
 
     def do(self, op: str) -> None:
         started = time.monotonic()
+        ok = False
         try:
             ok, kind, expected = getattr(self, "op_" + op)()
         except (httpx.TransportError, OSError) as exc:
@@ -521,6 +530,8 @@ class VirtualUser:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             kind = f"status {status}" if status else f"exception {type(exc).__name__}"
             ok, expected = False, False
+        if op in ("sign_in", "resign"):
+            self.signed_out = not ok
         self.record(op, started, ok, kind, expected)
 
     def _status(self, r: httpx.Response, want: int) -> tuple[bool, str, bool]:
