@@ -244,7 +244,11 @@ class Pipeline:
         head = exchange.head
         if head.upgrade is not None and not route.allow_websockets:
             raise UpgradeRefused("upgrade requested on a route without allow_websockets")
-        session = await self._authorize(exchange, target, route, state, access)
+        # Sessions known without I/O (nearly every request) are decided without a coroutine.
+        done, session = self._session_cached(exchange, target, route, state, access)
+        if not done:
+            session = await self._session_loaded(exchange, target, state)
+        session = self._decide(exchange, target, route, state, access, session)
         identity: Sequence[tuple[bytes, bytes]] | None = None
         if route.pass_identity_headers:
             identity = []
@@ -268,25 +272,66 @@ class Pipeline:
         self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
     ) -> Session | None:
         """Load the session and evaluate the route's policy; raise unless allowed."""
-        head = exchange.head
-        auth = state.auth
-        session: Session | None = None
+        done, session = self._session_cached(exchange, target, route, state, access)
+        if not done:
+            session = await self._session_loaded(exchange, target, state)
+        return self._decide(exchange, target, route, state, access, session)
+
+    def _session_cached(
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
+    ) -> tuple[bool, Session | None]:
+        """``(True, session or None)`` when the request's session is known without I/O
+        (nearly every request: no cookie, or a cached session that needs no refresh);
+        ``(False, None)`` when it must be read from the store or refreshed."""
         policy = route.policy
         if policy is not None and policy.allows_everyone and not route.pass_identity_headers:
-            # A public route that forwards no identity: no session to load, nothing to decide.
+            return True, None  # public, and no identity to forward: no session needed
+        auth = state.auth
+        if auth is None:
+            return True, None
+        head = exchange.head
+        cookie = _cookie(head.headers, state.session_cookie or b"")
+        authorization = head.get(b"authorization")
+        if cookie is None and authorization is None:
+            return True, None
+        auth_text = authorization.decode("latin-1") if authorization else None
+        hit, session = auth.session_cached(cookie, auth_text, target.host)
+        if hit and session is not None and auth.sessions.needs_refresh(session):
+            return False, None
+        return hit, session
+
+    async def _session_loaded(
+        self, exchange: Exchange, target: Target, state: ProxyState
+    ) -> Session | None:
+        """The request's session from the store, refreshed when due (the I/O path)."""
+        auth = state.auth
+        if auth is None:  # pragma: no cover - _session_cached answers without auth
+            return None
+        head = exchange.head
+        cookie = _cookie(head.headers, state.session_cookie or b"")
+        authorization = head.get(b"authorization")
+        auth_text = authorization.decode("latin-1") if authorization else None
+        session = await auth.session_for(cookie, auth_text, target.host)
+        if session is not None and auth.sessions.needs_refresh(session):
+            session = await auth.sessions.refresh_if_needed(session, auth.refresh)
+        return session
+
+    def _decide(
+        self,
+        exchange: Exchange,
+        target: Target,
+        route: Route,
+        state: ProxyState,
+        access: _Access,
+        session: Session | None,
+    ) -> Session | None:
+        """Evaluate the route's policy for ``session``; return it if allowed, else raise."""
+        head = exchange.head
+        auth = state.auth
+        policy = route.policy
+        if policy is not None and policy.allows_everyone and not route.pass_identity_headers:
             access.decision = "allow"
             return None
-        if auth is not None:
-            cookie = _cookie(head.headers, state.session_cookie or b"")
-            authorization = head.get(b"authorization")
-            if cookie is not None or authorization is not None:
-                auth_text = authorization.decode("latin-1") if authorization else None
-                # Cached sessions (nearly every request) are found without a coroutine.
-                hit, session = auth.session_cached(cookie, auth_text, target.host)
-                if not hit:
-                    session = await auth.session_for(cookie, auth_text, target.host)
-                if session is not None and auth.sessions.needs_refresh(session):
-                    session = await auth.sessions.refresh_if_needed(session, auth.refresh)
         access.user = session.email or session.user_id if session is not None else None
         if policy is None or policy.allows_everyone:
             access.decision = "allow"
