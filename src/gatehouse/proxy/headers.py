@@ -105,27 +105,42 @@ def upstream_request_head(
             value = _without_cookie(value, session_cookie)
             if not value:
                 continue
-        out += (name, b": ", value, b"\r\n")
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
     client = client_ip.encode()
-    out += (b"x-forwarded-for: ", (xff + b", " + client) if xff else client, b"\r\n")
-    out += (
-        b"x-forwarded-proto: ",
-        scheme.encode(),
-        b"\r\nx-forwarded-host: ",
-        original_host,
-        b"\r\n",
-    )
+    out.append(b"x-forwarded-for: ")
+    out.append((xff + b", " + client) if xff else client)
+    out.append(b"\r\n")
+    out.append(b"x-forwarded-proto: ")
+    out.append(scheme.encode())
+    out.append(b"\r\nx-forwarded-host: ")
+    out.append(original_host)
+    out.append(b"\r\n")
     for name, value in route.set_request_headers:
-        out += (name, b": ", value, b"\r\n")
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
     if identity_headers is not None:
         if client_assertion is not None:
-            out += (ASSERTION_FOR_HEADER, b": ", client_assertion, b"\r\n")
+            out.append(ASSERTION_FOR_HEADER)
+            out.append(b": ")
+            out.append(client_assertion)
+            out.append(b"\r\n")
         for name, value in identity_headers:
-            out += (name, b": ", value, b"\r\n")
+            out.append(name)
+            out.append(b": ")
+            out.append(value)
+            out.append(b"\r\n")
     if upgrade is not None:
-        out += (b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n")
+        out.append(b"connection: upgrade\r\nupgrade: ")
+        out.append(upgrade)
+        out.append(b"\r\n")
     if body_framing is not None:
-        out += (body_framing, b"\r\n")
+        out.append(body_framing)
+        out.append(b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 
