@@ -510,7 +510,9 @@ class VirtualUser:
             if self.signed_out:
                 # A sign-in (or the sign-in half of a re-sign) failed, e.g. its connection
                 # died with a killed worker: this user holds no session now, so a 401 on
-                # the next page would be our doing, not a lost session. Sign in first.
+                # the next page would be our doing, not a lost session. Sign in first,
+                # after a pause, as a person would (not a tight loop during an outage).
+                time.sleep(0.2)
                 self.do("sign_in")
                 continue
             self.do(self.rng.choices(ops, w)[0])

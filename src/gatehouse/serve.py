@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -47,7 +48,6 @@ from .observability.metrics import (
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
-from .sessions.store import SessionStore
 
 log = logging.getLogger("gatehouse")
 
@@ -254,13 +254,7 @@ async def start_services(options: Options, observe: Observer | None = None) -> S
         from .authenticate import new_http_client
         from .sessions.manager import build_session_manager
 
-        wrap = None
-        if observe is not None:
-            timer = observe
-
-            def wrap(store: SessionStore) -> SessionStore:
-                return TimedStore(store, timer)
-
+        wrap = None if observe is None else functools.partial(TimedStore, observe=observe)
         services.sessions = build_session_manager(options, wrap_store=wrap)
         services.http_client = new_http_client(observe=observe)
         if options.idp_provider == "builtin":

@@ -30,6 +30,9 @@ NAME = b"_gatehouse"
         ([(b"cookie", b"_gatehouse=one; _gatehouse=two")], "one"),
         ([(b"cookie", b"a=1"), (b"cookie", b"_gatehouse=second-header")], "second-header"),
         ([(b"x-cookie", b"_gatehouse=abc")], None),
+        # Many near-matches before the real one (each must be skipped, none misread).
+        ([(b"cookie", b"x_gatehouse=1;" * 2000 + b" _gatehouse=real")], "real"),
+        ([(b"cookie", b"a=" + b"_gatehouse=" * 2000)], None),
         ([], None),
     ],
 )

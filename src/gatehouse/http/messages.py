@@ -66,7 +66,9 @@ class RequestHead:
         self.connection = connection
 
     def __repr__(self) -> str:
-        return f"RequestHead({self.method!r} {self.target[:100]!r} HTTP/{self.http_version})"
+        # The path only: a query may carry a token (hand-offs, programmatic logins).
+        path = self.target.split(b"?", 1)[0][:100]
+        return f"RequestHead({self.method!r} {path!r} HTTP/{self.http_version})"
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of a header (``name`` lower-case), or ``None``."""

@@ -86,14 +86,16 @@ class Endpoint:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = "|".join(
+        # repr of the fields: unambiguous whatever characters a value holds, so two
+        # endpoints with different TLS settings can never share pooled connections.
+        key = repr(
             (
                 self.scheme,
                 self.host,
-                str(self.port),
-                self.server_name or "",
-                "1" if self.tls_skip_verify else "0",
-                self.tls_ca_file or "",
+                self.port,
+                self.server_name,
+                self.tls_skip_verify,
+                self.tls_ca_file,
             )
         )
         object.__setattr__(self, "key", key)

@@ -157,6 +157,9 @@ def client_response_block(headers: list[tuple[bytes, bytes]], route: Route) -> b
             continue
         if connection_named and name in connection_named:
             continue
-        out += (name, b": ", value, b"\r\n")
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
     block = b"".join(out)
     return block + route.set_response_block if overrides else block

@@ -86,7 +86,12 @@ def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         at = value.find(prefix)
         while at >= 0:
             # A match must start a cookie-pair: at the start, or after ";" and spaces.
-            if value[:at].rstrip(b" \t")[-1:] in (b"", b";"):
+            # Walk back by index, not by slicing: a header of many near-matches must
+            # cost linear time, not quadratic.
+            i = at - 1
+            while i >= 0 and value[i] in (0x20, 0x09):
+                i -= 1
+            if i < 0 or value[i] == 0x3B:
                 end = value.find(b";", at)
                 raw = value[at + len(prefix) :] if end < 0 else value[at + len(prefix) : end]
                 return raw.strip().strip(b'"').decode("latin-1")
