@@ -250,7 +250,7 @@ class Pipeline:
         if head.upgrade is not None and not route.allow_websockets:
             raise UpgradeRefused("upgrade requested on a route without allow_websockets")
         # Sessions known without I/O (nearly every request) are decided without a coroutine.
-        done, session = self._session_cached(exchange, target, route, state, access)
+        done, session = self._session_cached(exchange, target, route, state)
         if not done:
             session = await self._session_loaded(exchange, target, state)
         session = self._decide(exchange, target, route, state, access, session)
@@ -277,13 +277,13 @@ class Pipeline:
         self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
     ) -> Session | None:
         """Load the session and evaluate the route's policy; raise unless allowed."""
-        done, session = self._session_cached(exchange, target, route, state, access)
+        done, session = self._session_cached(exchange, target, route, state)
         if not done:
             session = await self._session_loaded(exchange, target, state)
         return self._decide(exchange, target, route, state, access, session)
 
     def _session_cached(
-        self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState
     ) -> tuple[bool, Session | None]:
         """``(True, session or None)`` when the request's session is known without I/O
         (nearly every request: no cookie, or a cached session that needs no refresh);
@@ -334,9 +334,6 @@ class Pipeline:
         head = exchange.head
         auth = state.auth
         policy = route.policy
-        if policy is not None and policy.allows_everyone and not route.pass_identity_headers:
-            access.decision = "allow"
-            return None
         access.user = session.email or session.user_id if session is not None else None
         if policy is None or policy.allows_everyone:
             access.decision = "allow"
