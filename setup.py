@@ -10,11 +10,11 @@ behaviour is the same, only slower.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import sysconfig
 
 from setuptools import setup
+
+from build_backend import will_compile
 
 #: Modules on the path of every request, in the order a request meets them.
 COMPILED = [
@@ -49,15 +49,10 @@ COMPILED = [
 ]
 
 
-def _have_compiler() -> bool:
-    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
-    return bool(cc) and shutil.which(cc[0]) is not None
-
-
 def _extensions() -> list[object]:
-    if os.environ.get("GATEHOUSE_PURE_PYTHON", "") not in ("", "0"):
-        return []
-    if not _have_compiler():
+    if not will_compile():
+        if os.environ.get("GATEHOUSE_PURE_PYTHON", "") not in ("", "0"):
+            return []
         print(
             "gatehouse: no C compiler found; installing the pure-Python build "
             "(same behaviour, about half the proxy throughput)",
