@@ -19,46 +19,83 @@ IdpProvider = Literal["oidc", "google", "okta", "auth0", "keycloak", "azure", "b
 class IdpUser(StrictModel):
     """A user of the built-in identity provider (``idp_users``)."""
 
+    #: The name typed on the sign-in form; also the token's `sub`.
     username: str
+    #: An argon2id hash from `gatehouse hash-password`.
     password_hash: str
+    #: The user's email (the `email` claim).
     email: str
+    #: The display name (the `name` claim).
     name: str = ""
+    #: The user's groups (the `groups` claim).
     groups: list[str] = Field(default_factory=list)
 
 
 class AuthOptions(StrictModel):
     """Who signs users in, how their sessions are kept, and where they go afterwards."""
 
+    #: Public URL of the authenticate service (sign-in, callback and sign-out host).
     authenticate_service_url: str | None = None
+    #: Path on the authenticate host that the IdP redirects back to; register
+    #: `authenticate_service_url` + this path with the IdP.
     authenticate_callback_path: str = DEFAULT_AUTHENTICATE_CALLBACK_PATH
+    #: Which identity provider; each is OpenID Connect with its quirks handled
+    #: (see src/gatehouse/authenticate/providers.py); `builtin` serves one with `idp_users`.
     idp_provider: IdpProvider | None = None
+    #: The IdP's issuer URL; its discovery document is read from it.
     idp_provider_url: str | None = None
+    #: The OAuth client id registered with the IdP.
     idp_client_id: str | None = None
+    #: The OAuth client secret.
     idp_client_secret: str | None = None
+    #: A file holding the OAuth client secret.
     idp_client_secret_file: str | None = None
+    #: Scopes asked of the IdP.
     idp_scopes: StringList = Field(
         default_factory=lambda: ["openid", "profile", "email", "offline_access"]
     )
+    #: Extra authorization request parameters (reserved OAuth ones cannot be overridden).
     idp_request_params: dict[str, str] = Field(default_factory=dict)
+    #: Users of the built-in identity provider (`idp_provider: builtin`).
     idp_users: list[IdpUser] = Field(default_factory=list)
 
+    #: Base64 of 32 random bytes from which gatehouse derives internal keys (and the
+    #: assertion key when no `signing_key` is set); generated in `data_dir` when unset;
+    #: required with the Redis store.
     shared_secret: str | None = None
+    #: A file holding `shared_secret`.
     shared_secret_file: str | None = None
+    #: Name of the session cookie.
     cookie_name: str = "_gatehouse"
+    #: Base64 of 32 random bytes from which the session keys are derived (cookie handle,
+    #: tokens at rest); generated in `data_dir` when unset (random per start with the memory
+    #: store); required with the Redis store.
     cookie_secret: str | None = None
+    #: A file holding `cookie_secret`.
     cookie_secret_file: str | None = None
+    #: `Domain` attribute of the session cookie (unset: host-only).
     cookie_domain: str | None = None
+    #: Lifetime of a session and its cookie.
     cookie_expire: Duration = 14 * 3600.0
+    #: Set `HttpOnly` on the session cookie.
     cookie_http_only: bool = True
+    #: Set `Secure` on the session cookie when the request came over HTTPS.
     cookie_secure: bool = True
+    #: `SameSite` attribute of the session cookie.
     cookie_same_site: Literal["lax", "strict", "none"] = "lax"
     #: End a session after this long without a request (0 = only cookie_expire). gatehouse addition.
     session_idle_timeout: Duration = 0.0
 
+    #: Where session records live: `sqlite` (in `data_dir`, shared by one machine's
+    #: workers), `redis` (shared by replicas) or `memory` (one process, lost on restart).
     databroker_storage_type: Literal["sqlite", "memory", "redis"] = "sqlite"
+    #: The Redis URL (`redis://`, `rediss://` or `unix://`) for `databroker_storage_type: redis`.
     databroker_storage_connection_string: str | None = None
 
+    #: Where the browser goes after signing out (default: gatehouse's signed-out page).
     signout_redirect_url: str | None = None
+    #: Hosts (`*.domain` wildcards allowed) that programmatic login
+    #: (`/.pomerium/api/v1/login`) may redirect to; `localhost` stands for any loopback address.
     programmatic_redirect_domain_whitelist: StringList = Field(
         default_factory=lambda: ["localhost"]
     )

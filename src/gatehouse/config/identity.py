@@ -55,14 +55,22 @@ class SigningKeyEntry(StrictModel):
 class IdentityOptions(StrictModel):
     """How the assertion forwarded to upstreams is signed and what it carries."""
 
+    #: The assertion signing key: a PEM private key, or its base64 (`gatehouse keygen`).
+    #: Unset (and no `signing_keys`): derived from `shared_secret`, else generated in `data_dir`.
     signing_key: str | None = None
+    #: A file holding the PEM signing key (wins over `signing_key`).
     signing_key_file: str | None = None
     #: Keys with a time from which each signs (gatehouse addition; see :class:`SigningKeyEntry`).
     #: Published together with ``signing_key``/``signing_key_file`` when both are set.
     signing_keys: list[SigningKeyEntry] = Field(default_factory=list)
+    #: Send the signed assertion (and claim headers) upstream on routes that do not set it.
     pass_identity_headers: bool = False
+    #: Extra request headers carrying claims: `{header: claim}`, or a list of claims
+    #: (sent as `X-Pomerium-Claim-<Name>`).
     jwt_claims_headers: dict[str, str] = Field(default_factory=dict)
+    #: The assertion's `iss`: `hostOnly` (the route's host) or `uri` (`https://host/`).
     jwt_issuer_format: Literal["hostOnly", "uri"] = "hostOnly"
+    #: When set, only these groups are put in the assertion.
     jwt_groups_filter: list[str] = Field(default_factory=list)
 
     @field_validator("jwt_claims_headers", mode="before")

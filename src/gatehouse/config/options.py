@@ -36,9 +36,11 @@ IGNORED_POMERIUM_KEYS: dict[str, str] = {
 class Options(ServerOptions, AuthOptions, IdentityOptions):
     """Everything gatehouse can be told, validated and immutable."""
 
+    #: The routes, matched in this order (see below).
     routes: list[RouteOptions] = Field(default_factory=list)
     #: Pomerium's legacy name for ``routes``; appended after them.
     policy: list[RouteOptions] = Field(default_factory=list)
+    #: `host:port` for Prometheus metrics at `/metrics` (port 0 picks a free one, logged).
     metrics_address: str | None = None
 
     @model_validator(mode="after")

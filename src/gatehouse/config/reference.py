@@ -1,8 +1,8 @@
 """Generate the configuration reference from the options models, so it never drifts.
 
 Each option's description is the ``#:`` comment above its field in the model source;
-types and defaults come from the models themselves. ``gatehouse reference`` prints it and
-the README embeds it.
+types and defaults come from the models themselves. ``gatehouse reference`` prints it;
+docs/configuration.md is its output (a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _comments(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _type(annotation: Any, metadata: str = "") -> str:
-    if "parse_duration" in metadata:
-        return "duration"
+    if "parse_duration" in metadata or "parse_duration" in str(annotation):
+        return "duration" + (" | None" if "Optional[" in str(annotation) else "")
     text = str(annotation)
     text = re.sub(
         r"typing\.|gatehouse\.config\.\w+\.|<class '|'>|Annotated\[|, .*?Validator.*?\]", "", text
@@ -59,9 +59,13 @@ def _type(annotation: Any, metadata: str = "") -> str:
 
 
 def _default(field: Any, name: str) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "—"
+    if value == "":
+        return '`""`'
     metadata = " ".join(str(m) for m in field.metadata)
     if isinstance(value, float) and (
         "parse_duration" in metadata or "Duration" in str(field.annotation)

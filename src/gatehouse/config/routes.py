@@ -42,7 +42,7 @@ class UpstreamURL(StrictModel):
     scheme: Literal["http", "https"]
     host: str
     port: int
-    #: Match exactly this path.
+    #: The URL's path, without a trailing ``/``; put in front of every forwarded path.
     path: str
     weight: int = 1
 
@@ -81,14 +81,21 @@ class UpstreamURL(StrictModel):
 class RedirectAction(StrictModel):
     """Pomerium's ``redirect`` action: answer with a redirect instead of proxying."""
 
+    #: Redirect to `https` (and the default port unless `port_redirect`).
     https_redirect: bool = False
+    #: Redirect to this scheme.
     scheme_redirect: Literal["http", "https"] | None = None
+    #: Redirect to this host.
     host_redirect: str | None = None
+    #: Redirect to this port.
     port_redirect: int | None = Field(default=None, ge=1, le=65535)
+    #: Redirect to this path.
     path_redirect: str | None = None
-    #: Replace the matched `prefix` with this before forwarding.
+    #: Replace the route's matched `prefix` with this in the redirect's path.
     prefix_rewrite: str | None = None
+    #: The redirect's status: 301, 302, 303, 307 or 308 (or a name such as `FOUND`).
     response_code: int = 301
+    #: Drop the query string from the redirect location.
     strip_query: bool = False
 
     @field_validator("response_code", mode="before")
@@ -117,7 +124,9 @@ class RedirectAction(StrictModel):
 class DirectResponse(StrictModel):
     """Pomerium's ``response`` action: answer with a fixed status and body."""
 
+    #: The response status (200 to 599).
     status: int = Field(default=200, ge=200, le=599)
+    #: The response body.
     body: str = ""
 
 
