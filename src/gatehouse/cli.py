@@ -7,9 +7,7 @@ policy decision), ``keygen`` (a new signing key), ``reference`` (the config refe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from . import __version__, build_kind
@@ -26,25 +24,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .config.loader import load_file
-    from .proxy.state import build_state
+    from .preflight import startup_problems
 
     try:
         loaded = load_file(args.config)
-        # Compile everything, but generate nothing: keys that would be created in
-        # data_dir at run time go to a throwaway directory.
-        with tempfile.TemporaryDirectory() as scratch:
-            options = loaded.options.model_copy(update={"data_dir": scratch})
-            build_state(dataclasses.replace(loaded, options=options))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
-        return 1
+        return _report(exc.problems, args.config)
+    problems = startup_problems(loaded, scratch_data_dir=True)
+    if problems:
+        return _report(problems, args.config)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     routes = len(loaded.options.all_routes)
     print(f"{args.config}: OK ({routes} route{'s' if routes != 1 else ''})")
     return 0
+
+
+def _report(problems: list[str], source: str) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    plural = "s" if len(problems) != 1 else ""
+    print(f"{len(problems)} problem{plural} in {source}", file=sys.stderr)
+    return 1
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -93,19 +94,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve until SIGINT/SIGTERM, then drain and exit")
-    run.add_argument("-c", "--config", help="YAML config file (default: the built-in demo)")
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description)
+
+    run = command(
+        "run",
+        "serve until SIGINT/SIGTERM, then drain and exit",
+        "Serve a config: the file is reloaded when it changes and on SIGHUP; SIGTERM or "
+        "SIGINT drain in-flight requests (at most shutdown_timeout), then exit 0. A config "
+        "that cannot start is refused with every problem (as by check), exit 1.",
+    )
+    run.add_argument(
+        "-c", "--config", help="YAML config file (default: the built-in single sign-on demo)"
+    )
     run.set_defaults(func=_cmd_run)
 
-    check = sub.add_parser("check", help="validate a config file and report every problem")
+    check = command(
+        "check",
+        "validate a config file and report every problem",
+        "Validate a config as run would start it: keys and values, secret and key files, "
+        "certificates, identity provider settings, routes and policies. Prints every "
+        "problem with file:line, sorted; exit 0 when it can start, 1 when not.",
+    )
     check.add_argument("-c", "--config", required=True, help="YAML config file")
     check.set_defaults(func=_cmd_check)
 
-    keygen = sub.add_parser("keygen", help="print a new P-256 signing key (PEM and base64)")
+    keygen = command(
+        "keygen",
+        "print a new P-256 signing key (PEM and base64)",
+        "Print a new ES256 (P-256) private key for signing_key / signing_key_file, as PEM "
+        "and as the base64 that signing_key takes.",
+    )
     keygen.set_defaults(func=_cmd_keygen)
 
-    demo = sub.add_parser(
-        "demo", help="start the built-in single sign-on demo (same as run without -c)"
+    demo = command(
+        "demo",
+        "start the built-in single sign-on demo (same as run without -c)",
+        "Start the embedded single sign-on demo: built-in identity provider, SQLite "
+        "sessions, generated keys, on http://*.localhost:8080 (ADDRESS overrides; data in "
+        "DATA_DIR, default ~/.local/share/gatehouse).",
     )
     demo.set_defaults(func=_cmd_demo)
 
@@ -113,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in _PASSTHROUGH_HELP.items():
         sub.add_parser(name, help=help_text, add_help=False)
 
-    ref = sub.add_parser("reference", help="print the configuration reference (Markdown)")
+    ref = command(
+        "reference",
+        "print the configuration reference (Markdown)",
+        "Print the configuration reference, generated from the options model, as Markdown "
+        "(docs/configuration.md is this output).",
+    )
     ref.set_defaults(func=_cmd_reference)
     return parser
 

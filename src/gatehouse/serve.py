@@ -55,6 +55,9 @@ log = logging.getLogger("gatehouse")
 RELOAD_POLL_INTERVAL_S = 1.0
 #: A worker that dies sooner than this after start is restarted only after a pause, seconds.
 WORKER_RESTART_BACKOFF_S = 1.0
+#: A worker's exit status when its config cannot start (sysexits' EX_CONFIG): restarting
+#: it would fail the same way, so the supervisor stops instead.
+EXIT_CONFIG = 78
 
 StateBuilder = Callable[[LoadedConfig, Services | None], ProxyState]
 
@@ -136,6 +139,8 @@ class Worker:
     #: Serve the metrics endpoint from this process (single-worker mode).
     serve_metrics: bool = True
     metrics: Metrics | None = None
+    #: Set by SIGHUP: re-read the config file now, changed or not.
+    reload_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -159,6 +164,7 @@ class Worker:
         addresses = await server.listen(None, 0, ssl_context=ssl_ctx, sock=sock)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_now.set)
         scheme = "http" if options.insecure_server else "https"
         log.info(
             "listening",
@@ -206,14 +212,19 @@ class Worker:
         last = _stamp(path)
         digest = self.loaded.digest
         while True:
-            await asyncio.sleep(RELOAD_POLL_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
+            forced = self.reload_now.is_set()
+            self.reload_now.clear()
             stamp = _stamp(path)
-            if stamp == last:
+            if stamp == last and not forced:
                 continue
             last = stamp
             try:
                 loaded = await asyncio.to_thread(load_file, path)
                 if loaded.digest == digest:
+                    if forced:
+                        log.info("config unchanged", extra={"config": str(path)})
                     continue
                 state = self.build(loaded, self.services)
             except ConfigError as exc:
@@ -315,7 +326,7 @@ def _run_worker(
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("config error: %s", problem)
-        return 1
+        return EXIT_CONFIG
 
 
 def run(
@@ -330,14 +341,20 @@ def run(
     setup_logging(options.log_level)
     for warning in loaded.warnings:
         log.warning(warning)
-    try:
-        # Fail before binding/forking when the state cannot be built (bad key, policy...).
-        build(loaded, None)
-        if not options.insecure_server:
-            server_context(certificate_pairs(options))
-    except ConfigError as exc:
-        for problem in exc.problems:
+    # Refuse, once and before binding or forking, what a worker could not start with:
+    # the same checks as ``gatehouse check``.
+    from .preflight import startup_problems
+
+    problems = startup_problems(loaded)
+    if build is not build_state:
+        try:
+            build(loaded, None)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        for problem in problems:
             log.error("config error: %s", problem)
+        log.error("not starting: %d config problem%s", len(problems), "s" * (len(problems) != 1))
         return 1
     if sock is None:
         try:
@@ -360,12 +377,13 @@ def _supervise(
 ) -> int:
     children: dict[int, float] = {}
     stopping = False
+    failed = False
 
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:  # child
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
                 code = _run_worker(config_path, loaded, sock, build, serve_metrics_here=False)
@@ -373,15 +391,30 @@ def _supervise(
                 os._exit(code)
         children[pid] = time.monotonic()
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def stop_all(signum: int = signal.SIGTERM) -> None:
         nonlocal stopping
         stopping = True
+        # Stop listening at once: while any process holds the socket, the kernel keeps
+        # accepting connections into the backlog, which are reset later instead of being
+        # refused now (a load balancer then fails over only after its timeout).
+        sock.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_all()
+
+    def on_hangup(signum: int, _frame: object) -> None:
+        # SIGHUP reloads, as nginx and HAProxy users expect: each worker re-reads the file.
+        log.info("SIGHUP: reloading the config in every worker")
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     metrics_dir = None
     metrics_server = None
     if loaded.options.metrics_address:
@@ -411,6 +444,14 @@ def _supervise(
         if stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
+        if code == EXIT_CONFIG:
+            log.error(
+                "a worker could not start with this config (see its errors above); stopping",
+                extra={"worker_pid": pid},
+            )
+            failed = True
+            stop_all()
+            continue
         log.error(
             "worker exited unexpectedly; starting a new one",
             extra={"worker_pid": pid, "exit": code},
@@ -424,7 +465,7 @@ def _supervise(
     if metrics_dir is not None:
         cleanup_multiprocess(metrics_dir)
     log.info("stopped")
-    return 0
+    return 1 if failed else 0
 
 
 def load_or_exit(config_path: str) -> LoadedConfig:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from gatehouse.config.options import Options
+from gatehouse.errors import ConfigError
 
 from .discovery import ProviderMetadata
 from .errors import (
@@ -82,7 +83,10 @@ class ClientConfig:
         """Build from :class:`gatehouse.config.Options` (``idp_*`` keys)."""
         secret = options.idp_client_secret or ""
         if not secret and options.idp_client_secret_file:
-            secret = Path(options.idp_client_secret_file).read_text().strip()
+            try:
+                secret = Path(options.idp_client_secret_file).expanduser().read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError([f"idp_client_secret_file: cannot read ({exc})"]) from exc
         quirks = quirks_for(options.idp_provider)
         scopes = tuple(s for s in options.idp_scopes if s not in quirks.drop_scopes)
         return cls(

@@ -151,18 +151,20 @@ def _parse_claim(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gatehouse check-policy",
         description="Evaluate a route's policy for a URL and a user, without starting a server.",
     )
-    p.add_argument("--config", required=True, help="config file")
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
     p.add_argument(
         "--url", required=True, help="the request URL, e.g. https://app.example.com/admin"
     )
-    p.add_argument("--email")
+    p.add_argument("--email", help="the user's email (default: none)")
     p.add_argument("--user", help="the user id (IdP subject)")
-    p.add_argument("--groups", default="", help="comma-separated group names or ids")
+    p.add_argument(
+        "--groups", default="", help="comma-separated group names or ids (default: none)"
+    )
     p.add_argument(
         "--claim",
         action="append",
@@ -170,19 +172,27 @@ def _parser() -> argparse.ArgumentParser:
         type=_parse_claim,
         metavar="K=V",
         help="a claim (repeat; the value is read as JSON when it parses, else as a string; "
-        "a repeated name makes a list)",
+        "a repeated name makes a list; default: none)",
     )
-    p.add_argument("--method", default="GET")
-    p.add_argument("--source-ip", default="127.0.0.1")
-    p.add_argument("--origin", default="", help="Origin header (for cors_preflight)")
-    p.add_argument("--access-control-request-method", default="")
+    p.add_argument("--method", default="GET", help="the request method (default: GET)")
+    p.add_argument(
+        "--source-ip", default="127.0.0.1", help="the client's address (default: 127.0.0.1)"
+    )
+    p.add_argument(
+        "--origin", default="", help="Origin header, for cors_preflight (default: none)"
+    )
+    p.add_argument(
+        "--access-control-request-method",
+        default="",
+        help="Access-Control-Request-Method header, for cors_preflight (default: none)",
+    )
     p.add_argument("--at", help="the request time, ISO 8601 (default: now)")
     return p
 
 
 def main(argv: list[str]) -> int:
     """Run ``gatehouse check-policy``; return the exit status (see module docstring)."""
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -17,6 +17,7 @@ import binascii
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +28,11 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from .auth import IdpUser
-from .options import IGNORED_POMERIUM_KEYS, Options
+from .options import IGNORED_POMERIUM_KEYS, Options, cross_checks
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import CertificatePair
 
 Location = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedConfig:
-    """A validated config and where it came from."""
-
-    options: Options
-    source: str
-    #: SHA-256 of the file bytes and the overriding environment, for reload and metrics.
-    digest: str
-    warnings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -57,6 +47,58 @@ class _Lines:
                 return self.by_loc[loc]
             loc = loc[:-1]
         return None
+
+
+#: A problem that starts with the key it is about: ``routes[0].policy: …``.
+_KEYED = re.compile(r"(?P<key>[A-Za-z_]\w*(?:\[\d+\]|\.[A-Za-z_]\w*)*): ")
+#: A problem already located: ``<source>:<line>: …``.
+_LINE = re.compile(r":(?P<line>\d+): ")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    options: Options
+    source: str
+    #: SHA-256 of the file bytes and the overriding environment, for reload and metrics.
+    digest: str
+    warnings: tuple[str, ...] = ()
+    lines: _Lines = field(default_factory=_Lines, compare=False, repr=False)
+
+    def at(self, loc: Location, message: str) -> str:
+        """``message`` about the key at ``loc``, as ``<source>:<line>: <key>: <message>``."""
+        line = self.lines.find(loc)
+        where = f"{self.source}:{line}" if line else self.source
+        return f"{where}: {format_loc(loc) or '(top level)'}: {message}"
+
+    def locate(self, problem: str) -> str:
+        """A problem found after loading (``cookie_secret_file: cannot read``), prefixed
+        with the file and the line of the key it starts with; located ones are kept."""
+        if problem.startswith(f"{self.source}:"):
+            return problem
+        match = _KEYED.match(problem)
+        line = self.lines.find(parse_loc(match["key"])) if match else None
+        return f"{self.source}:{line}: {problem}" if line else f"{self.source}: {problem}"
+
+    def sorted_problems(self, problems: list[str]) -> list[str]:
+        """Every problem located, without repeats, in the order of the file's lines."""
+        located = list(dict.fromkeys(self.locate(p) for p in problems))
+        return sorted(located, key=self._line_of)
+
+    def _line_of(self, problem: str) -> int:
+        match = _LINE.match(problem, len(self.source))
+        return int(match["line"]) if match else 0
+
+
+def parse_loc(key: str) -> Location:
+    """``routes[0].policy`` → ``("routes", 0, "policy")``."""
+    loc: list[str | int] = []
+    for part in key.split("."):
+        name, *indexes = part.split("[")
+        loc.append(name)
+        loc.extend(int(i.rstrip("]")) for i in indexes)
+    return tuple(loc)
 
 
 def _node_to_data(node: yaml.Node, loc: Location, lines: _Lines) -> Any:
@@ -154,7 +196,8 @@ def _valid_keys_at(loc: Location) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def _format_loc(loc: Location) -> str:
+def format_loc(loc: Location) -> str:
+    """``("routes", 0, "to")`` → ``routes[0].to``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
@@ -171,7 +214,7 @@ def _problems(exc: ValidationError, source: str, lines: _Lines) -> list[str]:
         )
         line = lines.find(loc)
         where = f"{source}:{line}" if line else source
-        key = _format_loc(loc) or "(top level)"
+        key = format_loc(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             name = str(loc[-1])
             valid = _valid_keys_at(loc[:-1])
@@ -208,7 +251,13 @@ def load_text(
     except ValidationError as exc:
         raise ConfigError(_problems(exc, source, lines)) from None
     digest = hashlib.sha256(text.encode() + "\0".join(applied).encode()).hexdigest()
-    return LoadedConfig(options=options, source=source, digest=digest, warnings=tuple(warnings))
+    loaded = LoadedConfig(
+        options=options, source=source, digest=digest, warnings=tuple(warnings), lines=lines
+    )
+    problems = [loaded.at(loc, message) for loc, message in cross_checks(options)]
+    if problems:
+        raise ConfigError(loaded.sorted_problems(problems))
+    return loaded
 
 
 def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:

@@ -7,7 +7,9 @@ listed in :data:`IGNORED_POMERIUM_KEYS` and produce a warning instead of an erro
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import Field
 
 from .auth import AuthOptions
 from .identity import IdentityOptions
@@ -43,29 +45,6 @@ class Options(ServerOptions, AuthOptions, IdentityOptions):
     #: `host:port` for Prometheus metrics at `/metrics` (port 0 picks a free one, logged).
     metrics_address: str | None = None
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Options:
-        problems: list[str] = []
-        if not self.insecure_server:
-            has_cert = bool(
-                self.certificates
-                or (self.certificate_file and self.certificate_key_file)
-                or (self.certificate and self.certificate_key)
-            )
-            if not has_cert:
-                problems.append(
-                    "TLS needs certificate_file and certificate_key_file (or certificates); "
-                    "set insecure_server: true to serve plain HTTP behind another TLS terminator"
-                )
-            for i, route in enumerate(self.all_routes):
-                if route.from_scheme == "http":
-                    problems.append(
-                        f"routes[{i}].from: http:// is only allowed with insecure_server: true"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     @property
     def all_routes(self) -> list[RouteOptions]:
         return [*self.routes, *self.policy]
@@ -75,3 +54,76 @@ class Options(ServerOptions, AuthOptions, IdentityOptions):
         if route.pass_identity_headers is not None:
             return route.pass_identity_headers
         return self.pass_identity_headers
+
+
+Location = tuple[str | int, ...]
+
+#: Keys whose value must be an absolute http(s) URL with a host.
+_URL_KEYS = ("authenticate_service_url", "idp_provider_url", "signout_redirect_url")
+
+
+def cross_checks(options: Options) -> list[tuple[Location, str]]:
+    """Rules across keys, each as ``(location of the key to blame, message)``.
+
+    Run by the loader after the model has validated each value, so every problem gets the
+    line of the key it is about (a pydantic model validator could only blame the top level).
+    """
+    problems: list[tuple[Location, str]] = []
+    for key in _URL_KEYS:
+        value = getattr(options, key)
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(
+                    ((key,), f"must be an absolute http:// or https:// URL, got {value!r}")
+                )
+    if not options.insecure_server:
+        has_cert = bool(
+            options.certificates
+            or (options.certificate_file and options.certificate_key_file)
+            or (options.certificate and options.certificate_key)
+        )
+        if not has_cert:
+            problems.append(
+                (
+                    ("insecure_server",),
+                    "TLS needs certificate_file and certificate_key_file (or certificates); "
+                    "set insecure_server: true to serve plain HTTP behind another TLS terminator",
+                )
+            )
+        for key in ("routes", "policy"):
+            for i, route in enumerate(getattr(options, key)):
+                if route.from_scheme == "http":
+                    problems.append(
+                        ((key, i, "from"), "http:// is only allowed with insecure_server: true")
+                    )
+    return problems
+
+
+#: Providers whose issuer URL has no default (see ``authenticate/providers.py``).
+_NEEDS_PROVIDER_URL = frozenset({"oidc", "okta", "auth0", "keycloak", "azure"})
+
+
+def sign_in_checks(options: Options) -> list[tuple[Location, str]]:
+    """What signing in needs besides ``idp_provider`` (checked by ``check`` and ``run``; unit
+    tests load partial configs without them)."""
+    problems: list[tuple[Location, str]] = []
+    provider = options.idp_provider
+    if provider is not None:
+        if not options.authenticate_service_url:
+            problems.append(
+                (("idp_provider",), "authenticate_service_url is required with idp_provider")
+            )
+        if provider != "builtin" and not options.idp_client_id:
+            problems.append(
+                (("idp_provider",), f"idp_client_id is required with idp_provider: {provider}")
+            )
+        if provider in _NEEDS_PROVIDER_URL and not options.idp_provider_url:
+            problems.append(
+                (("idp_provider",), f"idp_provider_url is required with idp_provider: {provider}")
+            )
+        if provider == "builtin" and not options.idp_users:
+            problems.append(
+                (("idp_provider",), "builtin needs at least one entry in idp_users")
+            )
+    return problems

@@ -124,6 +124,20 @@ def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatehouse hash-password",
+        description="Print an argon2id hash of a password, for idp_users[].password_hash.",
+    )
+    parser.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read the password from the first line of stdin "
+        "(default: prompt twice on a terminal, else read stdin)",
+    )
+    return parser
+
+
 def hash_password_command(
     argv: Sequence[str] | None = None,
     *,
@@ -140,13 +154,7 @@ def hash_password_command(
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    parser = argparse.ArgumentParser(
-        prog="gatehouse hash-password",
-        description="Print an argon2id hash of a password, for idp_users[].password_hash.",
-    )
-    parser.add_argument(
-        "--stdin", action="store_true", help="read the password from the first line of stdin"
-    )
+    parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:

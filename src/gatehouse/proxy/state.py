@@ -133,15 +133,19 @@ def shared_secret(options: Options) -> bytes:
     return load_or_create_secret(Path(options.data_dir).expanduser() / GENERATED_SHARED_SECRET_FILE)
 
 
-def _scheme_lookup(router: Router, options: Options) -> Callable[[str], str]:
+def _scheme_lookup(router: Router, options: Options) -> Callable[[str, int | None], str]:
+    """``(host, port) -> scheme`` users see: the authenticate URL's, else the first route
+    serving that host *and port* (``from: http://app:8080`` is matched only with its port,
+    exactly as the router does; looking it up without the port found nothing and guessed
+    ``https``: Secure cookies on plain HTTP)."""
     auth_url = options.authenticate_service_url
     auth_host = (urlsplit(auth_url).hostname or "").lower() if auth_url else None
     auth_scheme = urlsplit(auth_url).scheme if auth_url else "https"
 
-    def scheme_for(host: str) -> str:
+    def scheme_for(host: str, port: int | None) -> str:
         if host == auth_host:
             return auth_scheme
-        routes = router.candidates(host, None)
+        routes = router.candidates(host, port)
         return routes[0].options.from_scheme if routes else "https"
 
     return scheme_for
@@ -183,12 +187,15 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
             rp_options, client = options, services.http_client
             if options.idp_provider == "builtin":
                 rp_options, client = _mount_builtin(options, secret, services, authenticate_table)
-            authenticator = build_authenticator(
-                rp_options,
-                shared_secret=secret,
-                client=client,
-                allowed_hosts=lambda: _allowed_hosts(router, authenticate_host),
-            )
+            try:
+                authenticator = build_authenticator(
+                    rp_options,
+                    shared_secret=secret,
+                    client=client,
+                    allowed_hosts=lambda: _allowed_hosts(router, authenticate_host),
+                )
+            except ValueError as exc:  # the client registration's own checks
+                raise ConfigError([str(exc)]) from None
         authenticate_host = (
             (urlsplit(options.authenticate_service_url).hostname or "").lower()
             if options.authenticate_service_url

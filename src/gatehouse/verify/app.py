@@ -11,6 +11,7 @@ the issuer named by the request's ``Host`` (as gatehouse signs it), against the 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
@@ -160,19 +161,24 @@ def serve(host: str, port: int, jwks_url: str | None) -> WSGIServer:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``gatehouse verify-app [--listen HOST:PORT] [--jwks-url URL]``."""
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatehouse verify-app", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--listen", default="127.0.0.1:8000", help="address to serve on")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8000", help="address to serve on (default: 127.0.0.1:8000)"
+    )
     parser.add_argument(
         "--jwks-url",
         default=None,
         help="gatehouse's JWKS (default: https://<request host>/.well-known/pomerium/jwks.json)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``gatehouse verify-app [--listen HOST:PORT] [--jwks-url URL]``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     server = serve(host or "127.0.0.1", int(port), args.jwks_url)
