@@ -24,6 +24,15 @@ ASSERTION_FOR_HEADER = b"x-pomerium-jwt-assertion-for"
 #: Any client-sent header starting with one of these is stripped on every route.
 IDENTITY_HEADER_PREFIXES = (b"x-pomerium-jwt-assertion", b"x-pomerium-claim-")
 
+# -- gatehouse credentials, never forwarded to an upstream ------------------------------
+#: Headers that carry only a gatehouse (Pomerium) credential: Pomerium reads a session
+#: token from ``X-Pomerium-Authorization``; gatehouse does not, but never forwards one.
+CREDENTIAL_HEADERS = frozenset({b"x-pomerium-authorization"})
+#: ``Authorization`` schemes of programmatic tokens: ``Pomerium <token>`` and
+#: ``Bearer Pomerium-<token>`` (see ``authenticate.endpoints._programmatic_token``).
+PROGRAMMATIC_AUTH_SCHEME = b"pomerium"
+PROGRAMMATIC_BEARER_PREFIX = b"pomerium-"
+
 # -- hop-by-hop headers (RFC 9110 §7.6.1), never forwarded ------------------------------
 HOP_BY_HOP = frozenset(
     {
@@ -37,6 +46,7 @@ HOP_BY_HOP = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"expect",
+        b"http2-settings",  # RFC 7540 §3.2.1 (h2c upgrades): connection-specific
         b"content-length",  # re-framed by gatehouse
     }
 )

@@ -18,7 +18,8 @@ Hierarchy::
     │   ├── HeaderTooLarge              431
     │   ├── NotFound                    404 no route matches
     │   ├── MethodNotAllowed            405
-    │   ├── UpgradeRefused              403 Upgrade on a route without allow_websockets
+    │   ├── UpgradeRefused              403 Upgrade the route does not allow
+    │   │   └── CrossOriginUpgrade          403 Upgrade from another site's page (Origin)
     │   ├── Unauthenticated             401 no valid session
     │   │   └── SignInRequired          302 to sign in for browsers, 401 for APIs
     │   └── Forbidden                   403 policy denied
@@ -38,6 +39,8 @@ class GatehouseError(Exception):
     status: int = 500
     #: A short, client-safe title for the error page (never the exception text).
     title: str = "Internal Server Error"
+    #: A client-safe explanation; empty: the generic one for the status.
+    message: str = ""
 
 
 class ConfigError(GatehouseError):
@@ -95,6 +98,14 @@ class MethodNotAllowed(ClientError):
 class UpgradeRefused(ClientError):
     status = 403
     title = "Upgrade Not Allowed"
+
+
+class CrossOriginUpgrade(UpgradeRefused):
+    title = "Cross-Origin Connection Refused"
+    message = (
+        "This connection was opened by a page of another site (its Origin is not this "
+        "address), so it was refused."
+    )
 
 
 class Unauthenticated(ClientError):

@@ -55,3 +55,32 @@ def _validate_header_names(value: dict[str, str]) -> dict[str, str]:
 HeaderMap = Annotated[
     dict[str, str], BeforeValidator(_header_map), AfterValidator(_validate_header_names)
 ]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def normalize_origin(text: str) -> str | None:
+    """An Origin (RFC 6454 §6.1) as ``scheme://host[:port]``, lower case, without a default
+    port; ``None`` for ``null`` or anything that is not a serialised origin."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep or not scheme or not rest or "/" in rest or "@" in rest or "?" in rest:
+        return None
+    scheme, rest = scheme.lower(), rest.lower()
+    host, colon, port = rest.rpartition(":") if not rest.endswith("]") else (rest, "", "")
+    if colon:
+        if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            return None
+        if int(port) == _DEFAULT_PORTS.get(scheme):
+            rest = host
+        else:
+            rest = f"{host}:{int(port)}"
+    return f"{scheme}://{rest}"
+
+
+def normalize_origin_setting(text: str) -> str:
+    """:func:`normalize_origin` for a configured origin; raises ValueError when it is not one."""
+    origin = normalize_origin(text.rstrip("/"))
+    if origin is None:
+        raise ValueError(f"{text!r} is not an origin (scheme://host[:port])")
+    return origin

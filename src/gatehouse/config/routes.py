@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import HeaderMap, StrictModel, StringList
+from .base import HeaderMap, StrictModel, StringList, normalize_origin_setting
 from .durations import Duration
 
 _REDIRECT_CODES = {
@@ -24,6 +24,7 @@ _REDIRECT_CODES = {
 }
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _check_host(host: str, *, wildcard_ok: bool) -> None:
@@ -179,10 +180,18 @@ class RouteOptions(StrictModel):
     timeout: Duration | None = None
     #: Longest time without a byte either way on a streaming response or tunnel (0 = none).
     idle_timeout: Duration = 300.0
-    #: Allow `Upgrade` (WebSocket) requests; they become a byte tunnel after the upstream's 101.
+    #: Allow `Upgrade: websocket` requests; they become a byte tunnel after the upstream's 101.
     allow_websockets: bool = False
-    #: Accepted for compatibility; no effect.
+    #: Allow `Upgrade: SPDY/3.1` requests (kubectl exec and port-forward), tunnelled likewise.
     allow_spdy: bool = False
+    #: Other `Upgrade` protocols tunnelled on this route, by name (e.g. `h2c`); a tunnel is
+    #: authorized once, for the path of its first request. Other upgrades get 403, except
+    #: `h2c`, which is served as a plain HTTP/1.1 request (as Envoy does).
+    allow_upgrades: StringList = Field(default_factory=list)
+    #: `same-origin` or `off`; unset = the global `websocket_origin_check`.
+    websocket_origin_check: Literal["same-origin", "off"] | None = None
+    #: Origins allowed to open upgrades besides the route's own; unset = the global list.
+    websocket_allowed_origins: StringList | None = None
 
     #: Do not verify the upstream's TLS certificate.
     tls_skip_verify: bool = False
@@ -261,6 +270,20 @@ class RouteOptions(StrictModel):
         if value is not None and _UNSAFE.search(value):
             raise ValueError("must not contain spaces or control characters")
         return value
+
+    @field_validator("allow_upgrades")
+    @classmethod
+    def _protocols(cls, value: list[str]) -> list[str]:
+        # RFC 9110 §7.8: protocol-name ["/" protocol-version], both tokens.
+        for name in value:
+            if not name or not all(part and _TOKEN.fullmatch(part) for part in name.split("/", 1)):
+                raise ValueError(f"{name!r} is not an upgrade protocol name (RFC 9110 §7.8)")
+        return [name.lower() for name in value]
+
+    @field_validator("websocket_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [normalize_origin_setting(v) for v in value]
 
     @field_validator("regex", "regex_rewrite_pattern")
     @classmethod

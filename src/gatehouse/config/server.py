@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .base import HeaderMap, StrictModel
+from .base import HeaderMap, StrictModel, StringList, normalize_origin_setting
 from .durations import Duration
 
 #: Pomerium's default secure response headers; HSTS is added only when serving TLS.
@@ -70,6 +70,18 @@ class ServerOptions(StrictModel):
     #: Tomcat/Spring-style upstreams strip them and a rule about ``/a`` would not see ``/a;x``.
     #: gatehouse addition.
     allow_path_parameters: bool = False
+    #: Request headers whose name holds `_` (CGI, WSGI, PHP and Rack read `X_User` as
+    #: `X-User`): `ALLOW`, `DROP_HEADER` (removed before forwarding) or `REJECT_REQUEST`
+    #: (400). Underscore spellings of gatehouse's identity headers are always dropped.
+    #: Envoy's option of the same name.
+    headers_with_underscores_action: Literal["ALLOW", "DROP_HEADER", "REJECT_REQUEST"] = "ALLOW"
+    #: Refuse (403) upgrades (WebSockets) whose `Origin` is not the route's own
+    #: (`same-origin`), against cross-site WebSocket hijacking; `off` to allow any. A request
+    #: without `Origin` (not a browser) is allowed. gatehouse addition.
+    websocket_origin_check: Literal["same-origin", "off"] = "same-origin"
+    #: Origins (`https://host[:port]`) allowed to open upgrades on any route besides the
+    #: route's own. gatehouse addition.
+    websocket_allowed_origins: StringList = Field(default_factory=list)
 
     #: `debug`, `info`, `warn` or `error`.
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
@@ -84,6 +96,16 @@ class ServerOptions(StrictModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("headers_with_underscores_action", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("websocket_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin_setting(v) for v in value]
 
     @field_validator("address")
     @classmethod

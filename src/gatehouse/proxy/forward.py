@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from time import monotonic as _now
 
-from ..errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from ..errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from ..http.exchange import Exchange, Phase
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool, UpstreamConnection
@@ -55,12 +55,20 @@ class Outcome:
 class ResponseForwarder:
     """Receives the upstream response and writes it to the client (a ``ResponseSink``)."""
 
-    __slots__ = ("conn", "exchange", "finished", "route", "started")
+    __slots__ = ("conn", "exchange", "finished", "route", "started", "upgrade")
 
-    def __init__(self, exchange: Exchange, route: Route, conn: UpstreamConnection) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        route: Route,
+        conn: UpstreamConnection,
+        upgrade: bytes | None = None,
+    ) -> None:
         self.exchange = exchange
         self.route = route
         self.conn = conn
+        #: The protocol asked of the upstream (lower case), or ``None``: no 101 accepted.
+        self.upgrade = upgrade.strip().lower() if upgrade is not None else None
         self.started = False
         self.finished: asyncio.Future[Tunnel | None] = exchange.connection.loop.create_future()
 
@@ -100,6 +108,15 @@ class ResponseForwarder:
         self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes
     ) -> None:
         ex = self.exchange
+        if not self._switches_to_requested(headers):
+            # A 101 for a request that asked no (permitted) upgrade would turn the client
+            # connection into a tunnel no policy looks into: the upstream is at fault.
+            self.conn.abort()
+            if not self.finished.done():
+                self.finished.set_exception(
+                    UpstreamProtocolError("101 Switching Protocols to an unrequested protocol")
+                )
+            return
         self.started = True
         ex.request_deadline = 0.0
         lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
@@ -111,6 +128,16 @@ class ResponseForwarder:
         tunnel.start(rest)
         if not self.finished.done():
             self.finished.set_result(tunnel)
+
+    def _switches_to_requested(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """The 101 names the protocol gatehouse asked for (RFC 9110 §15.2.2, §7.8)."""
+        wanted = self.upgrade
+        if wanted is None:
+            return False
+        for name, value in headers:
+            if name == b"upgrade":
+                return value.strip().lower() == wanted
+        return False
 
     def on_response_error(self, error: UpstreamError) -> None:
         if not self.finished.done():
@@ -139,8 +166,12 @@ async def forward(
     original_host: bytes,
     identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
+    upgrade: bytes | None = None,
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams.
+
+    ``upgrade`` is the permitted ``Upgrade`` value to ask for (the client's), or ``None``
+    to send a plain request; only then is the upstream's ``101`` turned into a tunnel.
 
     Raises:
         UpstreamError: the upstream failed before any response was sent to the client.
@@ -152,7 +183,6 @@ async def forward(
     started = _now()
     if route.timeout_s > 0:
         exchange.request_deadline = started + route.timeout_s
-    upgrade = head.upgrade if route.allow_websockets else None
     body_framing: bytes | None = None
     if head.has_body:
         length = head.get(b"content-length")
@@ -190,7 +220,7 @@ async def forward(
         )
         upstream_path = (target.url_path + path) if target.url_path else path
         request_target = upstream_path.encode("utf-8") + (b"?" + query if query else b"")
-        forwarder = ResponseForwarder(exchange, route, conn)
+        forwarder = ResponseForwarder(exchange, route, conn, upgrade)
         request_head = upstream_request_head(
             method=head.method,
             target=request_target,

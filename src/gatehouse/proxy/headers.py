@@ -2,8 +2,14 @@
 
 Towards the upstream: hop-by-hop headers (RFC 9110 §7.6.1) and every header named in
 ``Connection`` are dropped; so is every client-sent identity header
-(``X-Pomerium-Jwt-Assertion*``, ``X-Pomerium-Claim-*``) on every route, whatever the
-options: an upstream must never see an identity header gatehouse did not write. On routes
+(``X-Pomerium-Jwt-Assertion*``, ``X-Pomerium-Claim-*``, the ``jwt_claims_headers`` names)
+on every route, whatever the options: an upstream must never see an identity header
+gatehouse did not write. That holds for every spelling an upstream may read as the same
+header: CGI, WSGI, PHP and Rack turn ``_`` and ``-`` into one variable, so a name holding
+``_`` is compared with ``_`` read as ``-`` (only such names pay for it), and
+``headers_with_underscores_action: DROP_HEADER`` drops them all. gatehouse's own
+credentials stay behind too: its session cookie, an ``Authorization`` holding a
+programmatic token, and ``X-Pomerium-Authorization``. On routes
 that pass identity headers, the client's own assertion is kept as
 ``X-Pomerium-Jwt-Assertion-For`` so a chain of services sees the original caller.
 ``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto``/``X-Forwarded-Host`` are set,
@@ -16,8 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..constants import ASSERTION_FOR_HEADER, ASSERTION_HEADER, HOP_BY_HOP, IDENTITY_HEADER_PREFIXES
-from .router import Route
+from ..constants import (
+    ASSERTION_FOR_HEADER,
+    ASSERTION_HEADER,
+    HOP_BY_HOP,
+    IDENTITY_HEADER_PREFIXES,
+    PROGRAMMATIC_AUTH_SCHEME,
+    PROGRAMMATIC_BEARER_PREFIX,
+)
+from .router import UNDERSCORES_ALLOW, Route
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
@@ -46,14 +59,54 @@ def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return _tokens(value)
 
 
+def is_programmatic_authorization(value: bytes) -> bool:
+    """True for an ``Authorization`` value holding a gatehouse session token.
+
+    Wider than what gatehouse accepts (any case, extra spaces): whatever looks like one
+    of its tokens is a credential valid on every route, and no upstream needs it.
+    """
+    scheme, _, rest = value.strip().partition(b" ")
+    scheme = scheme.lower()
+    if scheme == PROGRAMMATIC_AUTH_SCHEME:
+        return True
+    return scheme == b"bearer" and rest.lstrip()[:9].lower() == PROGRAMMATIC_BEARER_PREFIX
+
+
+def has_underscore_header(headers: list[tuple[bytes, bytes]]) -> bool:
+    """True when a header name holds ``_`` (for ``REJECT_REQUEST``)."""
+    for name, _ in headers:
+        if b"_" in name:
+            return True
+    return False
+
+
+def _managed_spelling(name: bytes, remove: frozenset[bytes]) -> bool:
+    """True when ``name`` (an underscore spelling with ``_`` made ``-``) is a header
+    gatehouse strips, sets or rewrites: forwarding it would let a CGI/WSGI/PHP/Rack
+    upstream, which reads ``_`` and ``-`` as one, see the client's value for it."""
+    return (
+        name in HOP_BY_HOP
+        or name in remove
+        or name.startswith(IDENTITY_HEADER_PREFIXES)
+        or name.startswith(b"x-forwarded-")
+        or name.startswith(b"x-pomerium-")
+    )
+
+
 def _without_cookie(value: bytes, name: bytes) -> bytes:
+    """``value`` without gatehouse's session cookie ``name`` and its sign-in binding
+    cookie (``name_binding``, or ``__Host-name_binding`` over HTTPS)."""
     prefix = name + b"="
     if value.startswith(prefix) and b";" not in value:
         return b""  # the common case: gatehouse's cookie is the only one
+    binding = name + b"_binding="
     return b"; ".join(
         part
         for part in (p.strip() for p in value.split(b";"))
-        if part and not part.startswith(prefix)
+        if part
+        and not part.startswith(prefix)
+        and not part.startswith(binding)
+        and not (part.startswith(b"__Host-") and part[7:].startswith(binding))
     )
 
 
@@ -83,13 +136,21 @@ def upstream_request_head(
     """
     connection_named = _tokens(connection)
     remove = route.remove_request_headers
+    underscores = route.underscores_action
     out = [method, b" ", target, b" HTTP/1.1\r\nhost: ", host_header, b"\r\n"]
     xff: bytes | None = None
     client_assertion: bytes | None = None
     for name, value in headers:
         if name in HOP_BY_HOP or name == b"host" or name in remove:
             continue
-        if name.startswith(b"x-"):
+        if b"_" in name:
+            # DROP_HEADER drops them all (REJECT_REQUEST was answered before forwarding);
+            # ALLOW still drops the spellings of headers gatehouse owns.
+            if underscores != UNDERSCORES_ALLOW or _managed_spelling(
+                name.replace(b"_", b"-"), remove
+            ):
+                continue
+        elif name.startswith(b"x-"):
             if name.startswith(IDENTITY_HEADER_PREFIXES):
                 if name == ASSERTION_HEADER and client_assertion is None:
                     client_assertion = value
@@ -101,6 +162,8 @@ def upstream_request_head(
                 continue
         if connection_named and name in connection_named:
             continue
+        if name == b"authorization" and is_programmatic_authorization(value):
+            continue  # a gatehouse session token (programmatic login), valid on every route
         if name == b"cookie" and session_cookie is not None and session_cookie in value:
             value = _without_cookie(value, session_cookie)
             if not value:

@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from time import monotonic as _now
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..authorize.decision import Outcome as DecisionOutcome
 from ..authorize.input import PolicyInput
+from ..config.base import normalize_origin
 from ..constants import HEALTHZ_PATH, PING_PATH, POMERIUM_PREFIX
 from ..errors import (
     BadRequest,
+    CrossOriginUpgrade,
     Forbidden,
     GatehouseError,
     NotFound,
@@ -39,15 +41,18 @@ from ..observability.logs import AccessLog
 from ..observability.metrics import Metrics
 from ..sessions.model import Session
 from .forward import Outcome, forward
+from .headers import has_underscore_header
 from .paths import normalize_request_path
 from .responses import error_response
-from .router import Route, split_host
+from .router import UNDERSCORES_REJECT, Route, split_host
 from .state import EndpointHandler, ProxyState
 
 log = logging.getLogger("gatehouse.proxy")
 
 #: Largest body gatehouse reads for its own endpoints (sign-out forms), bytes.
 INTERNAL_BODY_LIMIT = 64 * 1024
+
+_T = TypeVar("_T")
 
 
 class Target:
@@ -119,21 +124,21 @@ class Pipeline:
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def needs_task(self, exchange: Exchange) -> bool:
-        """True for requests that may call out (IdP, sign-in pages): run them in a Task.
+        """Never up front: every request starts without a Task (``DownstreamProtocol._drive``).
 
-        Proxied requests are driven without one (see ``DownstreamProtocol._drive``);
-        gatehouse's own endpoints use libraries (httpx) that need ``current_task()``.
+        What a request is can only be told from its normalised path, so the steps that
+        call out (gatehouse's own endpoints, session-store reads and refreshes: libraries
+        such as httpx need ``current_task()``) move themselves into a Task once routing
+        has decided (:meth:`_in_task`). Guessing from the raw target instead let
+        ``//.pomerium/sign_out`` reach an endpoint outside a Task.
         """
-        target = exchange.head.target
-        if target[:2] == b"/." or target[:7] == b"/oauth2" or target[:1] != b"/":
-            return True
-        auth_host = self.state.authenticate_host_bytes
-        if auth_host is not None:
-            host = exchange.head.get(b"host") or b""
-            colon = host.find(b":")
-            if (host if colon < 0 else host[:colon]).lower() == auth_host:
-                return True
         return False
+
+    async def _in_task(self, step: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``step`` in a Task when the request is being driven without one."""
+        if asyncio.current_task() is not None:
+            return await step
+        return await asyncio.ensure_future(step)
 
     def swap_state(self, state: ProxyState) -> None:
         """Serve new requests from ``state`` (requests in flight keep theirs)."""
@@ -150,7 +155,7 @@ class Pipeline:
             access.host = target.host
             handler = self._endpoint_for(state, target)
             if handler is not None:
-                await self._internal(exchange, target, handler)
+                await self._in_task(self._internal(exchange, target, handler))
             else:
                 route = state.router.match(target.host, target.port, target.path)
                 if route is None:
@@ -247,8 +252,11 @@ class Pipeline:
             self._send(exchange, redirect_response(route, exchange, target), route)
             return None
         head = exchange.head
-        if head.upgrade is not None and not route.allow_websockets:
-            raise UpgradeRefused("upgrade requested on a route without allow_websockets")
+        upgrade = head.upgrade
+        if upgrade is not None:
+            upgrade = self._upgrade_for(exchange, target, route, upgrade)
+        if route.underscores_action == UNDERSCORES_REJECT and has_underscore_header(head.headers):
+            raise BadRequest("header name with an underscore (headers_with_underscores_action)")
         # Sessions known without I/O (nearly every request) are decided without a coroutine.
         done, session = self._session_cached(exchange, target, route, state)
         if not done:
@@ -271,7 +279,60 @@ class Pipeline:
             original_host=target.raw_host,
             identity_headers=identity,
             session_cookie=state.session_cookie,
+            upgrade=upgrade,
         )
+
+    def _upgrade_for(
+        self, exchange: Exchange, target: Target, route: Route, upgrade: bytes
+    ) -> bytes | None:
+        """The ``Upgrade`` to ask of the upstream, ``None`` to send a plain request, or raise.
+
+        Only the route's permitted protocols become tunnels (after a tunnel's first request
+        nothing is authorized per request, so ``h2c`` would open every path). ``h2c`` is
+        otherwise served as plain HTTP/1.1, as Envoy does (RFC 9113 §3.1 deprecates it; a
+        client falls back); any other protocol is refused (403), as Envoy does for an
+        upgrade type a route does not enable.
+
+        Raises:
+            UpgradeRefused: a protocol the route does not allow, or a cross-site Origin.
+        """
+        protocol = upgrade.strip().lower()
+        if protocol not in route.upgrades:
+            if protocol == b"h2c":
+                return None
+            raise UpgradeRefused(f"upgrade {protocol[:40]!r} not allowed on route {route.name}")
+        if route.origin_check:
+            self._check_origin(exchange, target, route)
+        return upgrade
+
+    def _check_origin(self, exchange: Exchange, target: Target, route: Route) -> None:
+        """Refuse an upgrade opened by a page of another origin (cross-site WebSocket
+        hijacking: browsers send the victim's cookie with any site's WebSocket).
+
+        The route's own origin is the scheme of its ``from`` with the request's host and
+        port; a request without ``Origin`` (not a browser, RFC 6455 §4.1) passes.
+
+        Raises:
+            CrossOriginUpgrade: ``Origin`` is ``null``, malformed or another origin.
+        """
+        own: str | None = None
+        for name, value in exchange.head.headers:
+            if name != b"origin":
+                continue
+            text = value.decode("latin-1")
+            origin = normalize_origin(text)
+            if own is None:
+                scheme = route.options.from_scheme
+                netloc = target.host
+                if target.port is not None and target.port != (443 if scheme == "https" else 80):
+                    netloc = f"{netloc}:{target.port}"
+                own = f"{scheme}://{netloc}"
+            if origin is None or (origin != own and origin not in route.allowed_origins):
+                log.warning(
+                    "upgrade refused: cross-origin",
+                    extra={"route": route.name, "origin": text[:200], "expected": own},
+                )
+                raise CrossOriginUpgrade(f"Origin {text[:200]!r} is not {own}")
 
     async def _authorize(
         self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
@@ -309,6 +370,11 @@ class Pipeline:
         self, exchange: Exchange, target: Target, state: ProxyState
     ) -> Session | None:
         """The request's session from the store, refreshed when due (the I/O path)."""
+        return await self._in_task(self._load_session(exchange, target, state))
+
+    async def _load_session(
+        self, exchange: Exchange, target: Target, state: ProxyState
+    ) -> Session | None:
         auth = state.auth
         if auth is None:  # pragma: no cover - _session_cached answers without auth
             return None
@@ -466,7 +532,8 @@ class Pipeline:
         try:
             target = parse_target(exchange, state.options.allow_path_parameters)
             route = state.router.match(target.host, target.port, target.path)
-            if route is None or not route.allow_websockets:
+            protocol = (exchange.head.upgrade or b"").strip().lower()
+            if route is None or protocol not in route.upgrades:
                 return False
             # Sign-outs reach the session cache through store invalidation (immediate
             # with Redis pub/sub, within the cache's max age otherwise).

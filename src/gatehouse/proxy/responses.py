@@ -51,7 +51,7 @@ def error_response(
     if isinstance(error, Forbidden) and details is None:
         details = error.details
     status = error.status
-    message = _MESSAGES.get(status, _MESSAGES[500])
+    message = error.message or _MESSAGES.get(status, _MESSAGES[500])
     extra = [("Cache-Control", "no-store"), *(headers or [])]
     if wants_html(head):
         page = render(

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config.options import Options
 from ..config.routes import DirectResponse, RedirectAction, RouteOptions
+from ..constants import CREDENTIAL_HEADERS
 from .balancer import Balancer
 
 #: Distinct Host values whose candidate routes are cached.
@@ -27,6 +28,16 @@ MATCH_ANY = 0
 MATCH_PREFIX = 1
 MATCH_PATH = 2
 MATCH_REGEX = 3
+
+#: ``headers_with_underscores_action`` compiled (Envoy's values).
+UNDERSCORES_ALLOW = 0
+UNDERSCORES_DROP = 1
+UNDERSCORES_REJECT = 2
+_UNDERSCORE_ACTIONS = {
+    "ALLOW": UNDERSCORES_ALLOW,
+    "DROP_HEADER": UNDERSCORES_DROP,
+    "REJECT_REQUEST": UNDERSCORES_REJECT,
+}
 
 
 def _encode_headers(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -53,8 +64,11 @@ class Route:
     regex_rewrite: tuple[re.Pattern[str], str] | None
     preserve_host: bool
     host_rewrite: bytes | None
-    #: Lower-case names to remove from the request (configured + set headers' names).
+    #: Lower-case names never forwarded from the client: configured, the set headers'
+    #: names, the ``jwt_claims_headers`` names and gatehouse's credential headers.
     remove_request_headers: frozenset[bytes]
+    #: One of the ``UNDERSCORES_*`` values.
+    underscores_action: int
     set_request_headers: tuple[tuple[bytes, bytes], ...]
     #: Global defaults merged with the route's, lower-case names; "" values removed.
     set_response_headers: tuple[tuple[bytes, bytes], ...]
@@ -64,6 +78,13 @@ class Route:
     timeout_s: float
     idle_timeout_s: float
     allow_websockets: bool
+    #: ``Upgrade`` protocols tunnelled (lower case): ``websocket`` with allow_websockets,
+    #: ``spdy/3.1`` with allow_spdy, and the ``allow_upgrades`` names.
+    upgrades: frozenset[bytes]
+    #: Whether an upgrade's ``Origin`` must be the route's own or in ``allowed_origins``.
+    origin_check: bool
+    #: Normalised origins (``scheme://host[:port]``) allowed besides the route's own.
+    allowed_origins: frozenset[str]
     pass_identity_headers: bool
     #: The compiled policy (set by authorize at config load; ``None`` = public route).
     policy: Any = None
@@ -131,6 +152,21 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
     set_response = _encode_headers(response_headers)
     remove = {h.lower().encode("latin-1") for h in route.remove_request_headers}
     remove.update(k for k, _ in set_request)
+    # Identity headers gatehouse writes under configured names, in the spelling an upstream
+    # framework reads them in (``_`` and ``-`` alike), and credentials only gatehouse reads.
+    remove.update(h.lower().replace("_", "-").encode("latin-1") for h in options.jwt_claims_headers)
+    remove.update(CREDENTIAL_HEADERS)
+    upgrades = {p.encode("ascii") for p in route.allow_upgrades}
+    if route.allow_websockets:
+        upgrades.add(b"websocket")
+    if route.allow_spdy:
+        upgrades.add(b"spdy/3.1")
+    origin_check = route.websocket_origin_check or options.websocket_origin_check
+    allowed_origins = (
+        route.websocket_allowed_origins
+        if route.websocket_allowed_origins is not None
+        else options.websocket_allowed_origins
+    )
     return Route(
         index=index,
         name=route.display_name,
@@ -156,6 +192,7 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         preserve_host=route.preserve_host_header,
         host_rewrite=route.host_rewrite.encode("latin-1") if route.host_rewrite else None,
         remove_request_headers=frozenset(remove),
+        underscores_action=_UNDERSCORE_ACTIONS[options.headers_with_underscores_action],
         set_request_headers=set_request,
         set_response_headers=set_response,
         set_response_header_names=frozenset(k for k, _ in set_response),
@@ -163,6 +200,9 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         timeout_s=route.timeout if route.timeout is not None else options.default_upstream_timeout,
         idle_timeout_s=route.idle_timeout,
         allow_websockets=route.allow_websockets,
+        upgrades=frozenset(upgrades),
+        origin_check=origin_check == "same-origin",
+        allowed_origins=frozenset(allowed_origins),
         pass_identity_headers=options.route_pass_identity_headers(route),
     )
 
