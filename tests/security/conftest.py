@@ -232,3 +232,21 @@ def verify_assertion(port: int, token: str, host: str = "app.localhost") -> dict
 
 
 Check = Callable[[RecordedRequest], bool]
+
+
+#: Where a command-line tool would listen for the programmatic login's result (nobody does).
+CLI_CALLBACK = "http://127.0.0.1:9/cb"
+
+
+def programmatic_token(browser: Browser, host: str = "app.localhost") -> str:
+    """A programmatic-login token (``Authorization: Pomerium <token>``) for ``browser``'s user."""
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    start = browser.get(
+        f"http://{host}/.pomerium/api/v1/login?pomerium_redirect_uri={quote(CLI_CALLBACK, safe='')}"
+    )
+    assert start.status_code == 200, start.text
+    final = browser.follow(start.text.strip(), stop=lambda u: u.startswith(CLI_CALLBACK))
+    location = final.headers["location"]
+    assert location.startswith(CLI_CALLBACK), location
+    return parse_qs(urlsplit(location).query)["pomerium_jwt"][0]
