@@ -116,9 +116,13 @@ class Unauthenticated(ClientError):
 class SignInRequired(Unauthenticated):
     """No session where one is needed: browsers are sent to ``location`` to sign in."""
 
-    def __init__(self, message: str, location: str | None) -> None:
+    def __init__(
+        self, message: str, location: str | None, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.location = location
+        #: Sent with the redirect (the sign-in binding cookie).
+        self.headers = headers or []
 
 
 class Forbidden(ClientError):

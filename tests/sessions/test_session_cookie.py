@@ -115,22 +115,26 @@ def test_session_id_validation_on_encode() -> None:
         codec().encode("x" * 200, "h", NOW)
 
 
-def test_handoff_roundtrip_host_and_expiry() -> None:
+def test_handoff_roundtrip_host_binding_and_expiry() -> None:
     h = HandoffCodec(KEY.handoff)
-    token = h.seal(SID, "app.example.com", 60, NOW)
-    claim = h.open(token, "app.example.com", NOW + 59)
+    bind = "b" * 43
+    token = h.seal(SID, "app.example.com", bind, 60, NOW)
+    claim = h.open(token, "app.example.com", bind, NOW + 59)
     assert claim is not None
     assert claim.session_id == SID
     assert claim.token_id
-    assert h.open(token, "evil.example.com", NOW) is None
-    assert h.open(token, "app.example.com", NOW + 61) is None
-    assert HandoffCodec(OTHER_KEY.handoff).open(token, "app.example.com", NOW) is None
+    assert h.open(token, "evil.example.com", bind, NOW) is None
+    assert h.open(token, "app.example.com", bind, NOW + 61) is None
+    # another browser's binding (login CSRF) or none at all
+    assert h.open(token, "app.example.com", "c" * 43, NOW) is None
+    assert h.open(token, "app.example.com", "", NOW) is None
+    assert HandoffCodec(OTHER_KEY.handoff).open(token, "app.example.com", bind, NOW) is None
     # a cookie is not a handoff token
     cookie = codec().encode(SID, "app.example.com", NOW)
-    assert h.open(cookie, "app.example.com", NOW) is None
+    assert h.open(cookie, "app.example.com", bind, NOW) is None
     data = raw(token)
     data[-1] ^= 1
-    assert h.open(enc(bytes(data)), "app.example.com", NOW) is None
+    assert h.open(enc(bytes(data)), "app.example.com", bind, NOW) is None
 
 
 def test_decode_secret_accepts_pomerium_format() -> None:

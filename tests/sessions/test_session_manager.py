@@ -26,6 +26,8 @@ from gatehouse.sessions.store import SessionStore
 pytestmark = pytest.mark.anyio
 
 HOST = "app.example.com"
+#: A sign-in binding hash (the browser that started the sign-in).
+BIND = "b" * 43
 
 
 class Clock:
@@ -207,13 +209,14 @@ async def test_handoff_single_use(managers) -> None:  # type: ignore[no-untyped-
     a = await managers()  # authenticate host's replica
     b = await managers()  # route host's replica
     s = await a.create(user_id="u")
-    token = a.issue_handoff(s.id, HOST)
-    assert await b.redeem_handoff(token, "evil.example.com") is None
-    results = await asyncio.gather(*(m.redeem_handoff(token, HOST) for m in [a, b] * 5))
+    token = a.issue_handoff(s.id, HOST, BIND)
+    assert await b.redeem_handoff(token, "evil.example.com", BIND) is None
+    assert await b.redeem_handoff(token, HOST, "x" * 43) is None  # another browser
+    results = await asyncio.gather(*(m.redeem_handoff(token, HOST, BIND) for m in [a, b] * 5))
     assert [r.id for r in results if r is not None] == [s.id]
-    assert await b.redeem_handoff(token, HOST) is None
+    assert await b.redeem_handoff(token, HOST, BIND) is None
     await a.revoke(s.id)
-    assert await b.redeem_handoff(a.issue_handoff(s.id, HOST), HOST) is None
+    assert await b.redeem_handoff(a.issue_handoff(s.id, HOST, BIND), HOST, BIND) is None
 
 
 async def test_cache_serves_hot_path_without_store(managers, records) -> None:  # type: ignore[no-untyped-def]
@@ -275,7 +278,7 @@ async def test_manager_on_closed_redis_port(keys: SessionKeys, records: RecordCo
     with pytest.raises(ServiceUnavailable):
         await m.revoke("x")
     with pytest.raises(ServiceUnavailable):
-        await m.redeem_handoff(m.issue_handoff("x", HOST), HOST)
+        await m.redeem_handoff(m.issue_handoff("x", HOST, BIND), HOST, BIND)
     assert await m.load("junk", HOST) is None  # bad cookies never reach the store
     await m.close()
 

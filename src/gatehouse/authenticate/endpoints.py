@@ -14,11 +14,15 @@ Every route host::
     POST /.pomerium/sign_out     (form with a CSRF token) or GET with a signed URL
     GET  /.pomerium/api/v1/login programmatic login for command-line tools
 
-Theory of operation: the authenticate host is the only one that talks to the IdP. After
-the callback it creates the session and sends the browser to the route host with an
-encrypted, single-use, 60-second hand-off token bound to that host; the route host sets
-its own cookie. No cookie is ever shared across domains, and a user signed in once is
-sent straight back by ``sign_in`` for the next route host.
+Theory of operation: the authenticate host is the only one that talks to the IdP. A route
+host sending a browser to sign in sets a sign-in binding cookie (:mod:`.binding`) whose
+hash goes into the signed sign-in URL. After the callback the authenticate host creates
+the session and sends the browser to the route host with an encrypted, single-use,
+60-second hand-off token bound to that host and to that hash; the route host sets its own
+cookie only for the browser holding the binding cookie. No cookie is ever shared across
+domains, and a user signed in once is sent straight back by ``sign_in`` for the next route
+host. A programmatic login never sets a route-host cookie: the authenticate host mints
+the token and redirects straight to the loopback target.
 """
 
 from __future__ import annotations
@@ -46,17 +50,29 @@ from ..http.messages import Request, Response
 from ..pages import render
 from ..sessions.manager import SessionManager
 from ..sessions.model import Session
-from .errors import InvalidRedirect, InvalidState
+from .binding import (
+    BINDING_COOKIE_MAX_AGE_S,
+    QUERY_BINDING,
+    binding_cookie_name,
+    binding_hash,
+    binding_value,
+    is_binding_hash,
+)
+from .errors import InvalidRedirect
 from .flow import Authenticator
 from .keys import derive_key
-from .redirects import QUERY_REDIRECT_URI, RedirectSigner, is_allowed_programmatic_redirect
+from .redirects import (
+    QUERY_PROGRAMMATIC,
+    QUERY_REDIRECT_URI,
+    RedirectSigner,
+    is_allowed_programmatic_redirect,
+)
 from .state import csrf_cookie_name
 
 log = logging.getLogger("gatehouse.authenticate")
 
 QUERY_HANDOFF = "pomerium_handoff"
 QUERY_JWT = "pomerium_jwt"
-PROGRAMMATIC_COMPLETE_PATH = PROGRAMMATIC_LOGIN_PATH + "/complete"
 #: The binding of programmatic tokens (``Authorization: Pomerium …``): not a real host,
 #: so such a token is never accepted as a cookie and no cookie as such a token.
 PROGRAMMATIC_BINDING = "programmatic.gatehouse.invalid"
@@ -71,7 +87,7 @@ def _origin(scheme: str, request: Request) -> str:
 
 
 class AuthEndpoints:
-    """Handlers for one config; ``scheme_for`` maps a host to the scheme its users see."""
+    """Handlers for one config; ``scheme_for`` maps a host and port to the scheme its users see."""
 
     def __init__(
         self,
@@ -80,7 +96,7 @@ class AuthEndpoints:
         authenticator: Authenticator | None,
         signer: RedirectSigner,
         shared_secret: bytes,
-        scheme_for: Callable[[str], str],
+        scheme_for: Callable[[str, int | None], str],
         forget_assertions: Callable[[str], None] = lambda session_id: None,
         on_session_event: Callable[[str], None] | None = None,
     ) -> None:
@@ -115,16 +131,39 @@ class AuthEndpoints:
             USER_JSON_PATH: self.user_json,
             SIGN_OUT_PATH: self.sign_out,
             PROGRAMMATIC_LOGIN_PATH: self.programmatic_login,
-            PROGRAMMATIC_COMPLETE_PATH: self.programmatic_complete,
         }
 
     # -- used by the pipeline -----------------------------------------------------------
 
-    def sign_in_url(self, original_url: str) -> str | None:
-        """Where to send a browser that needs to sign in (``None``: no IdP configured)."""
+    def binding_cookie(self, scheme: str) -> str:
+        """The name of the sign-in binding cookie on a route host served over ``scheme``."""
+        return binding_cookie_name(self.cookie_name, self._secure_scheme(scheme))
+
+    def sign_in_redirect(
+        self, original_url: str, scheme: str, binding_cookie: str | None
+    ) -> tuple[str, list[tuple[str, str]]] | None:
+        """Where to send a browser that needs to sign in, and the ``Set-Cookie`` header
+        binding the sign-in to it (``None``: no IdP configured).
+
+        ``binding_cookie`` is the browser's current binding cookie (reused when well
+        formed, so sign-ins started in two tabs both complete)."""
         if self.auth is None or self.authenticate_url is None:
             return None
-        return self.signer.sign_in_url(self.authenticate_url, original_url)
+        secure = self._secure_scheme(scheme)
+        value = binding_value(binding_cookie)
+        url = self.signer.sign_in_url(
+            self.authenticate_url, original_url, extra=[(QUERY_BINDING, binding_hash(value) or "")]
+        )
+        carrier = Response.redirect(url)
+        carrier.set_cookie(
+            binding_cookie_name(self.cookie_name, secure),
+            value,
+            max_age=BINDING_COOKIE_MAX_AGE_S,
+            secure=secure,
+            http_only=True,
+            same_site="Lax",
+        )
+        return url, [h for h in carrier.headers if h[0] == "Set-Cookie"]
 
     def session_cached(
         self, request_cookie: str | None, authorization: str | None, host: str
@@ -174,13 +213,19 @@ class AuthEndpoints:
         auth = self._require_auth()
         url = self._authenticate_request_url(request)
         params = self.signer.verify(url)
-        target = auth.check_redirect(params.get(QUERY_REDIRECT_URI, ""))
+        programmatic = params.get(QUERY_PROGRAMMATIC) == "1"
+        target = auth.check_redirect(params.get(QUERY_REDIRECT_URI, ""), programmatic)
+        binding = params.get(QUERY_BINDING, "")
+        if not programmatic:
+            self._check_binding(target, binding)
         # Already signed in on the authenticate host: hand the session over directly.
         existing = await self.session_for(
             request.cookies().get(self.cookie_name), None, request.host
         )
         if existing is not None:
-            return self._handoff(existing, target)
+            if programmatic:
+                return self._programmatic_redirect(existing, target)
+            return self._handoff(existing, target, binding)
         start = await auth.sign_in(url, request.cookies().get(self.csrf_cookie))
         response = Response.redirect(start.authorization_url)
         response.set_cookie(
@@ -213,7 +258,10 @@ class AuthEndpoints:
         )
         log.info("signed in", extra={"user": ident.user_id, "email": ident.email})
         self._event("created")
-        response = self._handoff(session, done.redirect_url)
+        if done.programmatic:
+            response = self._programmatic_redirect(session, done.redirect_url)
+        else:
+            response = self._handoff(session, done.redirect_url, done.binding)
         self._set_session_cookie(response, request, session)
         response.set_cookie(self.csrf_cookie, "", max_age=0, secure=self._secure(request))
         return response
@@ -228,9 +276,17 @@ class AuthEndpoints:
 
     async def route_callback(self, request: Request) -> Response:
         params = request.query_params()
-        session = await self.sessions.redeem_handoff(params.get(QUERY_HANDOFF, ""), request.host)
+        scheme = self._scheme_for(request.host, request.port)
+        binding = binding_hash(request.cookies().get(self.binding_cookie(scheme)))
+        if binding is None:
+            return self._refuse_handoff(request, "no sign-in binding cookie in this browser")
+        session = await self.sessions.redeem_handoff(
+            params.get(QUERY_HANDOFF, ""), request.host, binding
+        )
         if session is None:
-            raise InvalidState("sign-in hand-off invalid, expired or already used")
+            return self._refuse_handoff(
+                request, "invalid, expired, already used, or started in another browser"
+            )
         target = params.get(QUERY_REDIRECT_URI, "/")
         parts = urlsplit(target)
         if (
@@ -315,32 +371,15 @@ class AuthEndpoints:
             target, self.options.programmatic_redirect_domain_whitelist
         ):
             raise BadRequest("programmatic login needs a loopback pomerium_redirect_uri")
-        origin = _origin(self._scheme_for(request.host), request)
-        complete = self.signer.sign(
-            f"{origin}{PROGRAMMATIC_COMPLETE_PATH}?"
-            + urlencode({QUERY_REDIRECT_URI: target}, quote_via=quote)
-        )
-        url = self.sign_in_url(complete)
-        if url is None:
+        if self.auth is None or self.authenticate_url is None:
             raise Unauthenticated("sign-in is not configured")
+        # The authenticate host mints the token and redirects to the loopback target
+        # itself: no route-host cookie is involved, so nothing here can be forced into
+        # another browser.
+        url = self.signer.sign_in_url(
+            self.authenticate_url, target, extra=[(QUERY_PROGRAMMATIC, "1")]
+        )
         return Response.text(url, headers=[("Cache-Control", "no-store")])
-
-    async def programmatic_complete(self, request: Request) -> Response:
-        try:
-            params = self.signer.verify(self._request_url(request))
-        except InvalidRedirect:
-            raise BadRequest("programmatic login link invalid or expired") from None
-        target = params.get(QUERY_REDIRECT_URI, "")
-        if not is_allowed_programmatic_redirect(
-            target, self.options.programmatic_redirect_domain_whitelist
-        ):
-            raise BadRequest("programmatic login target not allowed")
-        session = await self._current(request)
-        if session is None:
-            raise Unauthenticated("no session")
-        token = self.sessions.cookie_value(session, PROGRAMMATIC_BINDING)
-        sep = "&" if "?" in target else "?"
-        return Response.redirect(f"{target}{sep}{urlencode({QUERY_JWT: token})}")
 
     def _event(self, event: str) -> None:
         if self._on_session_event is not None:
@@ -360,24 +399,70 @@ class AuthEndpoints:
             request.host,
         )
 
-    def _handoff(self, session: Session, target: str) -> Response:
+    def _check_binding(self, target: str, binding: str) -> None:
+        """A hand-off to a route host needs the binding of the browser that asked."""
+        host = (urlsplit(target).hostname or "").lower()
+        if host != self.authenticate_host and not is_binding_hash(binding):
+            raise BadRequest("sign-in link without a browser binding")
+
+    def _handoff(self, session: Session, target: str, binding: str) -> Response:
         host = (urlsplit(target).hostname or "").lower()
         scheme = urlsplit(target).scheme or "https"
         netloc = urlsplit(target).netloc
         if host == self.authenticate_host:
             return Response.redirect(target)
-        token = self.sessions.issue_handoff(session.id, host)
+        self._check_binding(target, binding)
+        token = self.sessions.issue_handoff(session.id, host, binding)
         query = urlencode({QUERY_HANDOFF: token, QUERY_REDIRECT_URI: target}, quote_via=quote)
         return Response.redirect(f"{scheme}://{netloc}{ROUTE_CALLBACK_PATH}?{query}")
 
+    def _programmatic_redirect(self, session: Session, target: str) -> Response:
+        """Send a programmatic login's token to its loopback target (checked again here)."""
+        if not is_allowed_programmatic_redirect(
+            target, self.options.programmatic_redirect_domain_whitelist
+        ):
+            raise BadRequest("programmatic login target not allowed")
+        token = self.sessions.cookie_value(session, PROGRAMMATIC_BINDING)
+        sep = "&" if "?" in target else "?"
+        return Response.redirect(f"{target}{sep}{urlencode({QUERY_JWT: token})}")
+
+    def _refuse_handoff(self, request: Request, reason: str) -> Response:
+        """A 400 page for a hand-off this browser may not redeem; its cookies stay as
+        they are."""
+        log.warning("sign-in hand-off refused: %s", reason, extra={"host": request.host})
+        page = render(
+            "error.html",
+            status=400,
+            title="Sign-in link not valid here",
+            message=(
+                "This sign-in link was not started in this browser, has expired, or was "
+                "already used. Open the application again to sign in."
+            ),
+            details=[],
+        )
+        return Response.html(page, 400, [("Cache-Control", "no-store")])
+
     def _login_or_401(self, request: Request) -> Response:
-        url = self.sign_in_url(self._request_url(request)) if request.accepts_html() else None
-        if url is None:
+        scheme = self._scheme_for(request.host, request.port)
+        redirect = (
+            self.sign_in_redirect(
+                self._request_url(request),
+                scheme,
+                request.cookies().get(self.binding_cookie(scheme)),
+            )
+            if request.accepts_html()
+            else None
+        )
+        if redirect is None:
             raise Unauthenticated("no session")
-        return Response.redirect(url)
+        url, cookies = redirect
+        return Response.redirect(url, headers=cookies)
 
     def _secure(self, request: Request) -> bool:
-        return self.options.cookie_secure and self._scheme_for(request.host) == "https"
+        return self._secure_scheme(self._scheme_for(request.host, request.port))
+
+    def _secure_scheme(self, scheme: str) -> bool:
+        return self.options.cookie_secure and scheme == "https"
 
     def _set_session_cookie(self, response: Response, request: Request, session: Session) -> None:
         response.set_cookie(
@@ -406,7 +491,7 @@ class AuthEndpoints:
 
     def _request_url(self, request: Request) -> str:
         """The URL as the user's browser addressed it (scheme from the route's ``from``)."""
-        origin = _origin(self._scheme_for(request.host), request)
+        origin = _origin(self._scheme_for(request.host, request.port), request)
         return origin + request.path + (f"?{request.query}" if request.query else "")
 
     def _authenticate_request_url(self, request: Request) -> str:

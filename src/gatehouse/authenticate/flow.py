@@ -29,11 +29,18 @@ import httpx
 from gatehouse.config.options import Options
 from gatehouse.sessions.model import Session
 
+from .binding import QUERY_BINDING
 from .discovery import Discovery
 from .errors import IdpUnavailable, InvalidRedirect
 from .oidc import ClientConfig, parse_callback
 from .providers import quirks_for
-from .redirects import QUERY_REDIRECT_URI, RedirectSigner, is_allowed_redirect
+from .redirects import (
+    QUERY_PROGRAMMATIC,
+    QUERY_REDIRECT_URI,
+    RedirectSigner,
+    is_allowed_programmatic_redirect,
+    is_allowed_redirect,
+)
 from .relying_party import Identity, RelyingParty
 from .state import DEFAULT_STATE_TTL_S, ConsumeOnce, StateCodec, consume
 
@@ -56,6 +63,10 @@ class SignInResult:
 
     identity: Identity
     redirect_url: str
+    #: The route host's sign-in binding hash, for the hand-off ("" if none).
+    binding: str = ""
+    #: ``redirect_url`` is a programmatic login's loopback target, not a route host.
+    programmatic: bool = False
 
 
 class Authenticator:
@@ -67,17 +78,24 @@ class Authenticator:
         states: StateCodec,
         signer: RedirectSigner,
         allowed_hosts: Callable[[], Iterable[str]],
+        programmatic_hosts: Iterable[str] = ("localhost",),
     ) -> None:
         """``allowed_hosts`` returns the current route hosts plus the authenticate host
-        (a callable, so a config reload is seen without rebuilding this object)."""
+        (a callable, so a config reload is seen without rebuilding this object);
+        ``programmatic_hosts`` is ``programmatic_redirect_domain_whitelist``."""
         self.relying_party = relying_party
         self.states = states
         self.signer = signer
         self._allowed_hosts = allowed_hosts
+        self._programmatic_hosts = tuple(programmatic_hosts)
 
-    def check_redirect(self, url: str) -> str:
-        """``url`` if it is an allowed redirect target, else :class:`InvalidRedirect`."""
-        if not is_allowed_redirect(url, self._allowed_hosts()):
+    def check_redirect(self, url: str, programmatic: bool = False) -> str:
+        """``url`` if it is an allowed redirect target (for a programmatic login: an
+        allowed loopback target), else :class:`InvalidRedirect`."""
+        if programmatic:
+            if not is_allowed_programmatic_redirect(url, self._programmatic_hosts):
+                raise InvalidRedirect("programmatic login target not allowed")
+        elif not is_allowed_redirect(url, self._allowed_hosts()):
             raise InvalidRedirect("redirect target not allowed")
         return url
 
@@ -89,12 +107,27 @@ class Authenticator:
             IdpUnavailable: discovery failed.
         """
         params = self.signer.verify(request_url)
-        return await self.begin(params.get(QUERY_REDIRECT_URI, ""), csrf_cookie)
+        return await self.begin(
+            params.get(QUERY_REDIRECT_URI, ""),
+            csrf_cookie,
+            binding=params.get(QUERY_BINDING, ""),
+            programmatic=params.get(QUERY_PROGRAMMATIC) == "1",
+        )
 
-    async def begin(self, redirect_url: str, csrf_cookie: str | None) -> SignInStart:
-        """Start a sign-in that will return to ``redirect_url`` (checked against the allow list)."""
-        self.check_redirect(redirect_url)
-        txn, state, csrf_value = self.states.begin(redirect_url, csrf_cookie)
+    async def begin(
+        self,
+        redirect_url: str,
+        csrf_cookie: str | None,
+        *,
+        binding: str = "",
+        programmatic: bool = False,
+    ) -> SignInStart:
+        """Start a sign-in that will return to ``redirect_url`` (checked against the allow
+        list); ``binding`` is carried to the hand-off (see :mod:`.binding`)."""
+        self.check_redirect(redirect_url, programmatic)
+        txn, state, csrf_value = self.states.begin(
+            redirect_url, csrf_cookie, binding=binding, programmatic=programmatic
+        )
         url = await self.relying_party.authorization_url(
             state=state, nonce=txn.nonce, code_challenge=txn.code_challenge
         )
@@ -124,7 +157,12 @@ class Authenticator:
             code, code_verifier=txn.code_verifier, nonce=txn.nonce
         )
         # Checked again: the allow list may have changed since sign-in began.
-        return SignInResult(identity, self.check_redirect(txn.redirect_url))
+        return SignInResult(
+            identity,
+            self.check_redirect(txn.redirect_url, txn.programmatic),
+            txn.binding,
+            txn.programmatic,
+        )
 
     async def refresh(self, session: Session) -> Identity:
         """New tokens and claims for a session (see :meth:`RelyingParty.refresh`)."""
@@ -179,6 +217,7 @@ def build_authenticator(
         StateCodec(shared_secret),
         RedirectSigner(shared_secret),
         allowed_hosts,
+        options.programmatic_redirect_domain_whitelist,
     )
 
 

@@ -24,7 +24,7 @@ import hmac
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidRedirect
@@ -34,6 +34,8 @@ QUERY_REDIRECT_URI = "pomerium_redirect_uri"
 QUERY_ISSUED = "pomerium_issued"
 QUERY_EXPIRY = "pomerium_expiry"
 QUERY_SIGNATURE = "pomerium_signature"
+#: ``1`` in a signed sign-in URL: a programmatic login (the token goes to a loopback URL).
+QUERY_PROGRAMMATIC = "pomerium_programmatic"
 
 #: Lifetime of a signed URL (seconds): long enough for a redirect, short enough to be useless later.
 SIGNED_URL_TTL_S = 300
@@ -80,13 +82,18 @@ class RedirectSigner:
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
     def sign_in_url(
-        self, authenticate_url: str, redirect_url: str, path: str = "/.pomerium/sign_in"
+        self,
+        authenticate_url: str,
+        redirect_url: str,
+        path: str = "/.pomerium/sign_in",
+        *,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """The signed ``/.pomerium/sign_in`` URL that returns the user to ``redirect_url``."""
+        """The signed ``/.pomerium/sign_in`` URL that returns the user to ``redirect_url``
+        (``extra``: more signed query parameters)."""
         base = authenticate_url.rstrip("/") + path
-        return self.sign(
-            base + "?" + urlencode({QUERY_REDIRECT_URI: redirect_url}, quote_via=quote)
-        )
+        params = [(QUERY_REDIRECT_URI, redirect_url), *extra]
+        return self.sign(base + "?" + urlencode(params, quote_via=quote))
 
     def verify(self, url: str) -> dict[str, str]:
         """Check a signed URL (as received: ``Request.url``); returns its other query parameters.

@@ -8,7 +8,10 @@ anyone who sees the authorization URL or the callback URL (browser history, prox
 ``Referer``), or PKCE protects nothing. The transaction also holds the SHA-256 of a random
 CSRF value that goes to the browser in a cookie; the callback's ``state`` is accepted only
 together with that cookie (OAuth 2.0 Security BCP §4.7, "CSRF protection"), so a callback
-URL forged or replayed into another browser fails. ``/oauth2/callback`` calls
+URL forged or replayed into another browser fails. It carries, too, the hash of the
+route host's sign-in binding cookie (:mod:`.binding`) on to the hand-off, and whether this
+is a programmatic login (the result goes to a loopback URL, not to a route host).
+``/oauth2/callback`` calls
 :meth:`StateCodec.open` (decrypt, expiry, cookie binding) and then :func:`consume`, which
 asks the session store to remember the transaction id so that a state is used once.
 """
@@ -71,6 +74,11 @@ class SignInTransaction:
     redirect_url: str
     issued_at: float
     expires_at: float
+    #: Hash of the route host's binding cookie ("" when none: a programmatic login, or
+    #: the authenticate host itself as the target).
+    binding: str = ""
+    #: A programmatic login: ``redirect_url`` is a loopback URL to receive the token.
+    programmatic: bool = False
 
     @property
     def code_challenge(self) -> str:
@@ -92,7 +100,12 @@ class StateCodec:
         self._clock = clock
 
     def begin(
-        self, redirect_url: str, csrf_cookie: str | None = None
+        self,
+        redirect_url: str,
+        csrf_cookie: str | None = None,
+        *,
+        binding: str = "",
+        programmatic: bool = False,
     ) -> tuple[SignInTransaction, str, str]:
         """Start a sign-in: ``(transaction, state, csrf_cookie_value)``.
 
@@ -115,6 +128,8 @@ class StateCodec:
             redirect_url=redirect_url,
             issued_at=now,
             expires_at=now + self._ttl_s,
+            binding=binding,
+            programmatic=programmatic,
         )
         return txn, self.seal(txn), csrf_cookie
 
@@ -128,6 +143,8 @@ class StateCodec:
                 txn.redirect_url,
                 int(txn.issued_at),
                 int(txn.expires_at),
+                txn.binding,
+                txn.programmatic,
             ],
             separators=(",", ":"),
         ).encode()
@@ -155,6 +172,8 @@ class StateCodec:
                 redirect_url=str(fields[4]),
                 issued_at=float(fields[5]),
                 expires_at=float(fields[6]),
+                binding=str(fields[7]),
+                programmatic=fields[8] is True,
             )
         except (InvalidTag, ValueError, TypeError, IndexError) as exc:
             raise InvalidState("state failed authentication") from exc

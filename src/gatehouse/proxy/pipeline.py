@@ -440,8 +440,14 @@ class Pipeline:
             original = f"{route.options.from_scheme}://{target.raw_host.decode('latin-1')}" + (
                 head.target.decode("latin-1") if head.target[:1] == b"/" else target.path
             )
-            location = auth.sign_in_url(original) if auth is not None else None
-            raise SignInRequired("sign-in required", location)
+            if auth is None:
+                raise SignInRequired("sign-in required", None)
+            scheme = route.options.from_scheme
+            binding = _cookie(head.headers, auth.binding_cookie(scheme).encode("latin-1"))
+            redirect = auth.sign_in_redirect(original, scheme, binding)
+            if redirect is None:
+                raise SignInRequired("sign-in required", None)
+            raise SignInRequired("sign-in required", redirect[0], redirect[1])
         details = decision.explain().splitlines() if route.options.show_error_details else None
         raise Forbidden("denied by policy", details)
 

@@ -47,7 +47,7 @@ def error_response(
 ) -> Response:
     """The response for ``error``; ``details`` are shown only when the caller allows it."""
     if isinstance(error, SignInRequired) and error.location and wants_html(head):
-        return Response.redirect(error.location, 302, headers or [])
+        return Response.redirect(error.location, 302, [*error.headers, *(headers or [])])
     if isinstance(error, Forbidden) and details is None:
         details = error.details
     status = error.status

@@ -13,8 +13,11 @@ a cookie of about 110 characters whatever the user's groups (those live in the s
 
 The handoff token (authenticate service → ``/.pomerium/callback/`` on a route host) has the
 same shape with its own key, ``expires_at`` instead of ``issued_at``, and the *target* host
-in its associated data. Its random nonce doubles as the token id that the store consumes
-once (:meth:`gatehouse.sessions.store.SessionStore.consume_once`), so a token works once.
+and the hash of the browser's sign-in binding cookie (see
+:mod:`gatehouse.authenticate.binding`) in its associated data: it opens only on that host,
+in the browser that started the sign-in. Its random nonce doubles as the token id that
+the store consumes once (:meth:`gatehouse.sessions.store.SessionStore.consume_once`), so a
+token works once.
 
 Decoding never raises on bad input: anything malformed, tampered, expired, for another host
 or sealed with another key gives ``None``.
@@ -204,13 +207,16 @@ class HandoffCodec:
     def __init__(self, key: bytes) -> None:
         self._sealer = _Sealer(key, b"gatehouse-handoff")
 
-    def seal(self, session_id: str, target_host: str, ttl_s: float, now: float) -> str:
-        """A token that ``target_host`` may redeem for ``session_id`` within ``ttl_s``."""
-        return self._sealer.seal(int(now + ttl_s), session_id, normalize_host(target_host))
+    def seal(
+        self, session_id: str, target_host: str, binding: str, ttl_s: float, now: float
+    ) -> str:
+        """A token that ``target_host`` may redeem for ``session_id`` within ``ttl_s``, in
+        the browser whose sign-in binding hashes to ``binding``."""
+        return self._sealer.seal(int(now + ttl_s), session_id, normalize_host(target_host), binding)
 
-    def open(self, token: str, host: str, now: float) -> HandoffClaim | None:
-        """The claim in ``token`` if authentic, meant for ``host`` and unexpired."""
-        opened = self._sealer.open(token, normalize_host(host))
+    def open(self, token: str, host: str, binding: str, now: float) -> HandoffClaim | None:
+        """The claim in ``token`` if authentic, meant for ``host`` and ``binding``, unexpired."""
+        opened = self._sealer.open(token, normalize_host(host), binding)
         if opened is None:
             return None
         expires_at, session_id, nonce = opened

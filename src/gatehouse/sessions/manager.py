@@ -15,7 +15,8 @@ Theory of operation:
   for its result. A failed refresh revokes the session.
 * ``revoke`` deletes the record; the store publishes the invalidation to every cache.
 * ``issue_handoff``/``redeem_handoff`` move a session from the authenticate host to a
-  route host in a short-lived, single-use, encrypted token.
+  route host in a short-lived, single-use, encrypted token bound to the route host and
+  to the browser that started the sign-in.
 """
 
 from __future__ import annotations
@@ -332,23 +333,25 @@ class SessionManager:
         self,
         session_id: str,
         target_host: str,
+        binding: str,
         ttl_s: float = HANDOFF_TTL_S,
         now: float | None = None,
     ) -> str:
-        """A token that ``target_host``'s ``/.pomerium/callback/`` may redeem once."""
-        return self._handoff.seal(session_id, target_host, ttl_s, self._now(now))
+        """A token that ``target_host``'s ``/.pomerium/callback/`` may redeem once, in the
+        browser whose sign-in binding cookie hashes to ``binding``."""
+        return self._handoff.seal(session_id, target_host, binding, ttl_s, self._now(now))
 
     async def redeem_handoff(
-        self, token: str, host: str, now: float | None = None
+        self, token: str, host: str, binding: str, now: float | None = None
     ) -> Session | None:
-        """The live session in ``token`` if it is authentic, for ``host``, unexpired and
-        unused; ``None`` otherwise (including the second use).
+        """The live session in ``token`` if it is authentic, for ``host`` and ``binding``,
+        unexpired and unused; ``None`` otherwise (including the second use).
 
         Raises:
             ServiceUnavailable: the store is down.
         """
         t = self._now(now)
-        claim = self._handoff.open(token, host, t)
+        claim = self._handoff.open(token, host, binding, t)
         if claim is None:
             return None
         if not await self.store.consume_once(f"handoff:{claim.token_id}", claim.expires_at - t + 1):
