@@ -6,6 +6,7 @@ or ``start_gatehouse`` (see :mod:`support`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,12 @@ from support.upstream import Action, Upstream, WebSocketEcho
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # gatehouse processes run in their own directories: a relative PYTHONPATH=src (running
+    # the source tree, not the installed build) must reach them too.
+    if os.environ.get("PYTHONPATH"):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p
+        )
     config.addinivalue_line(
         "markers", "slow: streams a lot of data (1 GiB); deselect with -m 'not slow'"
     )
