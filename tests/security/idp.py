@@ -88,6 +88,7 @@ class HostileIdp:
             self.hang.set()
         self.hang = None
         self.callback_extra = {}
+        self.token_requests.clear()
         self.user = {
             "sub": "alice-sub",
             "email": "alice@example.com",
