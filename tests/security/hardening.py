@@ -32,10 +32,20 @@ def _secret() -> str:
 
 @contextmanager
 def gatehouse(
-    workdir: Path, routes: list[dict[str, Any]], **extra: Any
+    workdir: Path,
+    routes: list[dict[str, Any]],
+    discovery_extra: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Iterator[tuple[GatehouseProcess, HostileIdp]]:
-    """A running gatehouse and its IdP; stopped (exit status 0 asserted) on exit."""
+    """A running gatehouse and its IdP; stopped (exit status 0 asserted) on exit.
+
+    ``discovery_extra`` adds endpoints (paths) to the IdP's discovery document.
+    """
     idp = HostileIdp().start()
+    if discovery_extra:
+        honest = idp.discovery
+        added = {k: idp.issuer + v for k, v in discovery_extra.items()}
+        idp.discovery = lambda: {**honest(), **added}  # type: ignore[method-assign]
     config = {
         "authenticate_service_url": AUTH,
         "idp_provider": "oidc",

@@ -10,7 +10,6 @@ call a route with it, and look at what the upstream received. The session cookie
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
