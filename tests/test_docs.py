@@ -477,3 +477,38 @@ def test_policy_doc_refused_paths_are_refused() -> None:
         assert f"`{segment}`" in " ".join(refused)
         with pytest.raises(InvalidPath):
             normalize_request_path(_as_path(segment), allow_parameters=True)
+
+
+# -- docs/policy.md "Operators" -----------------------------------------------------------
+
+
+def test_policy_doc_operator_table_is_what_policies_decide() -> None:
+    """The and/or/not/nor table: each user's outcome is what check-policy decides."""
+    from gatehouse.authorize.decision import Outcome
+    from gatehouse.authorize.dryrun import check_policy
+
+    text = (REPO / "docs" / "policy.md").read_text()
+    example = re.search(r"```yaml\n(allow:\n  OPERATOR:\n.*?)```", text, re.DOTALL)
+    table = re.search(
+        r"^\| user \| `and` \| `or` \| `not` \| `nor` \|\n\|[-|]+\|\n((?:\|.*\n)+)", text, re.M
+    )
+    assert example and table
+    rows = [
+        [c.strip(" *`") for c in line.strip("|").split("|")] for line in table.group(1).splitlines()
+    ]
+    assert len(rows) == 3
+    for op_index, op in enumerate(("and", "or", "not", "nor"), start=1):
+        rule = yaml.safe_load(example.group(1).replace("OPERATOR", op))
+        config = yaml.safe_dump(
+            {"insecure_server": True, "routes": [{"from": "http://app.example.com",
+             "to": "http://127.0.0.1:1", "policy": [rule]}]}
+        )  # fmt: skip
+        options = load_text(config, "policy.md example", env={}).options
+        for row in rows:
+            email, _, groups_text = row[0].partition(", ")
+            groups = [] if groups_text == "no groups" else [groups_text.removeprefix("in ")]
+            decision, _ = check_policy(
+                options, "http://app.example.com/", email=email, groups=groups
+            )
+            want = {"allow": Outcome.ALLOW, "deny": Outcome.DENY}[row[op_index]]
+            assert decision.outcome == want, (op, row[0])
