@@ -78,6 +78,7 @@ def test_the_build_copies_only_what_it_reads(tmp_path: Path) -> None:
     os.environ.get("GATEHOUSE_PURE_PYTHON", "") not in ("", "0"),
     reason="GATEHOUSE_PURE_PYTHON=1 asks for the pure-Python build",
 )
+@pytest.mark.timeout(900)  # the compile takes a minute or two, more on a busy machine
 def test_wheel_builds_in_isolation_and_is_compiled(tmp_path: Path) -> None:
     result = _build(tmp_path, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
