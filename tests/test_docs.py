@@ -512,3 +512,43 @@ def test_policy_doc_operator_table_is_what_policies_decide() -> None:
             )
             want = {"allow": Outcome.ALLOW, "deny": Outcome.DENY}[row[op_index]]
             assert decision.outcome == want, (op, row[0])
+
+
+# -- docs/operations.md "Metrics" and docs/policy.md "Criteria" ---------------------------
+
+
+def _table_rows(text: str, header: str) -> list[list[str]]:
+    """The rows of the Markdown table whose header row starts with ``header``."""
+    start = text.index(header)
+    lines = text[start:].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))])
+    return rows
+
+
+def test_operations_doc_lists_every_metric_with_its_type_and_labels() -> None:
+    source = (REPO / "src" / "gatehouse" / "observability" / "metrics.py").read_text()
+    defined = {
+        name: (kind.lower(), re.findall(r'"(\w+)"', labels or ""))
+        for kind, name, labels in re.findall(
+            r'(Counter|Histogram|Gauge)\(\s*"(gatehouse_\w+)",\s*"[^"]*",\s*(?:\[([^\]]*)\])?',
+            source,
+        )
+    }
+    assert len(defined) >= 10
+    documented = {}
+    text = (REPO / "docs" / "operations.md").read_text()
+    for metric, kind, labels, _ in _table_rows(text, "| metric | type | labels | meaning |"):
+        names = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", labels))
+        documented[metric.strip("`")] = (kind, names)
+    assert documented == defined
+
+
+def test_policy_doc_lists_every_criterion() -> None:
+    text = (REPO / "docs" / "policy.md").read_text()
+    rows = _table_rows(text, "| criterion | value | matches when |")
+    documented = {row[0].strip("`").split("/")[0] for row in rows}
+    assert documented == set(CRITERIA)
