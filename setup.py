@@ -34,6 +34,7 @@ COMPILED = [
     "src/gatehouse/sessions/model.py",
     "src/gatehouse/sessions/cookie.py",
     "src/gatehouse/sessions/cache.py",
+    "src/gatehouse/sessions/stamp.py",
     "src/gatehouse/sessions/manager.py",
     "src/gatehouse/authorize/input.py",
     "src/gatehouse/authorize/decision.py",

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from gatehouse.errors import ServiceUnavailable
+from gatehouse.sessions.keys import SessionKeys
+from gatehouse.sessions.manager import SessionManager
 from gatehouse.sessions.model import Session
 from gatehouse.sessions.redis import RedisStore
 from gatehouse.sessions.serialize import RecordCodec
@@ -179,3 +181,36 @@ async def test_redis_resubscribes_and_flushes_after_connection_loss(
     finally:
         await admin.aclose()
         await store.close()
+
+
+async def test_sqlite_revocation_holds_in_every_process_without_waiting_for_the_poll(
+    tmp_path: Path, keys: SessionKeys, records: RecordCodec
+) -> None:
+    """Two managers on one file (as two workers): a sign-out through one is refused by the
+    other at once, from its cache too, although neither polls within the test."""
+    db = tmp_path / "s.sqlite3"
+    a = SessionManager(store=SQLiteStore(db, records, poll_interval_s=3600), keys=keys)
+    b = SessionManager(store=SQLiteStore(db, records, poll_interval_s=3600), keys=keys)
+    await a.start()
+    await b.start()
+    try:
+        session = await a.create(user_id="u")
+        cookie = a.cookie_value(session, "app.example.com")
+        assert (await b.load(cookie, "app.example.com")) is not None  # now cached in b
+        assert b.load_cached(cookie, "app.example.com") == (True, b.cache.peek(session.id))
+        await a.revoke(session.id)
+        # b's cache still holds the record, but the stamp changed: no cached answer...
+        assert b.cache.peek(session.id) is not None
+        assert b.load_cached(cookie, "app.example.com") == (False, None)
+        # ...and the store read that follows catches up first.
+        assert await b.load(cookie, "app.example.com") is None
+        assert b.cache.peek(session.id) is None
+        # Caught up: the cached path answers without I/O again.
+        other = await a.create(user_id="v")
+        other_cookie = a.cookie_value(other, "app.example.com")
+        assert await b.load(other_cookie, "app.example.com") is not None
+        hit, cached = b.load_cached(other_cookie, "app.example.com")
+        assert hit and cached is not None and cached.id == other.id
+    finally:
+        await a.close()
+        await b.close()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ..sessions.model import Session
+from ..sessions.stamp import SharedStamp
 from ..sessions.store import InvalidationListener, SessionStore
 
 #: ``(dependency, operation, seconds, ok)``.
@@ -98,6 +99,12 @@ class TimedStore(SessionStore):
 
     async def release_lock(self, name: str, token: str) -> None:
         await self._timed("release_lock", self.inner.release_lock(name, token))
+
+    def revocation_stamp(self) -> SharedStamp | None:
+        return self.inner.revocation_stamp()
+
+    async def catch_up(self) -> None:
+        await self._timed("catch_up", self.inner.catch_up())
 
     def add_invalidation_listener(self, listener: InvalidationListener) -> None:
         self.inner.add_invalidation_listener(listener)

@@ -14,6 +14,10 @@ Theory of operation:
   the store lease ``refresh:{id}`` picks one refresher while the others poll the store
   for its result. A failed refresh revokes the session.
 * ``revoke`` deletes the record; the store publishes the invalidation to every cache.
+  With a store that has a machine-wide revocation stamp (SQLite), every worker compares
+  the stamp on its cached path (one memory read) and, when it changed, catches up on the
+  store's invalidations before trusting its cache: a sign-out that has returned holds in
+  every worker of the machine at once. Other replicas (Redis) learn it by pub/sub.
 * ``issue_handoff``/``redeem_handoff`` move a session from the authenticate host to a
   route host in a short-lived, single-use, encrypted token bound to the route host and
   to the browser that started the sign-in.
@@ -40,6 +44,7 @@ from .keys import SessionKeys, decode_secret, load_or_create_secret
 from .memory import MemoryStore
 from .model import Session
 from .serialize import RecordCodec
+from .stamp import SharedStamp
 from .store import SessionStore
 
 log = logging.getLogger("gatehouse.sessions")
@@ -53,6 +58,9 @@ REFRESH_LOCK_TTL_S = 30.0
 #: How long a process that lost the refresh race waits for the winner's result (seconds).
 REFRESH_WAIT_S = 10.0
 REFRESH_POLL_S = 0.05
+#: Catch-up rounds a request makes while the revocation stamp keeps changing, before it
+#: marks the whole cache stale instead (a storm of sign-outs must not hold it forever).
+MAX_CATCH_UP_ROUNDS = 3
 #: Lifetime of a handoff token (authenticate host -> route host), seconds.
 HANDOFF_TTL_S = 60.0
 #: File holding a generated cookie secret when none is configured (embedded default).
@@ -91,6 +99,11 @@ class SessionManager:
         self._refreshing: dict[str, asyncio.Task[Session | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._touched: dict[str, float] = {}
+        #: The store's revocation stamp (known once started) and its value when this
+        #: process last caught up with the store.
+        self._stamp: SharedStamp | None = None
+        self._seen_stamp = 0
+        self._catching_up: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -100,7 +113,13 @@ class SessionManager:
             ServiceUnavailable: the store cannot be reached.
         """
         self.store.add_invalidation_listener(self.cache.invalidate)
-        await self.store.start()
+        try:
+            await self.store.start()
+        finally:
+            # Nothing is cached before start, so the value now is the one caught up with.
+            self._stamp = self.store.revocation_stamp()
+            if self._stamp is not None:
+                self._seen_stamp = self._stamp.read()
 
     async def close(self) -> None:
         self.store.remove_invalidation_listener(self.cache.invalidate)
@@ -190,6 +209,9 @@ class SessionManager:
         handle = self._codec.decode(cookie_value, self._binding(host), t)
         if handle is None:
             return True, None
+        stamp = self._stamp
+        if stamp is not None and stamp.read() != self._seen_stamp:
+            return False, None  # a revocation since we last looked: catch up in load()
         hit, session = self.cache.lookup(handle.session_id)
         if not hit:
             return False, None
@@ -198,8 +220,43 @@ class SessionManager:
     async def get(self, session_id: str, now: float | None = None) -> Session | None:
         """The live session with this id (no cookie involved), or ``None``."""
         t = self._now(now)
+        stamp = self._stamp
+        if stamp is not None and stamp.read() != self._seen_stamp:
+            await self._catch_up(stamp)
         session = await self.cache.get(session_id, self.store.get)
         return self._live(session, session_id, t)
+
+    async def _catch_up(self, stamp: SharedStamp) -> None:
+        """Apply the store's invalidations up to the current stamp (one read per change of
+        the stamp, shared by concurrent requests)."""
+        for _ in range(MAX_CATCH_UP_ROUNDS):
+            task = self._catching_up
+            if task is None:
+                task = asyncio.ensure_future(self._catch_up_once(stamp))
+                self._catching_up = task
+                task.add_done_callback(self._caught_up)
+            await asyncio.shield(task)
+            if stamp.read() == self._seen_stamp:
+                return
+        # Still changing: trust nothing cached without a store read (as after missed
+        # invalidations), and stop chasing the stamp for this request.
+        self._seen_stamp = stamp.read()
+        self.cache.invalidate(None)
+
+    async def _catch_up_once(self, stamp: SharedStamp) -> None:
+        value = stamp.read()  # read before the store, so a later change is seen next time
+        try:
+            await self.store.catch_up()
+        except ServiceUnavailable as exc:
+            log.warning("could not catch up on session revocations: %s", exc)
+            self.cache.invalidate(None)  # re-read (or the outage grace) decides instead
+        self._seen_stamp = value
+
+    def _caught_up(self, task: asyncio.Task[None]) -> None:
+        if self._catching_up is task:
+            self._catching_up = None
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure is not reported twice
 
     def _live(self, session: Session | None, session_id: str, t: float) -> Session | None:
         """``session`` unless expired or idle too long (recording activity when due)."""

@@ -9,7 +9,9 @@ Invalidation: every delete/replace appends a row to ``changes`` (an AUTOINCREMEN
 counter); each process polls for rows past the last one it saw (``poll_interval_s``,
 default 0.5 s) and notifies its listeners. Old rows are pruned after
 ``CHANGE_RETENTION_S``; a process that could not poll for longer than half that tells
-its listeners to drop everything.
+its listeners to drop everything. A delete also changes the revocation stamp beside the
+file (:mod:`.stamp`) once committed; a process that sees the stamp change reads the
+change rows at once (:meth:`SQLiteStore.catch_up`), so sign-outs do not wait for the poll.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TypeVar
 from ..errors import ServiceUnavailable
 from .model import Session
 from .serialize import RecordCodec
+from .stamp import SharedStamp
 from .store import SessionStore
 
 log = logging.getLogger("gatehouse.sessions")
@@ -40,6 +43,8 @@ CHANGE_RETENTION_S = 300.0
 SWEEP_INTERVAL_S = 60.0
 #: How long a statement waits for another process's write lock before failing (ms).
 BUSY_TIMEOUT_MS = 5000
+#: Suffix of the revocation stamp file beside the database (as SQLite's ``-wal``).
+STAMP_SUFFIX = "-revocations"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -74,6 +79,7 @@ class SQLiteStore(SessionStore):
         self._last_seq = 0
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
+        self._stamp: SharedStamp | None = None  # opened by start()
 
     # -- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -133,6 +139,12 @@ class SQLiteStore(SessionStore):
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        if self._stamp is None:
+            try:
+                self._stamp = SharedStamp(self._path.with_name(self._path.name + STAMP_SUFFIX))
+            except OSError as exc:
+                raise ServiceUnavailable(f"sqlite session store: {exc}") from exc
+
         def init(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
             return int(row[0])
@@ -157,6 +169,9 @@ class SQLiteStore(SessionStore):
 
             await asyncio.get_running_loop().run_in_executor(self._executor, shut)
             self._executor.shutdown(wait=False)
+            if self._stamp is not None:
+                self._stamp.close()
+                self._stamp = None
 
     # -- records ----------------------------------------------------------------------------
     async def get(self, session_id: str) -> Session | None:
@@ -218,6 +233,9 @@ class SQLiteStore(SessionStore):
             self._transaction(conn, body)
 
         await self._run(q)
+        # After the commit: a process that sees the new stamp finds the change row.
+        if self._stamp is not None:
+            self._stamp.change()
         self._notify(session_id)
 
     async def touch(self, session_id: str, at: float) -> None:
@@ -266,6 +284,12 @@ class SQLiteStore(SessionStore):
         await self._run(q)
 
     # -- invalidation polling -------------------------------------------------------------
+    def revocation_stamp(self) -> SharedStamp | None:
+        return self._stamp
+
+    async def catch_up(self) -> None:
+        await self.poll_changes()
+
     async def poll_changes(self) -> None:
         """Deliver changes made by any process since the last poll (also run by the loop)."""
 

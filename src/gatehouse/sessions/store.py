@@ -13,6 +13,11 @@ Every failure of the backing service is raised as :class:`gatehouse.errors.Servi
 Invalidation listeners are called with a session id, or with ``None`` meaning "drop
 everything": sent when the store cannot be sure it saw every change (e.g. after the Redis
 subscription reconnects).
+
+A store shared by the processes of one machine may also offer a revocation stamp
+(:meth:`SessionStore.revocation_stamp`): changed after every delete, it lets each
+process notice a sign-out with one memory read and :meth:`SessionStore.catch_up` before
+trusting its cache, so a sign-out holds in every worker once it has returned.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable
 
 from .model import Session
 from .serialize import CorruptRecord, RecordCodec
+from .stamp import SharedStamp
 
 log = logging.getLogger("gatehouse.sessions")
 
@@ -79,6 +85,15 @@ class SessionStore(abc.ABC):
         """Release ``name`` if ``token`` still holds it (an expired lease may be someone else's)."""
 
     # -- invalidation -------------------------------------------------------------------
+    def revocation_stamp(self) -> SharedStamp | None:
+        """The machine-wide stamp this store changes after each revocation, if it has one
+        (see :mod:`.stamp`); ``None``: revocations arrive only through listeners."""
+        return None
+
+    async def catch_up(self) -> None:  # noqa: B027 - optional hook
+        """Deliver to listeners every invalidation the store already holds (called when the
+        stamp changed, before a cached session is trusted)."""
+
     def add_invalidation_listener(self, listener: InvalidationListener) -> None:
         self._listeners.append(listener)
 
