@@ -125,13 +125,11 @@ def test_a_listed_protocol_is_tunnelled(port: int, up: Upstream) -> None:
 
 def test_no_101_for_a_request_that_asked_no_upgrade(port: int, up: Upstream) -> None:
     up.respond(Raw(SWITCH_H2C, keep=True))
-    with connect(port) as sock:
-        sock.sendall(b"GET /public/x HTTP/1.1\r\nHost: plain.localhost\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 502 ")
-        sock.sendall(SMUGGLED.replace(b"wsonly", b"plain"))
-        after = read_all(sock, 2)
-    # The connection still speaks HTTP to gatehouse: the next request is authorized (403).
-    assert after.startswith(b"HTTP/1.1 403 ")
+    with RawConnection(port) as conn:
+        assert conn.request("GET", "/public/x", "plain.localhost").status == 502
+        # The connection still speaks HTTP to gatehouse: the next request is authorized.
+        conn.send(SMUGGLED.replace(b"wsonly", b"plain"))
+        assert conn.read_response().status == 403
     assert [r.path for r in up.requests] == ["/public/x"]
 
 
