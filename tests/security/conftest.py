@@ -8,18 +8,19 @@ records each request), not only the status.
 :func:`stack` (session scope, shared by every module) is one gatehouse process with these
 hosts, all behind the ``app`` recording upstream unless noted:
 
-=====================  ==========================================================
-``app.localhost``      alice only; identity headers (assertion + claim email)
-``other.localhost``    alice only; identity headers (a second host for replay tests)
-``denied.localhost``   bob only
-``pub.localhost``      public (no sign-in), no identity headers
-``only.localhost``     public, but only ``/public`` and ``/public/...``
-``nows.localhost``     public, ``allow_websockets`` off
-``ws.localhost``       public, ``allow_websockets``, the WebSocket echo server
-``wsonly.localhost``   ``allow_websockets``, only ``/public...``, the ``tunnel`` upstream
-``wsauth.localhost``   alice only, ``allow_websockets``, the WebSocket echo server
-``down.localhost``     public, an upstream port nobody listens on (502)
-=====================  ==========================================================
+========================  ========================================================
+``app.localhost``         alice only; identity headers (assertion + claim email)
+``other.localhost``       alice only; identity headers (a second host for replay tests)
+``denied.localhost``      bob only
+``pub.localhost``         public (no sign-in), no identity headers
+``only.localhost``        public, but only ``/public`` and ``/public/...``
+``nows.localhost``        public, ``allow_websockets`` off
+``ws.localhost``          public, ``allow_websockets``, the WebSocket echo server
+``wsonly.localhost``      ``allow_websockets``, only ``/public...``, the ``tunnel`` upstream
+``wsauth.localhost``      alice only, ``allow_websockets``, the WebSocket echo server
+``port.localhost:8080``   alice only, a ``from`` with an explicit port
+``down.localhost``        public, an upstream port nobody listens on (502)
+========================  ========================================================
 
 Helpers: :func:`sign_in` (a :class:`support.browser.Browser` signed in as the IdP's
 current user), :func:`raw` (send bytes, parse the first response), :func:`jwks_keys`.
@@ -129,6 +130,7 @@ def stack_routes(app: Upstream, tunnel: Upstream, ws: WebSocketEcho) -> list[dic
             "allow_websockets": True,
             "policy": [{"allow": ALICE}],
         },
+        {"from": "http://port.localhost:8080", "to": app.url, "policy": [{"allow": ALICE}]},
         {
             "from": "http://down.localhost",
             "to": f"http://127.0.0.1:{closed_port()}",
