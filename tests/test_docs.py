@@ -16,6 +16,7 @@ reads them (fenced blocks and inline code) and checked against the code:
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -552,3 +553,36 @@ def test_policy_doc_lists_every_criterion() -> None:
     rows = _table_rows(text, "| criterion | value | matches when |")
     documented = {row[0].strip("`").split("/")[0] for row in rows}
     assert documented == set(CRITERIA)
+
+
+# -- Python names -------------------------------------------------------------------------
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and get the rest as attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=DOC_IDS)
+def test_every_python_name_shown_exists(doc: Path) -> None:
+    """``from gatehouse… import X`` in examples and dotted ``gatehouse.…`` names inline."""
+    names = [
+        s
+        for s in inline_code(doc)
+        if re.fullmatch(r"gatehouse(?:\.\w+)+", s) and not _PATHLIKE.fullmatch(s)
+    ]
+    for lang, body in blocks(doc):
+        if lang == "python":
+            for module, imported in re.findall(r"^from (gatehouse[\w.]*) import (.+)$", body, re.M):
+                names += [f"{module}.{n.strip()}" for n in imported.split(",")]
+    for name in names:
+        _resolve(name)
