@@ -253,7 +253,7 @@ NOT_CONFIG_KEYS = {
     # access/process log fields (docs/operations.md "Logs")
     "bytes_in", "duration_ms", "upstream_ms", "connections_cut", "worker_pid",
     # metric labels and operations (docs/operations.md "Metrics")
-    "session_store", "consume_once", "acquire_lock", "release_lock",
+    "session_store", "consume_once", "acquire_lock", "release_lock", "catch_up",
     # bench/README.md: JSON fields and Python names
     "peak_rss_kib", "access_log_statuses", "gatehouse_exit_status",
     "gatehouse_stderr_problems", "upstream_alone_rps", "targets_met",

@@ -15,7 +15,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from support import wait_until
@@ -94,7 +96,9 @@ def page():  # type: ignore[no-untyped-def]
             ],
         )
         context = browser.new_context()
-        yield context.new_page()
+        page = context.new_page()
+        page.second_context = browser.new_context  # another browser profile, on demand
+        yield page
         context.close()
         browser.close()
 
@@ -154,3 +158,47 @@ def test_wrong_password_shows_an_error_and_grants_nothing(demo: Demo, page) -> N
     assert "_gatehouse" not in cookies
     page.goto(demo.url + "/.pomerium/user")
     assert "/.gatehouse/idp/" in page.url or "sign" in page.content().lower()
+
+
+def test_an_attackers_sign_in_link_does_not_sign_in_another_browser(demo: Demo, page) -> None:  # type: ignore[no-untyped-def]
+    """Login CSRF: the attacker stops before the route host's hand-off and sends the link
+    to a victim; the victim's browser (another profile) gets a 400 and no session."""
+    page.goto(demo.url)
+    page.wait_for_selector("#password")
+    sign_in(page, "demo", demo.password)
+    page.wait_for_selector("#status")
+    # The attacker's next sign-in to the route host, stopped before the hand-off. The two
+    # redirects are requested outside Chromium (which would follow them) with the
+    # cookies of the attacker's Chromium profile.
+    jar = {(c["domain"], c["name"]): c["value"] for c in page.context.cookies()}
+    port = urlsplit(demo.url).port
+    route_host, auth_host = f"verify.localhost:{port}", f"authenticate.localhost:{port}"
+
+    def hop(url: str, host: str, cookie: str) -> str:
+        parts = urlsplit(url)
+        r = httpx.get(
+            f"http://127.0.0.1:{port}{parts.path}?{parts.query}",
+            headers={"Host": host, "Accept": "text/html", "Cookie": cookie},
+        )
+        assert r.status_code == 302, r.text
+        return r.headers["location"]
+
+    binding = jar[("verify.localhost", "_gatehouse_binding")]
+    sign_in_url = hop(demo.url + "/?x", route_host, f"_gatehouse_binding={binding}")
+    session = jar[("authenticate.localhost", "_gatehouse")]
+    captured = [hop(sign_in_url, auth_host, f"_gatehouse={session}")]
+    assert "/.pomerium/callback/?" in captured[0]
+    victim = page.second_context()
+    try:
+        tab = victim.new_page()
+        response = tab.goto(captured[0])
+        assert response is not None and response.status == 400
+        shot(tab, "07-hand-off-refused")
+        assert "not valid here" in tab.content()
+        assert "_gatehouse" not in {c["name"] for c in victim.cookies()}
+    finally:
+        victim.close()
+    # In the browser that started the sign-in, the same link works.
+    page.goto(captured[0])
+    page.wait_for_selector("#email")
+    assert page.inner_text("#email") == "demo@example.com"
