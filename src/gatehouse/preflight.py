@@ -69,10 +69,10 @@ def _problems(loaded: LoadedConfig) -> list[str]:
         if services.http_client is not None:
             asyncio.run(services.http_client.aclose())
     if not options.insecure_server:
-        from .http.tls import server_context
-        from .serve import certificate_pairs
+        from .tls.certificates import certificate_pairs, load_all
 
-        attempt(lambda: server_context(certificate_pairs(options)))
+        # Every configured certificate loads (none configured: one is generated at start).
+        attempt(lambda: load_all(certificate_pairs(options)))
     return loaded.sorted_problems(problems)
 
 

@@ -13,8 +13,6 @@ one is logged with every problem and the running config stays.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
 import gc
@@ -32,7 +30,6 @@ from .config.loader import LoadedConfig, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
 from .http.server import HttpServer
-from .http.tls import CertificatePem, server_context
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
@@ -48,6 +45,8 @@ from .observability.metrics import (
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
+from .tls.redirect import RedirectServer
+from .tls.service import TLSService, prepare_fallback
 
 log = logging.getLogger("gatehouse")
 
@@ -62,57 +61,11 @@ EXIT_CONFIG = 78
 StateBuilder = Callable[[LoadedConfig, Services | None], ProxyState]
 
 
-def _pem_source(value: str, what: str) -> bytes:
-    """A file path, a PEM, or base64 of a PEM (Pomerium accepts all three)."""
-    text = value.strip()
-    if text.startswith("-----BEGIN"):
-        return text.encode()
-    path = Path(os.path.expanduser(text))
-    if len(text) < 4096 and path.is_file():
-        return path.read_bytes()
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError([f"{what}: not a readable file, a PEM, or base64 of a PEM"]) from None
-    if b"-----BEGIN" not in decoded:
-        raise ConfigError([f"{what}: base64 value does not hold a PEM"])
-    return decoded
-
-
-def certificate_pairs(options: Options) -> list[CertificatePem]:
-    """Every configured certificate and key, read into memory."""
-    pairs: list[CertificatePem] = []
-    if options.certificate_file and options.certificate_key_file:
-        pairs.append(
-            CertificatePem(
-                _pem_source(options.certificate_file, "certificate_file"),
-                _pem_source(options.certificate_key_file, "certificate_key_file"),
-                "certificate_file",
-            )
-        )
-    if options.certificate and options.certificate_key:
-        pairs.append(
-            CertificatePem(
-                _pem_source(options.certificate, "certificate"),
-                _pem_source(options.certificate_key, "certificate_key"),
-                "certificate",
-            )
-        )
-    for i, pair in enumerate(options.certificates):
-        pairs.append(
-            CertificatePem(
-                _pem_source(pair.cert, f"certificates[{i}].cert"),
-                _pem_source(pair.key, f"certificates[{i}].key"),
-                f"certificates[{i}]",
-            )
-        )
-    return pairs
-
-
-def bind_socket(options: Options) -> socket.socket:
-    """Bind the listening socket (``address``); port 0 picks a free port."""
-    host = options.listen_host
-    port = options.listen_port
+def bind_socket(options: Options, address: str | None = None) -> socket.socket:
+    """Bind the listening socket (``address``, or the given one); port 0 picks a free port."""
+    address = address or options.address
+    host = address.rpartition(":")[0].strip("[]") or None
+    port = int(address.rpartition(":")[2])
     family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
     if host is None:
         family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
@@ -141,6 +94,9 @@ class Worker:
     metrics: Metrics | None = None
     #: Set by SIGHUP: re-read the config file now, changed or not.
     reload_now: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The bound ``http_redirect_addr`` socket (redirects to HTTPS, ACME HTTP-01).
+    redirect_sock: socket.socket | None = None
+    tls: TLSService | None = None
 
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -160,8 +116,20 @@ class Worker:
         access = AccessLog(enabled=options.access_log)
         pipeline = Pipeline(state, pool, access, metrics)
         server = HttpServer(pipeline, error_response, state.server_settings, loop)
-        ssl_ctx = None if options.insecure_server else server_context(certificate_pairs(options))
-        addresses = await server.listen(None, 0, ssl_context=ssl_ctx, sock=sock)
+        ssl_ctx = None
+        if not options.insecure_server:
+            self.tls = TLSService(options)
+            ssl_ctx = self.tls.listener_context()
+        addresses = await server.listen(
+            None,
+            0,
+            ssl_context=ssl_ctx,
+            sock=sock,
+            ssl_handshake_timeout_s=options.timeout_tls_handshake,
+        )
+        redirect = await self._start_redirect(options, int(addresses[0][1]))
+        if self.tls is not None:
+            self.tls.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_now.set)
@@ -194,9 +162,25 @@ class Worker:
         flusher.cancel()
         access.flush()
         pool.close_all()
+        if redirect is not None:
+            await redirect.close()
+        if self.tls is not None:
+            await self.tls.close()
         await stop_services(self.services)
         log.info("stopped", extra={"connections_cut": cut})
         return 0
+
+    async def _start_redirect(self, options: Options, https_port: int) -> RedirectServer | None:
+        if self.redirect_sock is None:
+            return None
+        from .tls.acme import ca_directory
+
+        challenges = ca_directory(options) if options.autocert else None
+        redirect = RedirectServer(https_port, challenges)
+        await redirect.start(self.redirect_sock)
+        host, port = self.redirect_sock.getsockname()[:2]
+        log.info("redirecting http to https", extra={"address": f"{host}:{port}"})
+        return redirect
 
     def _count_reload(self, result: str) -> None:
         if self.metrics is not None:
@@ -227,6 +211,8 @@ class Worker:
                         log.info("config unchanged", extra={"config": str(path)})
                     continue
                 state = self.build(loaded, self.services)
+                if self.tls is not None:
+                    self.tls.apply(loaded.options)
             except ConfigError as exc:
                 log.error(
                     "config reload failed; keeping the running config",
@@ -318,9 +304,12 @@ def _run_worker(
     sock: socket.socket,
     build: StateBuilder,
     serve_metrics_here: bool = True,
+    redirect_sock: socket.socket | None = None,
 ) -> int:
     _install_loop()
-    worker = Worker(config_path, loaded, build, serve_metrics=serve_metrics_here)
+    worker = Worker(
+        config_path, loaded, build, serve_metrics=serve_metrics_here, redirect_sock=redirect_sock
+    )
     try:
         return asyncio.run(worker.serve(sock))
     except ConfigError as exc:
@@ -362,10 +351,21 @@ def run(
         except OSError as exc:
             log.error("cannot listen on %s: %s", options.address, exc.strerror or exc)
             return 1
+    redirect_sock = None
+    if options.http_redirect_addr:
+        try:
+            redirect_sock = bind_socket(options, options.http_redirect_addr)
+        except OSError as exc:
+            log.error(
+                "cannot listen on %s: %s", options.http_redirect_addr, exc.strerror or exc
+            )
+            return 1
+    # Before forking, so every worker serves the same generated certificate.
+    prepare_fallback(options)
     workers = options.workers or os.cpu_count() or 1
     if workers == 1:
-        return _run_worker(config_path, loaded, sock, build)
-    return _supervise(config_path, loaded, sock, build, workers)
+        return _run_worker(config_path, loaded, sock, build, redirect_sock=redirect_sock)
+    return _supervise(config_path, loaded, sock, build, workers, redirect_sock)
 
 
 def _supervise(
@@ -374,6 +374,7 @@ def _supervise(
     sock: socket.socket,
     build: StateBuilder,
     count: int,
+    redirect_sock: socket.socket | None = None,
 ) -> int:
     children: dict[int, float] = {}
     stopping = False
@@ -386,7 +387,14 @@ def _supervise(
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = _run_worker(config_path, loaded, sock, build, serve_metrics_here=False)
+                code = _run_worker(
+                    config_path,
+                    loaded,
+                    sock,
+                    build,
+                    serve_metrics_here=False,
+                    redirect_sock=redirect_sock,
+                )
             finally:
                 os._exit(code)
         children[pid] = time.monotonic()
@@ -398,6 +406,8 @@ def _supervise(
         # accepting connections into the backlog, which are reset later instead of being
         # refused now (a load balancer then fails over only after its timeout).
         sock.close()
+        if redirect_sock is not None:
+            redirect_sock.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -460,6 +470,8 @@ def _supervise(
             time.sleep(WORKER_RESTART_BACKOFF_S)
         spawn()
     sock.close()
+    if redirect_sock is not None:
+        redirect_sock.close()
     if metrics_server is not None:
         metrics_server.shutdown()
     if metrics_dir is not None:

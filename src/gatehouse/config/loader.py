@@ -237,11 +237,7 @@ def load_text(
     warnings = []
     for key in list(data):
         if key in IGNORED_POMERIUM_KEYS:
-            value = data.pop(key)
-            if key == "autocert" and value:
-                raise ConfigError(
-                    [f"{source}:{lines.find((key,))}: autocert: {IGNORED_POMERIUM_KEYS[key]}"]
-                )
+            data.pop(key)
             warnings.append(
                 f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}"
             )

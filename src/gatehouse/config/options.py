@@ -15,6 +15,7 @@ from .auth import AuthOptions
 from .identity import IdentityOptions
 from .routes import RouteOptions
 from .server import ServerOptions
+from .tls import TLSOptions
 
 #: Pomerium keys with no meaning in a single-binary proxy; accepted with a warning.
 IGNORED_POMERIUM_KEYS: dict[str, str] = {
@@ -29,13 +30,11 @@ IGNORED_POMERIUM_KEYS: dict[str, str] = {
     "tracing_sample_rate": "tracing is not supported yet",
     "skip_xff_append": "X-Forwarded-For is always appended",
     "xff_num_trusted_hops": "X-Forwarded-For is always appended",
-    "http_redirect_addr": "run a route with a redirect action instead",
-    "autocert": "automatic certificates are not supported; use certificates",
     "use_proxy_protocol": "the PROXY protocol is not supported",
 }
 
 
-class Options(ServerOptions, AuthOptions, IdentityOptions):
+class Options(ServerOptions, AuthOptions, IdentityOptions, TLSOptions):
     """Everything gatehouse can be told, validated and immutable."""
 
     #: The routes, matched in this order (see below).
@@ -77,20 +76,9 @@ def cross_checks(options: Options) -> list[tuple[Location, str]]:
                 problems.append(
                     ((key,), f"must be an absolute http:// or https:// URL, got {value!r}")
                 )
+    # Without a certificate, TLS serves one generated at start-up (or obtained by autocert),
+    # as Pomerium does: no certificate is not a problem.
     if not options.insecure_server:
-        has_cert = bool(
-            options.certificates
-            or (options.certificate_file and options.certificate_key_file)
-            or (options.certificate and options.certificate_key)
-        )
-        if not has_cert:
-            problems.append(
-                (
-                    ("insecure_server",),
-                    "TLS needs certificate_file and certificate_key_file (or certificates); "
-                    "set insecure_server: true to serve plain HTTP behind another TLS terminator",
-                )
-            )
         for key in ("routes", "policy"):
             for i, route in enumerate(getattr(options, key)):
                 if route.from_scheme == "http":

@@ -462,11 +462,18 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
         sock: socket.socket | None = None,
+        ssl_handshake_timeout_s: float | None = None,
     ) -> list[tuple[str, int]]:
         """Start listening; returns the bound (host, port) pairs (port 0 binds a free port)."""
+        # asyncio refuses a handshake timeout without TLS.
+        handshake = ssl_handshake_timeout_s if ssl_context is not None else None
         if sock is not None:
             server = await self.loop.create_server(
-                lambda: DownstreamProtocol(self), sock=sock, ssl=ssl_context, backlog=2048
+                lambda: DownstreamProtocol(self),
+                sock=sock,
+                ssl=ssl_context,
+                backlog=2048,
+                ssl_handshake_timeout=handshake,
             )
         else:
             server = await self.loop.create_server(
@@ -477,6 +484,7 @@ class HttpServer:
                 reuse_port=reuse_port or None,
                 reuse_address=True,
                 backlog=2048,
+                ssl_handshake_timeout=handshake,
             )
         self._servers.append(server)
         if self._sweeper is None:
