@@ -28,7 +28,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from gatehouse.authorize.criteria import CRITERIA
+from gatehouse.authorize.criteria import CRITERIA, UNSUPPORTED
 from gatehouse.authorize.policy import compile_policy_data
 from gatehouse.authorize.ppl import OPERATORS
 from gatehouse.config import load_text
@@ -144,7 +144,7 @@ CONFIG_KEYS = _model_keys(
 ) | set(IGNORED_POMERIUM_KEYS)
 GLOBAL_KEYS = _model_keys(Options)
 PPL_WORDS = {
-    "allow", "deny", *OPERATORS, *CRITERIA,
+    "allow", "deny", *OPERATORS, *CRITERIA, *UNSUPPORTED,
     # matchers (docs/policy.md "Matchers") and the schedule criteria's fields
     "is", "not", "starts_with", "ends_with", "contains", "in", "not_in", "has", "exclude",
     "after", "before", "timezone", "days",

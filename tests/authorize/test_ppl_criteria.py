@@ -115,6 +115,14 @@ CASES: list[tuple[str, Any, PolicyInput, tuple[bool, str]]] = [
     ("source_ip", "2001:db8::/32", req(source_ip="2001:db9::1"), (False, "source-ip-unauthorized")),
     ("source_ip", "10.0.0.0/8", req(source_ip="::ffff:10.9.9.9"), (True, "source-ip-ok")),
     ("source_ip", "::/0", req(source_ip="10.9.9.9"), (False, "source-ip-unauthorized")),
+    # host bits are masked (Pomerium); IPv4-mapped networks and clients are IPv4
+    ("source_ip", "10.1.2.99/24", req(), (True, "source-ip-ok")),
+    ("source_ip", "::ffff:10.0.0.0/104", req(), (True, "source-ip-ok")),
+    ("source_ip", "::ffff:10.1.2.3", req(), (True, "source-ip-ok")),
+    ("source_ip", "::ffff:10.1.2.3", req(source_ip="::ffff:10.1.2.3"), (True, "source-ip-ok")),
+    ("source_ip", "::ffff:11.0.0.0/104", req(), (False, "source-ip-unauthorized")),
+    # a non-string group loads and matches no group (groups are strings)
+    ("groups", 1234, req(session=ALICE), (False, "groups-unauthorized")),
     ("source_ip", "0.0.0.0/0", req(source_ip=""), (False, "source-ip-unauthorized")),
     ("source_ip", "0.0.0.0/0", req(source_ip="garbage"), (False, "source-ip-unauthorized")),
     # cors_preflight
@@ -230,9 +238,6 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("authenticated_user", None, "takes the value true"),
     ("email/sub", "x", "takes no sub-path"),
     ("claim", "x", "claim needs the claim's name"),
-    ("groups", 1234, "quote the value"),
-    ("groups", {"has": 1234}, "quote the value"),
-    ("source_ip", "10.0.0.1/8", "invalid IP address or CIDR"),
     ("source_ip", "not-an-ip", "invalid IP address or CIDR"),
     ("source_ip", [], "expected an IP address"),
     ("source_ip", [42], "as a string"),

@@ -76,11 +76,9 @@ def test_list_matcher(data: Any, values: list[Any], expected: bool) -> None:
         ({"equals": "a"}, "unknown string matcher operator 'equals'"),
         ({}, "empty matcher"),
         (["a", "b"], "use `in: [...]`"),
-        (42, "quote the value"),
         ({"in": "a"}, "non-empty list"),
         ({"in": []}, "non-empty list"),
         ({"not_in": [1]}, "expected a string"),
-        (None, "expected a string"),
     ],
 )
 def test_string_matcher_refuses(data: Any, fragment: str) -> None:
@@ -95,10 +93,34 @@ def test_string_matcher_refuses(data: Any, fragment: str) -> None:
         ({"contains": "a"}, "unknown list matcher operator"),
         ({}, "empty matcher"),
         (["a", "b"], "single value"),
-        ({"has": None}, "single value"),
     ],
 )
 def test_list_matcher_refuses(data: Any, fragment: str) -> None:
     with pytest.raises(PolicySyntaxError) as info:
         compile_list_matcher(data, ("x",))
     assert fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "value", "expected"),
+    [
+        # Pomerium compares as JSON: a non-string equals no string.
+        (True, "true", False),
+        (1234, "1234", False),
+        (None, "", False),
+        ({"is": 1234}, "1234", False),
+        ({"not": True}, "true", True),
+        ({"starts_with": 12}, "123", False),
+    ],
+)
+def test_string_matcher_non_string_loads_and_never_equals(
+    data: Any, value: str, expected: bool
+) -> None:
+    assert compile_string_matcher(data, ("m",))(value) is expected
+
+
+def test_list_matcher_null_matches_null_only() -> None:
+    pred = compile_list_matcher(None, ("m",))
+    assert pred([value_key(None)]) is True
+    assert pred([]) is False
+    assert pred([value_key("null")]) is False

@@ -91,10 +91,11 @@ def ref_outcome(policy: list[dict[str, Any]], inp: PolicyInput) -> Outcome:
         if any(a == "deny" for a, _, _ in clauses)
         else (False, set())
     )
-    if any(a == "deny" and v and UNAUTH not in r for a, v, r in clauses):
-        return Outcome.DENY
+    # Pomerium's handleResult: sign-in first, then deny, then allow.
     if UNAUTH in allow[1] or UNAUTH in deny[1]:
         return Outcome.NEEDS_LOGIN
+    if deny[0]:
+        return Outcome.DENY
     return Outcome.ALLOW if allow[0] else Outcome.DENY
 
 

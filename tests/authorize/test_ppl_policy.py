@@ -98,8 +98,9 @@ def test_legacy_and_ppl_combine() -> None:
     )
     assert decide(r, ALICE) is Outcome.ALLOW
     assert decide(r, ALICE, path="/admin/x") is Outcome.DENY
-    # a deny that holds whoever the user is denies before any sign-in
-    assert decide(r, None, path="/admin/x") is Outcome.DENY
+    # sign-in comes first, even where a deny about the request alone holds (Pomerium's
+    # handleResult); signed in, the deny still applies
+    assert decide(r, None, path="/admin/x") is Outcome.NEEDS_LOGIN
 
 
 def test_no_rules_denies() -> None:
@@ -130,9 +131,14 @@ def test_public_with_allow_list_is_an_error() -> None:
             [{"allow": {"or": [{"accept": True}]}}, {"deny": {"or": [{"email": "bob@other.org"}]}}],
             Outcome.NEEDS_LOGIN,
         ),
-        # a deny rule that holds without a user wins
+        # sign-in comes before a deny rule that holds without a user (Pomerium)
         (
             [{"allow": {"or": [{"email": "a@b"}]}}, {"deny": {"or": [{"http_method": "GET"}]}}],
+            Outcome.NEEDS_LOGIN,
+        ),
+        # a deny rule that holds without a user, with no user-criterion anywhere, denies
+        (
+            [{"allow": {"or": [{"accept": True}]}}, {"deny": {"or": [{"http_method": "GET"}]}}],
             Outcome.DENY,
         ),
         # `not` over a user criterion still needs the user (Pomerium keeps the reason)

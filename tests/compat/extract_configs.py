@@ -116,7 +116,11 @@ def _global_keys() -> set[str]:
         "config/otelconfig/otelconfig.go",
         "config/config.gen.go",
     ):
-        keys |= set(re.findall(r'mapstructure:"([a-z_0-9]+)"', git("pomerium/pomerium", "show", f"HEAD:{path}")))
+        keys |= set(
+            re.findall(
+                r'mapstructure:"([a-z_0-9]+)"', git("pomerium/pomerium", "show", f"HEAD:{path}")
+            )
+        )
     return keys
 
 
@@ -158,8 +162,12 @@ def classify(data: Any, route_keys: set[str], global_keys: set[str]) -> str | No
         return None  # another program's settings, or the Ingress Controller's camelCase CRD
     if keys & {"allow", "deny"} and keys <= {"allow", "deny"}:
         return "policy"
-    if "routes" in keys or (isinstance(data.get("policy"), list) and data["policy"]
-                            and isinstance(data["policy"][0], dict) and "from" in data["policy"][0]):
+    if "routes" in keys or (
+        isinstance(data.get("policy"), list)
+        and data["policy"]
+        and isinstance(data["policy"][0], dict)
+        and "from" in data["policy"][0]
+    ):
         return "config"
     if "from" in keys:
         return "route"

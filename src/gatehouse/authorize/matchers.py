@@ -8,9 +8,12 @@ List matcher (Pomerium's "string list matcher", for ``groups`` and ``claim/<name
 ``has`` (the list contains the value), ``is`` (the list is exactly that one value),
 ``exclude`` (the list does not contain it). A bare value means ``has``.
 
-Gatehouse refuses, at config load, the spellings that Pomerium accepts but can never
-match (a bare list under a string matcher, a number where a string is compared, an empty
-matcher object): a policy that silently never matches is a trap, in either direction.
+Values compare as JSON, as in Pomerium's generated Rego: a boolean, number or null under a
+string matcher (``email: true``, ``http_path: 1234``) loads, and equals no string (so
+``is`` never holds and ``not`` always does; ``starts_with`` and the like never hold). Null
+under a list matcher matches a null claim. Gatehouse still refuses the spellings Pomerium
+refuses or that are surely mistakes with no meaning to give them (a bare list under a string
+matcher, non-strings in ``in``/``not_in``, an empty matcher object).
 """
 
 from __future__ import annotations
@@ -45,12 +48,24 @@ def _need_str_list(value: Any, loc: Loc) -> frozenset[str]:
     return frozenset(_need_str(v, (*loc, i)) for i, v in enumerate(value))
 
 
+def _never(s: str) -> bool:
+    return False
+
+
+def _always(s: str) -> bool:
+    return True
+
+
 def _string_op(op: str, value: Any, loc: Loc) -> StrPredicate:
     if op in ("in", "not_in"):
         items = _need_str_list(value, loc)
         if op == "in":
             return items.__contains__
         return lambda s: s not in items
+    if value is None or isinstance(value, bool | int | float):
+        # A JSON scalar that is not a string equals no string (Rego's `==`); the string
+        # built-ins are undefined on it, which Rego reads as false.
+        return _always if op == "not" else _never
     text = _need_str(value, loc)
     if op == "is":
         return lambda s: s == text
@@ -133,7 +148,7 @@ def compile_list_matcher(data: Any, loc: Loc) -> ListPredicate:
                 f"unknown list matcher operator {op!r}; expected one of "
                 + ", ".join(LIST_OPERATORS),
             )
-        if value is None or isinstance(value, list | dict):
+        if isinstance(value, list | dict):
             raise PolicySyntaxError(
                 where,
                 "expected a single value (string, number or boolean); "

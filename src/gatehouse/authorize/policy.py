@@ -13,11 +13,11 @@ and "sign in first" depends on those reasons — and combines them:
   reasons of a side are those of its matching clauses, or of all its clauses when none
   matches.
 
-The outcome, in order: DENY if a deny clause matches and its reasons do not include
-``user-unauthenticated`` (a deny rule that holds whoever the user is); NEEDS_LOGIN if
-either side's reasons include ``user-unauthenticated`` (Pomerium's rule: the answer
-depends on a user we do not know yet); ALLOW if an allow clause matches; DENY otherwise
-(also when there are no rules at all).
+The outcome, in order (Pomerium's ``handleResult``): NEEDS_LOGIN if either side's reasons
+include ``user-unauthenticated`` (the answer depends on a user we do not know yet, even
+when a deny rule about the request alone also matches: signing in does not get past that
+rule, it only comes first); DENY if a deny clause matches; ALLOW if an allow clause
+matches; DENY otherwise (also when there are no rules at all).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Policy:
         """Decide one request (see the module docstring for the rules)."""
         raw: list[RawClause] = []
         allow = allow_unauth_hit = allow_unauth_any = False
-        deny = deny_clean = deny_unauth_hit = deny_unauth_any = False
+        deny = deny_unauth_hit = deny_unauth_any = False
         for is_deny, op, crits in self._compiled:
             results: Sequence[CriterionOutcome]
             if len(crits) == 1:
@@ -102,8 +102,6 @@ class Policy:
                     deny = True
                     if relevant_unauth:
                         deny_unauth_hit = True
-                    else:
-                        deny_clean = True
                 elif relevant_unauth:
                     deny_unauth_any = True
             else:
@@ -113,14 +111,14 @@ class Policy:
                         allow_unauth_hit = True
                 elif relevant_unauth:
                     allow_unauth_any = True
-        if deny_clean:
-            outcome = _DENY
-        elif (
-            (allow_unauth_hit if allow else allow_unauth_any)
-            or deny_unauth_hit
-            or (not deny and deny_unauth_any)
+        # A side's reasons are those of its matching clauses, or of all of them when none
+        # matches; user-unauthenticated among either side's reasons means sign in first.
+        if (allow_unauth_hit if allow else allow_unauth_any) or (
+            deny_unauth_hit if deny else deny_unauth_any
         ):
             outcome = _LOGIN
+        elif deny:
+            outcome = _DENY
         elif allow:
             outcome = _ALLOW
         else:

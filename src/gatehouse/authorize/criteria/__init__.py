@@ -36,14 +36,14 @@ CRITERIA: dict[str, CriterionCompiler] = {
 UNSUPPORTED: dict[str, str] = {
     "client_certificate": "client certificates (downstream mTLS) are not supported yet",
     "invalid_client_certificate": "client certificates (downstream mTLS) are not supported yet",
-    "device": "device identity is not supported",
+    "device": "device identity is a Pomerium Enterprise feature gatehouse does not have",
     "pomerium_routes": "internal routes are always reachable in gatehouse",
-    "record": "external data sources are not supported",
-    "mcp_tool": "MCP routes are not supported",
-    "ssh_username": "SSH routes are not supported",
-    "ssh_publickey": "SSH routes are not supported",
-    "ssh_username_matches_email": "SSH routes are not supported",
-    "ssh_username_matches_claim": "SSH routes are not supported",
+    "record": "external data sources (databroker records) are not supported",
+    "mcp_tool": "MCP routes are not supported by gatehouse",
+    "ssh_username": "SSH routes are not supported by gatehouse",
+    "ssh_publickey": "SSH routes are not supported by gatehouse",
+    "ssh_username_matches_email": "SSH routes are not supported by gatehouse",
+    "ssh_username_matches_claim": "SSH routes are not supported by gatehouse",
 }
 
 __all__ = ["CRITERIA", "UNAUTHENTICATED", "UNSUPPORTED", "Criterion", "CriterionCompiler"]

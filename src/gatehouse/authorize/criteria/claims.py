@@ -1,10 +1,12 @@
 """Criteria on the user's claims: ``claim/<name>`` and ``groups`` (list matchers).
 
 A claim is read from the session's claims (ID token merged with userinfo). As in
-Pomerium, its value is treated as a list: a list claim as is, a scalar as a list of one,
-a missing claim as empty. The name is looked up whole first; if absent and it contains
-``/`` or ``.``, it is read as a path into nested objects (``claim/address/country``).
-``groups`` reads the session's groups.
+Pomerium, its value is treated as a list: a list claim as is, a scalar (``null`` too) as
+a list of one, a missing claim as empty. The name is looked up whole first; if absent and
+it contains ``/`` or ``.``, it is read as a path into nested objects (``claim/address/country``).
+``groups`` reads the session's groups, which are the IdP's groups claim (see
+``authenticate/providers.py``), so ``claim/groups`` matches the same values. Group names
+are strings: a boolean or number under ``groups`` loads and never matches.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def claim_values(claims: Mapping[str, Any], name: str) -> list[object]:
             node = node[part]
         value = node
     if value is None:
-        return []
+        # Present as null: one null value (`claim/x: null` matches it); absent: none.
+        return [value_key(None)] if name in claims else []
     if isinstance(value, list | tuple):
         return [value_key(v) for v in value]
     return [value_key(value)]
@@ -50,10 +53,6 @@ def compile_claim(data: Any, sub_path: str, loc: Loc) -> Criterion:
 
 def compile_groups(data: Any, sub_path: str, loc: Loc) -> Criterion:
     no_sub_path("groups", sub_path, loc)
-    operands = data.values() if isinstance(data, dict) else [data]
-    if any(isinstance(v, bool | int | float) for v in operands):
-        # Groups are strings: an unquoted numeric group id would never match.
-        raise PolicySyntaxError(loc, "group names and ids are strings; quote the value")
     pred = compile_list_matcher(data, loc)
 
     def test(session: Session) -> bool:

@@ -2,7 +2,9 @@
 
 ``http_path`` sees the normalised path (the one the upstream receives) and compares it
 case-sensitively. ``source_ip`` takes an address or CIDR, or a list of them, IPv4 or
-IPv6; an IPv4-mapped IPv6 client address (``::ffff:10.0.0.1``) is matched as IPv4.
+IPv6. As in Pomerium, a CIDR may have host bits set (``192.168.1.1/24`` is
+``192.168.1.0/24``), and IPv4-mapped IPv6 is IPv4 on both sides: a client at
+``::ffff:10.0.0.1`` is ``10.0.0.1``, and ``::ffff:10.0.0.0/104`` is ``10.0.0.0/8``.
 """
 
 from __future__ import annotations
@@ -44,11 +46,23 @@ def parse_networks(data: Any, loc: Loc) -> tuple[IPNetwork, ...]:
         if not isinstance(item, str):
             raise PolicySyntaxError(where, "expected an IP address or CIDR as a string")
         try:
-            # strict: 10.0.0.1/8 is almost certainly a typo for 10.0.0.0/8 or 10.0.0.1/32.
-            nets.append(ipaddress.ip_network(item.strip(), strict=True))
+            # Not strict: Pomerium (Go's net.ParseCIDR) masks host bits away.
+            nets.append(_unmapped(ipaddress.ip_network(item.strip(), strict=False)))
         except ValueError as exc:
             raise PolicySyntaxError(where, f"invalid IP address or CIDR {item!r}: {exc}") from None
     return tuple(nets)
+
+
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(net: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 network as the IPv4 network it maps (clients are unmapped too)."""
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_V4_MAPPED):
+        first = net.network_address.ipv4_mapped
+        if first is not None:
+            return ipaddress.IPv4Network((int(first), net.prefixlen - 96))
+    return net
 
 
 _IP_OK: CriterionOutcome = (True, "source-ip-ok")
