@@ -395,6 +395,9 @@ def _supervise(
                     serve_metrics_here=False,
                     redirect_sock=redirect_sock,
                 )
+            except BaseException:
+                # os._exit below skips the interpreter's own report of the exception.
+                log.exception("worker crashed")
             finally:
                 os._exit(code)
         children[pid] = time.monotonic()

@@ -45,7 +45,8 @@ def https_get(
         ctx = ssl.create_default_context(cafile=cafile)
     with socket.create_connection(("127.0.0.1", port), CLIENT_TIMEOUT_S) as raw:
         with ctx.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            tls.sendall(head.encode())
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk

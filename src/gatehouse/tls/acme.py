@@ -130,13 +130,13 @@ class AutocertManager:
     def __init__(self, options: Options, store: SniStore) -> None:
         self.store = store
         self.dir = ca_directory(options)
+        for sub in ("certs", "challenges"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._settings = _settings(options, self.dir)
         self.hosts = autocert_hosts(options)
         self._stamps: dict[str, tuple[float, int]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        for sub in ("certs", "challenges"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         # Load what is stored now, so the first handshakes already get it.
         for host in self.hosts:
             self._load_stored(host)
