@@ -159,9 +159,6 @@ def test_host_is_never_the_clients_for_a_rewritten_route(fresh: Stack) -> None:
     assert seen.header_all("host") == [f"127.0.0.1:{fresh.app.port}"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 item 4: underscore spellings of identity headers reach upstream"
-)
 @pytest.mark.parametrize(
     "name", ["X_Pomerium_Claim_Email", "X_Pomerium_Jwt_Assertion", "x-pomerium_claim-email"]
 )
