@@ -1,7 +1,9 @@
 """The ``gatehouse`` command: a thin layer over the library.
 
-Subcommands: ``run`` (serve), ``check`` (validate a config), ``check-policy`` (dry-run a
-policy decision), ``keygen`` (a new signing key), ``reference`` (the config reference).
+Subcommands: ``run`` (serve), ``demo`` (the embedded single sign-on demo), ``check``
+(validate a config as ``run`` would start it), ``check-policy`` (dry-run a policy decision),
+``keygen`` (a new signing key), ``hash-password`` (for ``idp_users``), ``verify-app`` (an
+upstream that checks the assertion), ``reference`` (the config reference).
 """
 
 from __future__ import annotations
