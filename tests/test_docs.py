@@ -35,6 +35,13 @@ from gatehouse.config import load_text
 from gatehouse.config.auth import IdpUser
 from gatehouse.config.identity import SigningKeyEntry
 from gatehouse.config.options import IGNORED_POMERIUM_KEYS, Options
+from gatehouse.config.pomerium_keys import (
+    ALWAYS_ON,
+    IGNORED,
+    NOT_SUPPORTED,
+    ROUTE_IGNORED,
+    ROUTE_NOT_SUPPORTED,
+)
 from gatehouse.config.routes import DirectResponse, RedirectAction, RouteOptions
 from gatehouse.config.server import CertificatePair
 from support.gatehouse import clean_env
@@ -132,16 +139,28 @@ def _model_keys(*models: type[BaseModel]) -> set[str]:
     return {f.alias or name for model in models for name, f in model.model_fields.items()}
 
 
+#: Pomerium keys gatehouse ignores or refuses, by name (config/pomerium_keys.py).
+POMERIUM_ONLY_KEYS = {
+    **IGNORED,
+    **ROUTE_IGNORED,
+    **NOT_SUPPORTED,
+    **ROUTE_NOT_SUPPORTED,
+    **ALWAYS_ON,
+}
 #: Keys a config may hold at any depth: every options model's, and PPL's vocabulary.
-CONFIG_KEYS = _model_keys(
-    Options,
-    RouteOptions,
-    RedirectAction,
-    DirectResponse,
-    IdpUser,
-    CertificatePair,
-    SigningKeyEntry,
-) | set(IGNORED_POMERIUM_KEYS)
+CONFIG_KEYS = (
+    _model_keys(
+        Options,
+        RouteOptions,
+        RedirectAction,
+        DirectResponse,
+        IdpUser,
+        CertificatePair,
+        SigningKeyEntry,
+    )
+    | set(IGNORED_POMERIUM_KEYS)
+    | set(POMERIUM_ONLY_KEYS)
+)
 GLOBAL_KEYS = _model_keys(Options)
 PPL_WORDS = {
     "allow", "deny", *OPERATORS, *CRITERIA, *UNSUPPORTED,

@@ -5,15 +5,19 @@ Owned by ``authenticate/``, ``sessions/`` and ``idp/``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..constants import DEFAULT_AUTHENTICATE_CALLBACK_PATH
-from .base import StrictModel, StringList
+from .base import StrictModel, StringList, any_case
 from .durations import Duration
 
-IdpProvider = Literal["oidc", "google", "okta", "auth0", "keycloak", "azure", "builtin"]
+_PROVIDERS = ("oidc", "google", "okta", "auth0", "keycloak", "azure", "builtin")
+IdpProvider = Annotated[
+    Literal["oidc", "google", "okta", "auth0", "keycloak", "azure", "builtin"],
+    any_case(*_PROVIDERS),
+]
 
 
 class IdpUser(StrictModel):
@@ -82,13 +86,17 @@ class AuthOptions(StrictModel):
     #: Set `Secure` on the session cookie when the request came over HTTPS.
     cookie_secure: bool = True
     #: `SameSite` attribute of the session cookie.
-    cookie_same_site: Literal["lax", "strict", "none"] = "lax"
+    cookie_same_site: Annotated[
+        Literal["lax", "strict", "none"], any_case("lax", "strict", "none")
+    ] = "lax"
     #: End a session after this long without a request (0 = only cookie_expire). gatehouse addition.
     session_idle_timeout: Duration = 0.0
 
     #: Where session records live: `sqlite` (in `data_dir`, shared by one machine's
     #: workers), `redis` (shared by replicas) or `memory` (one process, lost on restart).
-    databroker_storage_type: Literal["sqlite", "memory", "redis"] = "sqlite"
+    databroker_storage_type: Annotated[
+        Literal["sqlite", "memory", "redis"], any_case("sqlite", "memory", "redis")
+    ] = "sqlite"
     #: The Redis URL (`redis://`, `rediss://` or `unix://`) for `databroker_storage_type: redis`.
     databroker_storage_connection_string: str | None = None
 
@@ -104,8 +112,3 @@ class AuthOptions(StrictModel):
     session_store_outage_grace: Duration = 60.0
     #: How often upgraded (WebSocket) connections are re-authorized. gatehouse addition.
     websocket_reauthorize_interval: Duration = 60.0
-
-    @field_validator("cookie_same_site", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value

@@ -20,6 +20,17 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def any_case(*choices: str) -> BeforeValidator:
+    """A validator mapping any spelling of one of ``choices`` to it: Pomerium reads enum
+    values case-insensitively (``cookie_same_site: Lax``, ``log_level: INFO``)."""
+    canonical = {choice.lower(): choice for choice in choices}
+
+    def pick(value: Any) -> Any:
+        return canonical.get(value.lower(), value) if isinstance(value, str) else value
+
+    return BeforeValidator(pick)
+
+
 #: A list of strings that may also be written as one comma- or space-separated string.
 StringList = Annotated[list[str], BeforeValidator(_comma_list)]
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import StrictModel
+from .base import StrictModel, any_case
 
 
 def _claims_headers(value: Any) -> Any:
@@ -69,7 +69,9 @@ class IdentityOptions(StrictModel):
     #: (sent as `X-Pomerium-Claim-<Name>`).
     jwt_claims_headers: dict[str, str] = Field(default_factory=dict)
     #: The assertion's `iss`: `hostOnly` (the route's host) or `uri` (`https://host/`).
-    jwt_issuer_format: Literal["hostOnly", "uri"] = "hostOnly"
+    jwt_issuer_format: Annotated[Literal["hostOnly", "uri"], any_case("hostOnly", "uri")] = (
+        "hostOnly"
+    )
     #: When set, only these groups are put in the assertion.
     jwt_groups_filter: list[str] = Field(default_factory=list)
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigError
 from .auth import IdpUser
 from .options import IGNORED_POMERIUM_KEYS, Options, cross_checks
+from .pomerium_keys import not_supported, screen
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import CertificatePair
 
@@ -216,6 +217,10 @@ def _problems(exc: ValidationError, source: str, lines: _Lines) -> list[str]:
         where = f"{source}:{line}" if line else source
         key = format_loc(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
+            refusal = not_supported(loc)
+            if refusal is not None:
+                problems.append(f"{where}: {key}: {refusal}")
+                continue
             name = str(loc[-1])
             valid = _valid_keys_at(loc[:-1])
             close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
@@ -241,6 +246,8 @@ def load_text(
             warnings.append(
                 f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}"
             )
+    for loc, warning in screen(data):
+        warnings.append(f"{source}:{lines.find(loc)}: {warning}")
     applied = _apply_env(data, os.environ if env is None else env)
     try:
         options = Options.model_validate(data)

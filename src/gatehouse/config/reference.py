@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -17,6 +18,13 @@ from .auth import AuthOptions, IdpUser
 from .durations import format_duration
 from .identity import IdentityOptions
 from .options import IGNORED_POMERIUM_KEYS, Options
+from .pomerium_keys import (
+    ALWAYS_ON,
+    IGNORED,
+    NOT_SUPPORTED,
+    ROUTE_IGNORED,
+    ROUTE_NOT_SUPPORTED,
+)
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import ServerOptions
 
@@ -47,10 +55,23 @@ def _comments(model: type[BaseModel]) -> dict[str, str]:
     return out
 
 
+def _unannotated(annotation: Any) -> Any:
+    """The type without ``Annotated`` validators, also inside ``X | None``."""
+    if get_origin(annotation) is Annotated:
+        return _unannotated(get_args(annotation)[0])
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, types.UnionType) and any(
+        get_origin(arg) is Annotated for arg in args
+    ):
+        plain = tuple(_unannotated(arg) for arg in args)
+        return " | ".join("None" if arg is type(None) else str(arg) for arg in plain)
+    return annotation
+
+
 def _type(annotation: Any, metadata: str = "") -> str:
     if "parse_duration" in metadata or "parse_duration" in str(annotation):
         return "duration" + (" | None" if "Optional[" in str(annotation) else "")
-    text = str(annotation)
+    text = str(_unannotated(annotation))
     text = re.sub(
         r"typing\.|gatehouse\.config\.\w+\.|<class '|'>|Annotated\[|, .*?Validator.*?\]", "", text
     )
@@ -120,5 +141,10 @@ def reference_markdown() -> str:
     out += ["### `response` action", "", *_table(DirectResponse), ""]
     out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]
     out += ["## Pomerium keys accepted and ignored (with a warning)", ""]
-    out += [f"- `{k}`: {v}" for k, v in IGNORED_POMERIUM_KEYS.items()]
+    out += [f"- `{k}`: {v}" for k, v in {**IGNORED_POMERIUM_KEYS, **IGNORED}.items()]
+    out += [f"- `routes[].{k}`: {v}" for k, v in ROUTE_IGNORED.items()]
+    out += [f"- `{k}: true`: {v} (`false` is refused)" for k, v in ALWAYS_ON.items()]
+    out += ["", "## Pomerium keys refused as not supported", ""]
+    out += [f"- `{k}`: {v}" for k, v in NOT_SUPPORTED.items()]
+    out += [f"- `routes[].{k}`: {v}" for k, v in ROUTE_NOT_SUPPORTED.items()]
     return "\n".join(out) + "\n"

@@ -7,12 +7,12 @@ compiles a validated :class:`RouteOptions` into the fast matcher the hot path us
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import HeaderMap, StrictModel, StringList, normalize_origin_setting
+from .base import HeaderMap, StrictModel, StringList, any_case, normalize_origin_setting
 from .durations import Duration
 
 _REDIRECT_CODES = {
@@ -85,7 +85,7 @@ class RedirectAction(StrictModel):
     #: Redirect to `https` (and the default port unless `port_redirect`).
     https_redirect: bool = False
     #: Redirect to this scheme.
-    scheme_redirect: Literal["http", "https"] | None = None
+    scheme_redirect: Annotated[Literal["http", "https"], any_case("http", "https")] | None = None
     #: Redirect to this host.
     host_redirect: str | None = None
     #: Redirect to this port.
@@ -208,7 +208,9 @@ class RouteOptions(StrictModel):
     #: Send the signed assertion (and claim headers) upstream; the global value applies when unset.
     pass_identity_headers: bool | None = None
     #: `hostOnly` (default) or `uri` for the assertion's `iss`.
-    jwt_issuer_format: Literal["hostOnly", "uri"] | None = None
+    jwt_issuer_format: Annotated[Literal["hostOnly", "uri"], any_case("hostOnly", "uri")] | None = (
+        None
+    )
     #: PPL policy (one rule or a list), see docs/policy.md.
     policy: Any = None
     #: Legacy: users (email or id) allowed.
@@ -244,6 +246,12 @@ class RouteOptions(StrictModel):
             _ = parts.port
         except ValueError as exc:
             raise ValueError(f"invalid URL {value!r}: {exc}") from None
+        if parts.scheme.startswith(("tcp+", "udp+")) or parts.scheme == "ssh":
+            # Pomerium's TCP/UDP tunnels and SSH routes: named, so it is not read as a typo.
+            raise ValueError(
+                f"{parts.scheme}:// routes are not supported by gatehouse "
+                "(it proxies HTTP only: no TCP, UDP or SSH routes)"
+            )
         if parts.scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL with a host")
         host = parts.hostname or ""

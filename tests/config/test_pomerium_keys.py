@@ -1,0 +1,61 @@
+"""Pomerium keys without a gatehouse meaning: warned, refused by name, never "unknown key"."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatehouse.config.loader import load_text
+from gatehouse.errors import ConfigError
+
+BASE = "insecure_server: true\n"
+ROUTE = "routes:\n- from: https://a.example.com\n  to: http://b:80\n"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "c.yaml", env={})
+    return list(info.value.problems)
+
+
+def test_global_key_refused_by_name() -> None:
+    (problem,) = problems(BASE + "access_log_fields: [method]\n")
+    assert problem.startswith("c.yaml:2: access_log_fields: not supported by gatehouse (")
+
+
+def test_route_key_refused_by_name() -> None:
+    (problem,) = problems(BASE + ROUTE + "  depends_on: [x.example.com]\n")
+    assert "c.yaml:5: routes[0].depends_on: not supported by gatehouse (" in problem
+
+
+def test_tuning_keys_load_with_a_warning() -> None:
+    loaded = load_text(BASE + "dns_use_tcp: true\n" + ROUTE + "  logo_url: x.png\n", env={})
+    assert [w.split(": ", 1)[1].split(" ignored")[0] for w in loaded.warnings] == [
+        "dns_use_tcp",
+        "routes[0].logo_url",
+    ]
+
+
+def test_always_on_switches() -> None:
+    assert load_text(BASE + "normalize_path: true\nmerge_slashes: true\n", env={}).warnings == ()
+    (problem,) = problems(BASE + "merge_slashes: false\n")
+    assert "merge_slashes: not supported by gatehouse (only true:" in problem
+
+
+def test_tcp_and_ssh_routes_named() -> None:
+    text = BASE + "routes:\n- from: tcp+https://redis.example.com:6379\n  to: http://r:1\n"
+    assert "tcp+https:// routes are not supported by gatehouse" in problems(text)[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "attr", "expected"),
+    [
+        ("cookie_same_site", "Lax", "cookie_same_site", "lax"),
+        ("databroker_storage_type", "MEMORY", "databroker_storage_type", "memory"),
+        ("idp_provider", "Google", "idp_provider", "google"),
+        ("jwt_issuer_format", "URI", "jwt_issuer_format", "uri"),
+        ("log_level", "INFO", "log_level", "info"),
+    ],
+)
+def test_enum_values_in_any_case(key: str, value: str, attr: str, expected: str) -> None:
+    options = load_text(f"{BASE}{key}: {value}\n", env={}).options
+    assert getattr(options, attr) == expected
