@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support.gatehouse import clean_env
+from support.gatehouse import clean_env, run_cli
 
 #: The README's minimal production config (its secret and key files absent), port 0.
 README_PRODUCTION = """\
@@ -40,13 +40,7 @@ routes:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def problems_of(stderr: str, path: Path) -> list[str]:

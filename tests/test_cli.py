@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,18 +13,8 @@ import pytest
 
 import gatehouse
 from support import wait_until
-from support.gatehouse import GatehouseProcess, clean_env, config_text, public
+from support.gatehouse import GatehouseProcess, config_text, public, run_cli
 from support.upstream import Respond, SlowHead, Upstream
-
-
-def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gatehouse", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_env(),
-    )
 
 
 def test_version() -> None:

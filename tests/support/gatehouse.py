@@ -48,6 +48,17 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``python -m gatehouse ARGS`` with a clean environment, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gatehouse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+    )
+
+
 _POLICY_KEYS = (
     "policy",
     "allowed_users",
