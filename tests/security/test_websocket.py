@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from support import wait_until
 from support.browser import Browser
 from support.client import RawConnection, RawResponse
 from support.upstream import Raw, Respond
@@ -80,7 +81,7 @@ def test_websocket_tunnel_works_on_an_allowed_route(fresh: Stack) -> None:
     with RawConnection(fresh.port) as conn:
         response = _upgrade(conn, "ws.localhost", "/chat")
         assert response.status == 101
-    assert fresh.ws.paths == ["/chat"]
+    wait_until(lambda: fresh.ws.paths == ["/chat"], 5, what="the upstream to record /chat")
 
 
 @pytest.mark.parametrize("status", [200, 400, 426])
@@ -138,7 +139,8 @@ def test_upgrade_with_a_session_and_no_origin_is_allowed(fresh: Stack, alice: Br
     with RawConnection(fresh.port) as conn:
         cookie = [("Cookie", f"_gatehouse={cookie_of(alice, 'wsauth.localhost')}")]
         assert _upgrade(conn, "wsauth.localhost", "/chat", extra=cookie).status == 101
-    assert fresh.ws.paths == ["/chat"]
+    # The echo server records the path in its handler, after the 101 has gone out.
+    wait_until(lambda: fresh.ws.paths == ["/chat"], 5, what="the upstream to record /chat")
 
 
 def test_same_origin_upgrade_is_allowed(fresh: Stack, alice: Browser) -> None:
