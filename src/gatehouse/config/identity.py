@@ -36,9 +36,9 @@ class SigningKeyEntry(StrictModel):
     (5 minutes after the switch).
     """
 
-    #: A PEM private key, or the base64 of one (like ``signing_key``).
+    #: A PEM private key, or the base64 of one (like `signing_key`).
     key: str | None = None
-    #: A file holding a PEM private key (like ``signing_key_file``).
+    #: A file holding a PEM private key (like `signing_key_file`).
     file: str | None = None
     #: RFC 3339 time from which this key signs; the key is published before that.
     sign_from: datetime | None = None
@@ -60,8 +60,9 @@ class IdentityOptions(StrictModel):
     signing_key: str | None = None
     #: A file holding the PEM signing key (wins over `signing_key`).
     signing_key_file: str | None = None
-    #: Keys with a time from which each signs (gatehouse addition; see :class:`SigningKeyEntry`).
-    #: Published together with ``signing_key``/``signing_key_file`` when both are set.
+    #: Keys with a time from which each signs, for rotation (gatehouse addition): entries of
+    #: `file` or `key`, and an RFC 3339 `sign_from`. Published together with `signing_key`
+    #: or `signing_key_file` when both are set.
     signing_keys: list[SigningKeyEntry] = Field(default_factory=list)
     #: Send the signed assertion (and claim headers) upstream on routes that do not set it.
     pass_identity_headers: bool = False

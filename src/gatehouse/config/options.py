@@ -39,7 +39,7 @@ class Options(ServerOptions, AuthOptions, IdentityOptions, TLSOptions):
 
     #: The routes, matched in this order (see below).
     routes: list[RouteOptions] = Field(default_factory=list)
-    #: Pomerium's legacy name for ``routes``; appended after them.
+    #: Pomerium's legacy name for `routes`; appended after them.
     policy: list[RouteOptions] = Field(default_factory=list)
     #: `host:port` for Prometheus metrics at `/metrics` (port 0 picks a free one, logged).
     metrics_address: str | None = None
@@ -88,7 +88,7 @@ def cross_checks(options: Options) -> list[tuple[Location, str]]:
     return problems
 
 
-#: Providers whose issuer URL has no default (see ``authenticate/providers.py``).
+#: Providers whose issuer URL has no default (see `authenticate/providers.py`).
 _NEEDS_PROVIDER_URL = frozenset({"oidc", "okta", "auth0", "keycloak", "azure"})
 
 

@@ -66,8 +66,8 @@ class ServerOptions(StrictModel):
     #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options,
     #: X-XSS-Protection, and HSTS with TLS) apply unless overridden; `""` removes one.
     set_response_headers: HeaderMap = Field(default_factory=dict)
-    #: Accept ``;`` path parameters (``/a;jsessionid=x``). Off: such paths get 400, because
-    #: Tomcat/Spring-style upstreams strip them and a rule about ``/a`` would not see ``/a;x``.
+    #: Accept `;` path parameters (`/a;jsessionid=x`). Off: such paths get 400, because
+    #: Tomcat/Spring-style upstreams strip them and a rule about `/a` would not see `/a;x`.
     #: gatehouse addition.
     allow_path_parameters: bool = False
     #: Request headers whose name holds `_` (CGI, WSGI, PHP and Rack read `X_User` as
@@ -87,7 +87,7 @@ class ServerOptions(StrictModel):
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     #: Write one JSON access-log line per request to stdout. gatehouse addition.
     access_log: bool = True
-    #: Processes serving the same port; ``None`` means one per CPU core.
+    #: Processes serving the same port; `None` means one per CPU core.
     workers: int | None = Field(default=None, ge=1, le=256)
     #: Where generated keys and the SQLite session store live. gatehouse addition.
     data_dir: str = "~/.local/share/gatehouse"
