@@ -237,7 +237,7 @@ class Pipeline:
             return handler
         if path.startswith(POMERIUM_PREFIX) or path == POMERIUM_PREFIX[:-1]:
             handler = state.route_host_endpoints.get(path)
-            if handler is None or not state.router.candidates(target.host, target.port):
+            if handler is None or not state.router.serves(target.host, target.port):
                 raise NotFound(f"no gatehouse endpoint {path}")
             return handler
         return None

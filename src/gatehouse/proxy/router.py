@@ -5,8 +5,8 @@ host (exact, or a ``*.`` wildcard for one or more leading labels) and path condi
 (``prefix`` string prefix, ``path`` exact, ``regex`` full match) fit wins. A ``from``
 without a port matches any port; one with a port only that port.
 
-To keep the hot path short, the candidate routes for each distinct Host are computed
-once and cached (bounded), so matching a request scans only the routes of its host.
+The lookup (:mod:`.route_index`) indexes routes by host, port and path, so its cost does
+not grow with the number of routes, and gives exactly the linear scan's answer.
 """
 
 from __future__ import annotations
@@ -20,14 +20,7 @@ from ..config.options import Options
 from ..config.routes import DirectResponse, RedirectAction, RouteOptions
 from ..constants import CREDENTIAL_HEADERS
 from .balancer import Balancer
-
-#: Distinct Host values whose candidate routes are cached.
-HOST_CACHE_SIZE = 4096
-
-MATCH_ANY = 0
-MATCH_PREFIX = 1
-MATCH_PATH = 2
-MATCH_REGEX = 3
+from .route_index import MATCH_ANY, MATCH_PATH, MATCH_PREFIX, MATCH_REGEX, HostIndex
 
 #: ``headers_with_underscores_action`` compiled (Envoy's values).
 UNDERSCORES_ALLOW = 0
@@ -214,28 +207,29 @@ def _go_substitution(sub: str) -> str:
 
 
 class Router:
-    """Routes in config order, with a per-Host cache of candidates."""
+    """Routes in config order, indexed by host, port and path (see :mod:`.route_index`)."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
-        self._by_host: dict[tuple[str, int | None], tuple[Route, ...]] = {}
+        self._index: HostIndex[Route] = HostIndex(
+            (r.host, r.wildcard_suffix, r) for r in self.routes
+        )
 
     def candidates(self, host: str, port: int | None) -> tuple[Route, ...]:
-        key = (host, port)
-        found = self._by_host.get(key)
-        if found is None:
-            found = tuple(r for r in self.routes if r.matches_host(host, port))
-            if len(self._by_host) >= HOST_CACHE_SIZE:
-                self._by_host.clear()
-            self._by_host[key] = found
-        return found
+        """Every route serving ``host`` and ``port``, in config order."""
+        return self._index.candidates(host, port)
+
+    def serves(self, host: str, port: int | None) -> bool:
+        """Whether any route serves ``host`` and ``port`` (whatever the path)."""
+        return self._index.first_for_host(host, port) is not None
+
+    def first_for_host(self, host: str, port: int | None) -> Route | None:
+        """The first route in config order serving ``host`` and ``port``, any path."""
+        return self._index.first_for_host(host, port)
 
     def match(self, host: str, port: int | None, path: str) -> Route | None:
         """The first route matching ``host`` (lower case, no port) and ``path``, or ``None``."""
-        for route in self.candidates(host, port):
-            if route.matches_path(path):
-                return route
-        return None
+        return self._index.match(host, port, path)
 
 
 def split_host(value: bytes | None) -> tuple[str, int | None]:

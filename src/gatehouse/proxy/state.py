@@ -145,8 +145,8 @@ def _scheme_lookup(router: Router, options: Options) -> Callable[[str, int | Non
     def scheme_for(host: str, port: int | None) -> str:
         if host == auth_host:
             return auth_scheme
-        routes = router.candidates(host, port)
-        return routes[0].options.from_scheme if routes else "https"
+        route = router.first_for_host(host, port)
+        return route.options.from_scheme if route is not None else "https"
 
     return scheme_for
 
