@@ -42,8 +42,10 @@ from gatehouse.config.pomerium_keys import (
     ROUTE_IGNORED,
     ROUTE_NOT_SUPPORTED,
 )
+from gatehouse.config.rewrites import RewriteHeader
 from gatehouse.config.routes import DirectResponse, RedirectAction, RouteOptions
 from gatehouse.config.server import CertificatePair
+from gatehouse.config.sub_policies import SubPolicy
 from support.gatehouse import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +159,8 @@ CONFIG_KEYS = (
         IdpUser,
         CertificatePair,
         SigningKeyEntry,
+        SubPolicy,
+        RewriteHeader,
     )
     | set(IGNORED_POMERIUM_KEYS)
     | set(POMERIUM_ONLY_KEYS)

@@ -191,15 +191,21 @@ def _legacy_clause(
         add("cors_preflight", "", True, ("cors_allow_preflight",))
     if route.allow_any_authenticated_user:
         add("authenticated_user", "", True, ("allow_any_authenticated_user",))
-    for i, domain in enumerate(route.allowed_domains):
-        add("domain", "", {"is": domain}, ("allowed_domains", i))
-    for claim in sorted(route.allowed_idp_claims):
-        for i, value in enumerate(route.allowed_idp_claims[claim]):
-            add("claim", claim, value, ("allowed_idp_claims", claim, i))
-    for i, user in enumerate(route.allowed_users):
-        # Pomerium matches an allowed user by id or by email.
-        add("user", "", {"is": user}, ("allowed_users", i))
-        add("email", "", {"is": user}, ("allowed_users", i))
+    # The route's lists, then each sub-policy's, in Pomerium's order (``AllAllowed*``).
+    sources: list[tuple[str, Any]] = [("", route)]
+    sources += [(f"sub_policies[{n}].", sub) for n, sub in enumerate(route.sub_policies)]
+    for at, src in sources:
+        for i, domain in enumerate(src.allowed_domains):
+            add("domain", "", {"is": domain}, (f"{at}allowed_domains", i))
+    for at, src in sources:
+        for claim in sorted(src.allowed_idp_claims):
+            for i, value in enumerate(src.allowed_idp_claims[claim]):
+                add("claim", claim, value, (f"{at}allowed_idp_claims", claim, i))
+    for at, src in sources:
+        for i, user in enumerate(src.allowed_users):
+            # Pomerium matches an allowed user by id or by email.
+            add("user", "", {"is": user}, (f"{at}allowed_users", i))
+            add("email", "", {"is": user}, (f"{at}allowed_users", i))
     if not specs:
         return None, []
     return ClauseSpec("allow", Operator.OR, tuple(specs), ("legacy", "allow")), origins

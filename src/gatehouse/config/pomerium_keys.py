@@ -108,7 +108,8 @@ NOT_SUPPORTED: dict[str, str] = {
     "authentication is not supported",
     "databroker_storage_connection_string_file": "not yet; set "
     "databroker_storage_connection_string (or DATABROKER_STORAGE_CONNECTION_STRING)",
-    "policy_file": "not yet; put the routes in the config file",
+    "policy_file": "Pomerium removed it too (\"policy file setting is deprecated\"); "
+    "put the routes in the config file under routes",
     "path_with_escaped_slashes_action": "encoded slashes are always refused; see docs/policy.md",
     "blob_storage": _ENTERPRISE,
     "auto_apply_changesets": _ENTERPRISE,
@@ -126,12 +127,7 @@ NOT_SUPPORTED: dict[str, str] = {
 
 #: Route keys refused with "not supported by gatehouse (<why>)".
 ROUTE_NOT_SUPPORTED: dict[str, str] = {
-    "sub_policies": "write the rules as PPL in policy",
     "allowed_groups": "removed from Pomerium; write `groups: {has: ...}` in policy",
-    "host_rewrite_header": "not yet; use host_rewrite or preserve_host_header",
-    "host_path_regex_rewrite_pattern": "not yet; use host_rewrite or preserve_host_header",
-    "host_path_regex_rewrite_substitution": "not yet; use host_rewrite or preserve_host_header",
-    "rewrite_response_headers": "response headers are not rewritten yet",
     "idp_client_id": "one identity-provider client per gatehouse",
     "idp_client_secret": "one identity-provider client per gatehouse",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",

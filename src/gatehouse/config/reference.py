@@ -25,8 +25,10 @@ from .pomerium_keys import (
     ROUTE_IGNORED,
     ROUTE_NOT_SUPPORTED,
 )
+from .rewrites import RewriteHeader
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import ServerOptions
+from .sub_policies import SubPolicy
 
 _FIELD = re.compile(r"^\s+(\w+):\s")
 
@@ -139,6 +141,8 @@ def reference_markdown() -> str:
     out += ["## Routes (`routes:` entries)", "", *_table(RouteOptions), ""]
     out += ["### `redirect` action", "", *_table(RedirectAction), ""]
     out += ["### `response` action", "", *_table(DirectResponse), ""]
+    out += ["### `rewrite_response_headers` entries", "", *_table(RewriteHeader), ""]
+    out += ["### `sub_policies` entries", "", *_table(SubPolicy), ""]
     out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]
     out += ["## Pomerium keys accepted and ignored (with a warning)", ""]
     out += [f"- `{k}`: {v}" for k, v in {**IGNORED_POMERIUM_KEYS, **IGNORED}.items()]

@@ -14,6 +14,9 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import HeaderMap, StrictModel, StringList, any_case, normalize_origin_setting
 from .durations import Duration
+from .re2 import check_re2, check_substitution
+from .rewrites import RewriteHeader, check_header_name
+from .sub_policies import SubPolicy
 
 _REDIRECT_CODES = {
     "MOVED_PERMANENTLY": 301,
@@ -168,12 +171,24 @@ class RouteOptions(StrictModel):
     preserve_host_header: bool = False
     #: Send this Host upstream.
     host_rewrite: str | None = None
+    #: Send the value of this request header as the Host upstream (Envoy's
+    #: `host_rewrite_header`); without it, or empty, the client's Host is sent.
+    host_rewrite_header: str | None = None
+    #: Send as Host the result of this RE2 pattern substituted on the request path
+    #: (query removed; Envoy's host rewrite by path regex)...
+    host_path_regex_rewrite_pattern: str | None = None
+    #: ...and this substitution (`\1` for groups); an empty result sends the client's Host.
+    host_path_regex_rewrite_substitution: str | None = None
     #: Headers set on the request to the upstream (replacing the client's).
     set_request_headers: HeaderMap = Field(default_factory=dict)
     #: Headers removed from the request to the upstream.
     remove_request_headers: StringList = Field(default_factory=list)
     #: Headers set on responses of this route (merged over the global ones; `""` removes one).
     set_response_headers: HeaderMap = Field(default_factory=dict)
+
+    #: Rewrite upstream response headers: `{header, prefix, value}` entries, in order; a value
+    #: starting with `prefix` gets it replaced by `value` (e.g. an internal `Location`).
+    rewrite_response_headers: list[RewriteHeader] = Field(default_factory=list)
 
     #: Longest wait for the upstream's response head (504 after); unset = default_upstream_timeout,
     #: 0 = none.
@@ -219,6 +234,9 @@ class RouteOptions(StrictModel):
     allowed_domains: StringList = Field(default_factory=list)
     #: Legacy: `{claim: [values]}` allowed.
     allowed_idp_claims: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Legacy: more `allowed_users`/`allowed_domains`/`allowed_idp_claims` lists, merged
+    #: into the same allow rule as the route's own (Pomerium's `ToPPL`); `rego` is refused.
+    sub_policies: list[SubPolicy] = Field(default_factory=list)
     #: Legacy: everyone, signed in or not.
     allow_public_unauthenticated_access: bool = False
     #: Legacy: anyone signed in.
@@ -303,6 +321,18 @@ class RouteOptions(StrictModel):
                 raise ValueError(f"invalid regular expression: {exc}") from None
         return value
 
+    @field_validator("host_path_regex_rewrite_pattern")
+    @classmethod
+    def _re2(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_re2(value)
+        return value
+
+    @field_validator("host_rewrite_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_header_name(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> RouteOptions:
         actions = [k for k in ("to", "redirect", "response") if getattr(self, k) is not None]
@@ -318,6 +348,22 @@ class RouteOptions(StrictModel):
             raise ValueError("regex_rewrite_pattern and regex_rewrite_substitution go together")
         if self.preserve_host_header and self.host_rewrite:
             raise ValueError("use either preserve_host_header or host_rewrite, not both")
+        pattern = self.host_path_regex_rewrite_pattern
+        sub = self.host_path_regex_rewrite_substitution
+        if (pattern is None) != (sub is None):
+            raise ValueError(
+                "host_path_regex_rewrite_pattern and host_path_regex_rewrite_substitution "
+                "go together"
+            )
+        if pattern is not None and sub is not None:
+            check_substitution(pattern, sub)
+        hosts = [
+            k
+            for k in ("preserve_host_header", "host_rewrite", "host_rewrite_header")
+            if getattr(self, k)
+        ] + (["host_path_regex_rewrite_pattern"] if pattern else [])
+        if len(hosts) > 1:
+            raise ValueError(f"use only one way to set the upstream Host (has {', '.join(hosts)})")
         return self
 
     @property

@@ -167,11 +167,13 @@ async def forward(
     identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
     upgrade: bytes | None = None,
+    host_override: bytes | None = None,
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams.
 
     ``upgrade`` is the permitted ``Upgrade`` value to ask for (the client's), or ``None``
     to send a plain request; only then is the upstream's ``101`` turned into a tunnel.
+    ``host_override`` is the Host a route's rewrite from the request chose, if any.
 
     Raises:
         UpstreamError: the upstream failed before any response was sent to the client.
@@ -215,7 +217,7 @@ async def forward(
             return Outcome(upstream=target.url_text)
         if target.down_until:
             balancer.mark_ok(target)
-        host_header = (
+        host_header = host_override or (
             original_host if route.preserve_host else route.host_rewrite or target.host_header
         )
         upstream_path = (target.url_path + path) if target.url_path else path

@@ -15,7 +15,8 @@ that pass identity headers, the client's own assertion is kept as
 ``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto``/``X-Forwarded-Host`` are set,
 and ``Host`` follows ``preserve_host_header``/``host_rewrite``.
 
-Towards the client: hop-by-hop headers dropped, the route's response headers set.
+Towards the client: hop-by-hop headers dropped, ``rewrite_response_headers`` applied
+(:mod:`gatehouse.proxy.rewrites`), the route's response headers set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..constants import (
     PROGRAMMATIC_AUTH_SCHEME,
     PROGRAMMATIC_BEARER_PREFIX,
 )
+from .rewrites import rewrite_response_headers
 from .router import UNDERSCORES_ALLOW, Route
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
@@ -211,6 +213,8 @@ def upstream_request_head(
 def client_response_block(headers: list[tuple[bytes, bytes]], route: Route) -> bytes:
     """The upstream's response headers as the client gets them, serialised
     (``name: value\\r\\n`` lines; framing headers are added by the exchange)."""
+    if route.options.rewrite_response_headers:
+        headers = rewrite_response_headers(headers, route.options.rewrite_response_headers)
     connection_named = _connection_tokens(headers)
     overrides = route.set_response_headers
     override_names = route.set_response_header_names

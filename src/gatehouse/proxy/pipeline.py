@@ -44,6 +44,7 @@ from .forward import Outcome, forward
 from .headers import has_underscore_header
 from .paths import normalize_request_path
 from .responses import error_response
+from .rewrites import upstream_host
 from .router import UNDERSCORES_REJECT, Route, split_host
 from .state import EndpointHandler, ProxyState
 
@@ -269,6 +270,11 @@ class Pipeline:
             if session is not None and minter is not None:
                 assertion = minter.mint(session, target.host, state.specs[route.index])
                 identity = assertion.wire_headers
+        host_override: bytes | None = None
+        options = route.options
+        if options.host_rewrite_header or options.host_path_regex_rewrite_pattern:
+            # Before the path rewrite, as Envoy does; without it, the client's Host.
+            host_override = upstream_host(route, head.headers, target.path) or target.raw_host
         path = route.rewrite_path(target.path)
         return await forward(
             exchange,
@@ -280,6 +286,7 @@ class Pipeline:
             identity_headers=identity,
             session_cookie=state.session_cookie,
             upgrade=upgrade,
+            host_override=host_override,
         )
 
     def _upgrade_for(

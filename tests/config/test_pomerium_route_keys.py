@@ -1,0 +1,122 @@
+"""Pomerium route and global keys with gatehouse meaning: how they are validated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from gatehouse.config.loader import load_text
+from gatehouse.errors import ConfigError
+
+
+def load(route: dict[str, Any] | None = None, **top: Any) -> Any:
+    data: dict[str, Any] = {"insecure_server": True, **top}
+    if route is not None:
+        data["routes"] = [{"from": "http://a.test", "to": "http://b:1", **route}]
+    return load_text(yaml.safe_dump(data), "c.yaml", env={})
+
+
+def problem(route: dict[str, Any] | None = None, **top: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(route, **top)
+    (only,) = info.value.problems
+    return str(only)
+
+
+def test_policy_file_refused_as_pomerium_does() -> None:
+    text = problem(policy_file="/etc/pomerium/policy.yaml")
+    assert "policy_file: not supported by gatehouse (Pomerium removed it too" in text
+
+
+def test_rewrite_response_headers_loaded() -> None:
+    rules = [{"header": "Location", "prefix": "http://in/", "value": "https://out/"}]
+    route = load({"rewrite_response_headers": rules}).options.routes[0]
+    assert route.rewrite_response_headers[0].header == "Location"
+    assert route.rewrite_response_headers[0].value == "https://out/"
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"header": "Bad Name", "value": "x"}, "is not a header name"),
+        ({"header": "Location", "value": "x\r\ny: z"}, "must not contain CR, LF or NUL"),
+        ({"prefix": "x"}, "header: Field required"),
+        ({"header": "Location", "values": "x"}, "values"),
+    ],
+)
+def test_rewrite_response_headers_refused(rule: dict[str, Any], message: str) -> None:
+    text = problem({"rewrite_response_headers": [rule]})
+    assert "routes[0].rewrite_response_headers[0]" in text and message in text, text
+
+
+def test_host_rewrite_header_must_be_a_header_name() -> None:
+    assert "is not a header name" in problem({"host_rewrite_header": "x:y"})
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        (
+            {"host_rewrite_header": "X-Host", "preserve_host_header": True},
+            "use only one way to set the upstream Host (has preserve_host_header, "
+            "host_rewrite_header)",
+        ),
+        (
+            {
+                "host_rewrite": "x",
+                "host_path_regex_rewrite_pattern": "a",
+                "host_path_regex_rewrite_substitution": "b",
+            },
+            "(has host_rewrite, host_path_regex_rewrite_pattern)",
+        ),
+        ({"host_path_regex_rewrite_pattern": "a"}, "go together"),
+        (
+            {
+                "host_path_regex_rewrite_pattern": "^/(a)$",
+                "host_path_regex_rewrite_substitution": "\\2",
+            },
+            "refers to group \\2; the pattern has 1",
+        ),
+        (
+            {
+                "host_path_regex_rewrite_pattern": "^/(a)$",
+                "host_path_regex_rewrite_substitution": "\\n",
+            },
+            "a backslash must be followed by a digit or a backslash",
+        ),
+    ],
+)
+def test_host_rewrite_conflicts_and_substitutions(route: dict[str, Any], message: str) -> None:
+    assert message in problem(route)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("^/(?=admin)", "lookaround"),
+        ("^/(a)\\1$", "backreferences are not RE2 syntax"),
+        ("^/(?>a)", "atomic groups"),
+        ("^/a++", "possessive"),
+        ("^/[[:alpha:]]+", "POSIX classes"),
+        ("^/\\pL+", "Unicode classes"),
+        ("^/a\\z", "write \\Z"),
+        ("^/(?<n>a)", "write (?P<name>...)"),
+        ("^/(", "invalid regular expression"),
+    ],
+)
+def test_host_path_pattern_is_read_as_re2(pattern: str, message: str) -> None:
+    text = problem(
+        {"host_path_regex_rewrite_pattern": pattern, "host_path_regex_rewrite_substitution": "x"}
+    )
+    assert "routes[0].host_path_regex_rewrite_pattern" in text and message in text, text
+
+
+def test_host_path_pattern_escaped_backslash_is_literal() -> None:
+    # The pattern ``^/a\\z$`` is a literal backslash then "z" (not RE2's ``\z``): accepted.
+    route = {
+        "host_path_regex_rewrite_pattern": "^/a\\\\z$",
+        "host_path_regex_rewrite_substitution": "h",
+    }
+    assert load(route).options.routes[0].host_path_regex_rewrite_pattern == "^/a\\\\z$"
