@@ -23,6 +23,7 @@ Hierarchy::
     │   ├── Unauthenticated             401 no valid session
     │   │   └── SignInRequired          302 to sign in for browsers, 401 for APIs
     │   └── Forbidden                   403 policy denied
+    │       └── InvalidClientCertificate    495 no valid client certificate (mTLS)
     ├── UpstreamError                   502 the upstream misbehaved
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
     │   ├── UpstreamProtocolError       502 garbage instead of HTTP
@@ -62,7 +63,17 @@ class BadRequest(ClientError):
 
 
 class InvalidPath(BadRequest):
+    """A path that cannot be normalised safely; ``reason`` is a fixed, client-safe phrase
+    (never the path itself), shown on the error page."""
+
     title = "Bad Request: invalid path"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.message = (
+            f"gatehouse refused the path of this address: {reason}. "
+            "Check the link, or ask the owner of the page that sent you here."
+        )
 
 
 class RequestTimeout(ClientError):
@@ -126,14 +137,38 @@ class SignInRequired(Unauthenticated):
 
 
 class Forbidden(ClientError):
-    """Policy denied; ``details`` (rule outcomes) are shown only with show_error_details."""
+    """Policy denied; ``details`` (rule outcomes) are shown only with show_error_details.
+
+    ``user`` (email or id of who is signed in, if anyone), ``route`` (its name) and
+    ``session_id`` (for the sign-out form's CSRF token) go on the 403 page.
+    """
 
     status = 403
     title = "Forbidden"
 
-    def __init__(self, message: str, details: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: list[str] | None = None,
+        *,
+        user: str | None = None,
+        route: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.details = details
+        self.user = user
+        self.route = route
+        self.session_id = session_id
+
+
+class InvalidClientCertificate(Forbidden):
+    """The route needs a valid client certificate and the TLS connection has none
+    (Pomerium's 495, ``StatusInvalidClientCertificate``)."""
+
+    status = 495
+    title = "Invalid client certificate"
+    message = "A valid client certificate is required to access this page."
 
 
 class UpstreamError(GatehouseError):

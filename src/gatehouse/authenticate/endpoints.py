@@ -27,6 +27,7 @@ the token and redirects straight to the loopback target.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -48,6 +49,7 @@ from ..constants import (
 from ..errors import BadRequest, Unauthenticated
 from ..http.messages import Request, Response
 from ..pages import render
+from ..pages.values import shown_claims, shown_list, shown_time
 from ..sessions.manager import SessionManager
 from ..sessions.model import Session
 from .binding import (
@@ -73,6 +75,8 @@ log = logging.getLogger("gatehouse.authenticate")
 
 QUERY_HANDOFF = "pomerium_handoff"
 QUERY_JWT = "pomerium_jwt"
+#: The signed-out page's return ticket (OpenID RP-Initiated Logout ``state``).
+QUERY_STATE = "state"
 #: The binding of programmatic tokens (``Authorization: Pomerium …``): not a real host,
 #: so such a token is never accepted as a cookie and no cookie as such a token.
 PROGRAMMATIC_BINDING = "programmatic.gatehouse.invalid"
@@ -105,6 +109,7 @@ class AuthEndpoints:
         self.auth = authenticator
         self.signer = signer
         self._csrf_key = derive_key(shared_secret, "gatehouse sign-out form")
+        self._return_key = derive_key(shared_secret, "gatehouse sign-in again")
         self._scheme_for = scheme_for
         self._forget_assertions = forget_assertions
         self._on_session_event = on_session_event
@@ -267,8 +272,15 @@ class AuthEndpoints:
         return response
 
     async def signed_out(self, request: Request) -> Response:
+        back = self._returned(request.query_params().get(QUERY_STATE, ""))
         target = self.options.signout_redirect_url
-        response = Response.redirect(target) if target else Response.html(render("signed_out.html"))
+        if back is not None and back[1]:
+            response = Response.redirect(back[0])  # "sign in as someone else": sign in now
+        elif target:
+            response = Response.redirect(target)
+        else:
+            page = render("signed_out.html", sign_in_url=back[0] if back else None)
+            response = Response.html(page, headers=[("Cache-Control", "no-store")])
         self._clear_session_cookie(response, request)
         return response
 
@@ -303,13 +315,15 @@ class AuthEndpoints:
         session = await self._current(request)
         if session is None:
             return self._login_or_401(request)
+        now = time.time()
         return Response.html(
             render(
                 "user.html",
                 session=session,
-                groups=list(session.groups),
-                claims=sorted((k, v) for k, v in session.claims.items()),
-                expires=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(session.expires_at)),
+                groups=shown_list(session.groups),
+                claims=shown_claims(session.claims, now),
+                created=shown_time(session.issued_at, now) if session.issued_at else None,
+                expires=shown_time(session.expires_at, now),
                 csrf=self._csrf_token(session),
                 sign_out_path=SIGN_OUT_PATH,
             ),
@@ -334,11 +348,17 @@ class AuthEndpoints:
 
     async def sign_out(self, request: Request) -> Response:
         session = await self._current(request)
+        switch = False
         if request.method == "POST":
             form = request.form()
             expected = self._csrf_token(session) if session is not None else None
             if expected is None or not hmac.compare_digest(form.get("csrf", ""), expected):
                 raise BadRequest("sign-out without a valid CSRF token")
+            switch = form.get("then") == "sign_in"
+        elif request.method in ("GET", "HEAD") and not request.query:
+            # A plain link (Grafana's GF_AUTH_SIGNOUT_REDIRECT_URL, Pomerium's guides): ask
+            # first. A GET never signs out on its own, so no other site can do it with a link.
+            return self._confirm_sign_out(request, session)
         elif request.method in ("GET", "HEAD"):
             try:
                 self.signer.verify(self._request_url(request))
@@ -347,6 +367,9 @@ class AuthEndpoints:
         else:
             raise BadRequest("sign-out needs POST or a signed GET")
         end_url: str | None = None
+        # Where "sign in again" leads: this host's start page (a route host's, signed so
+        # that the signed-out page links nowhere else).
+        state = self._return_state(request, switch)
         if session is not None:
             # The store first: if it is down the user gets a 503 and stays signed in
             # everywhere, rather than signed out at the IdP but not here.
@@ -355,10 +378,14 @@ class AuthEndpoints:
             self._event("revoked")
             log.info("signed out", extra={"user": session.user_id})
             if self.auth is not None and self.authenticate_url is not None:
-                end_url = await self.auth.sign_out(session, self.authenticate_url + SIGNED_OUT_PATH)
+                # OpenID RP-Initiated Logout §2: the IdP passes `state` back unchanged.
+                end_url = await self.auth.sign_out(
+                    session, self.authenticate_url + SIGNED_OUT_PATH, state=state
+                )
         if end_url is None:
             if self.authenticate_url is not None:
                 end_url = self.authenticate_url + SIGNED_OUT_PATH
+                end_url += "?" + urlencode({QUERY_STATE: state}) if state else ""
             else:
                 end_url = self.options.signout_redirect_url or SIGNED_OUT_PATH
         response = Response.redirect(end_url, 303)
@@ -426,6 +453,44 @@ class AuthEndpoints:
         sep = "&" if "?" in target else "?"
         return Response.redirect(f"{target}{sep}{urlencode({QUERY_JWT: token})}")
 
+    def _confirm_sign_out(self, request: Request, session: Session | None) -> Response:
+        """The page a plain ``GET /.pomerium/sign_out`` gets: a button that signs out."""
+        if session is None:
+            page = render("signed_out.html", sign_in_url=None)
+            return Response.html(page, headers=[("Cache-Control", "no-store")])
+        page = render(
+            "sign_out.html",
+            user=session.email or session.user_id,
+            csrf=self._csrf_token(session),
+            sign_out_path=SIGN_OUT_PATH,
+            user_info_path=USER_INFO_PATH,
+        )
+        return Response.html(page, headers=[("Cache-Control", "no-store")])
+
+    def _return_state(self, request: Request, switch: bool) -> str:
+        """``state`` naming this route host's start page, MACed; empty on the
+        authenticate host (nothing to return to there)."""
+        if self.authenticate_host is not None and request.host == self.authenticate_host:
+            return ""
+        back = _origin(self._scheme_for(request.host, request.port), request) + "/"
+        body = ("s" if switch else "n") + back
+        mac = hmac.new(self._return_key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=") + "." + mac
+
+    def _returned(self, state: str) -> tuple[str, bool] | None:
+        """The start page and the switch flag from a ``state`` of :meth:`_return_state`."""
+        encoded, _, mac = state.partition(".")
+        if not encoded or len(state) > 1024:
+            return None
+        try:
+            body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except ValueError:
+            return None
+        expected = hmac.new(self._return_key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        if not hmac.compare_digest(mac, expected) or body[:1] not in ("s", "n"):
+            return None
+        return body[1:], body[0] == "s"
+
     def _refuse_handoff(self, request: Request, reason: str) -> Response:
         """A 400 page for a hand-off this browser may not redeem; its cookies stay as
         they are."""
@@ -487,7 +552,11 @@ class AuthEndpoints:
         )
 
     def _csrf_token(self, session: Session) -> str:
-        return hmac.new(self._csrf_key, session.id.encode(), hashlib.sha256).hexdigest()
+        return self.csrf_for(session.id)
+
+    def csrf_for(self, session_id: str) -> str:
+        """The sign-out form's CSRF token for session ``session_id`` (for error pages)."""
+        return hmac.new(self._csrf_key, session_id.encode(), hashlib.sha256).hexdigest()
 
     def _request_url(self, request: Request) -> str:
         """The URL as the user's browser addressed it (scheme from the route's ``from``)."""

@@ -168,7 +168,9 @@ class Authenticator:
         """New tokens and claims for a session (see :meth:`RelyingParty.refresh`)."""
         return await self.relying_party.refresh(session)
 
-    async def sign_out(self, session: Session | None, post_logout_redirect_uri: str) -> str | None:
+    async def sign_out(
+        self, session: Session | None, post_logout_redirect_uri: str, state: str = ""
+    ) -> str | None:
         """Revoke the session's refresh token and return the IdP's end-session URL.
 
         The caller deletes the session and clears cookies whatever happens here: a
@@ -184,6 +186,7 @@ class Authenticator:
             return await self.relying_party.end_session_url(
                 id_token_hint=session.id_token if session is not None else "",
                 post_logout_redirect_uri=post_logout_redirect_uri,
+                state=state,
             )
         except IdpUnavailable as exc:
             log.warning("sign-out: no IdP end-session URL: %s", exc)

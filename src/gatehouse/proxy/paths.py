@@ -69,7 +69,11 @@ def normalize_request_path(raw_target_path: str, *, allow_parameters: bool = Fal
     """
     path = normalize_path(raw_target_path)
     if not allow_parameters and ";" in path:
-        raise InvalidPath("path parameters (;) are not allowed (allow_path_parameters)")
+        raise InvalidPath(
+            "it holds a ';' path parameter (as in /page;jsessionid=...), which this "
+            "gatehouse does not accept (the allow_path_parameters setting is off); "
+            "remove the ';' part"
+        )
     return path
 
 

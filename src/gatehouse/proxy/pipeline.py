@@ -43,7 +43,7 @@ from ..sessions.model import Session
 from .forward import Outcome, forward
 from .headers import has_underscore_header
 from .paths import normalize_request_path
-from .responses import error_response
+from .responses import error_response, request_id
 from .rewrites import upstream_host
 from .router import UNDERSCORES_REJECT, Route, split_host
 from .state import EndpointHandler, ProxyState
@@ -75,12 +75,14 @@ class Target:
 class _Access:
     """What the pipeline learned about a request, for its access-log line."""
 
-    __slots__ = ("decision", "host", "user")
+    __slots__ = ("decision", "host", "request_id", "user")
 
     def __init__(self) -> None:
         self.user: str | None = None
         self.decision: str | None = None
         self.host: str | None = None
+        #: Set when gatehouse answers with an error page (shown there and logged).
+        self.request_id: str | None = None
 
 
 def _cookie(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -176,7 +178,7 @@ class Pipeline:
         if error is not None and exchange.phase is Phase.RECEIVING:
             if isinstance(error, BadRequest):
                 exchange.keep_alive = False  # the framing or target cannot be trusted
-            self._send(exchange, error_response(error, exchange.head), route)
+            self._send(exchange, self._error_page(error, exchange, state, access), route)
         if outcome is not None and outcome.tunnel is not None and route is not None:
             if self.metrics is not None:
                 self.metrics.tunnels.inc()
@@ -220,6 +222,18 @@ class Pipeline:
             metrics.dependency_errors.labels(dependency).inc()
         if access.decision is not None and route is not None:
             metrics.decisions.labels(name, access.decision).inc()
+
+    def _error_page(
+        self, error: GatehouseError, exchange: Exchange, state: ProxyState, access: _Access
+    ) -> Response:
+        """The response for ``error``, with a request id that the access log also gets."""
+        access.request_id = request_id(exchange.head)
+        csrf: str | None = None
+        if isinstance(error, Forbidden) and error.session_id and state.auth is not None:
+            csrf = state.auth.csrf_for(error.session_id)
+        return error_response(
+            error, exchange.head, request_id=access.request_id, host=access.host, csrf=csrf
+        )
 
     def _endpoint_for(self, state: ProxyState, target: Target) -> EndpointHandler | None:
         """gatehouse's own handler for this request, if any (checked before routes)."""
@@ -456,7 +470,13 @@ class Pipeline:
                 raise SignInRequired("sign-in required", None)
             raise SignInRequired("sign-in required", redirect[0], redirect[1])
         details = decision.explain().splitlines() if route.options.show_error_details else None
-        raise Forbidden("denied by policy", details)
+        raise Forbidden(
+            "denied by policy",
+            details,
+            user=access.user,
+            route=route.name,
+            session_id=session.id if session is not None else None,
+        )
 
     async def _internal(self, exchange: Exchange, target: Target, handler: EndpointHandler) -> None:
         head = exchange.head
@@ -590,6 +610,7 @@ class Pipeline:
             decision=access_info.decision,
             aborted=aborted,
             error=type(error).__name__ if error is not None else None,
+            request_id=access_info.request_id,
         )
 
 

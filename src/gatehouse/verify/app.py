@@ -5,7 +5,7 @@ and open it in a browser. ``/`` is an HTML page (verified or not and why, the id
 the decoded JWT header and claims, the request headers); ``/json`` and ``/headers`` give
 the same as JSON. It checks the assertion with :class:`gatehouse.verify.Verifier`, for
 the issuer named by the request's ``Host`` (as gatehouse signs it), against the keys at
-``jwks_url``. A WSGI app (stdlib only, with ``cryptography``), served by
+``jwks_url``. A WSGI app (stdlib, ``cryptography``, Jinja2 for the page), served by
 :func:`serve` or any WSGI server.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import json
 import threading
 from collections.abc import Callable, Iterable
@@ -78,6 +77,7 @@ class VerifyApp:
             out["reason"] = f"{exc.reason}: {exc}"
             return out
         out["verified"] = True
+        out["jwks_url"] = self._verifier(host).keys.url
         out["identity"] = {
             "sub": identity.sub,
             "email": identity.email,
@@ -111,37 +111,28 @@ def _respond(start_response: StartResponse, content_type: str, body: str) -> lis
     return [raw]
 
 
-def _pre(value: Any) -> str:
-    return "<pre>" + html.escape(json.dumps(value, indent=2, sort_keys=True)) + "</pre>"
-
-
 def render_page(data: dict[str, Any]) -> str:
-    """The HTML page; every value is escaped."""
-    esc = html.escape
-    if data["verified"]:
-        ident = data["identity"]
-        status = '<h1 class="ok" id="status">&#10003; verified</h1>'
-        who = (
-            f'<p>Signed in as <strong id="email">{esc(ident["email"])}</strong>'
-            f" ({esc(ident['name'])}), subject <code>{esc(ident['sub'])}</code></p>"
-            f'<p>Groups: <span id="groups">{esc(", ".join(ident["groups"]) or "none")}</span></p>'
-        )
-    else:
-        status = '<h1 class="bad" id="status">&#10007; not verified</h1>'
-        who = f'<p id="reason">{esc(str(data["reason"]))}</p>'
-    sections = [
-        ("JWT header", data.get("jwt_header")),
-        ("JWT claims", data.get("jwt_claims")),
-        ("Request headers", data["headers"]),
-    ]
-    body = "".join(f"<h2>{esc(t)}</h2>{_pre(v)}" for t, v in sections if v is not None)
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>gatehouse verify</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:50rem;margin:2rem auto;"
-        "padding:0 1rem}.ok{color:#0a7f3f}.bad{color:#b42318}"
-        "pre{background:#f5f6f8;padding:1rem;overflow:auto}</style>"
-        f"</head><body><p>gatehouse verify · {esc(data['host'])}</p>"
-        f"{status}{who}{body}</body></html>"
+    """The HTML page, in the look of gatehouse's own pages; every value is escaped
+    (Jinja2 autoescaping). Like Pomerium's verify app: the identity, the signature and
+    its key id, the claims with times in words, the request headers, links to the
+    session page and sign-out."""
+    from ..pages import render
+    from ..pages.values import shown_claims
+
+    claims = data.get("jwt_claims")
+    header = data.get("jwt_header")
+    return render(
+        "verify.html",
+        host=data["host"],
+        verified=data["verified"],
+        reason=data.get("reason"),
+        identity=data.get("identity"),
+        kid=header.get("kid") if isinstance(header, dict) else None,
+        alg=header.get("alg") if isinstance(header, dict) else None,
+        jwks_url=data.get("jwks_url", ""),
+        claims=shown_claims(claims) if isinstance(claims, dict) else [],
+        jwt_header=shown_claims(header) if isinstance(header, dict) else [],
+        headers=sorted(data["headers"].items()),
     )
 
 
