@@ -151,6 +151,7 @@ def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> 
         jwt_claims_headers={"X-Pomerium-Claim-Email": "email"},
         timeout_request_head="1s",
         websocket_reauthorize_interval="60s",
+        max_request_body_bytes=4 * 1024 * 1024,
     )
     gh = GatehouseProcess(config, tmp_path_factory.mktemp("redteam"))
     try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .messages import RequestHead, Response
 
@@ -52,6 +52,7 @@ _REASONS = {
     414: b"URI Too Long",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
+    495: b"SSL Certificate Error",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
@@ -69,6 +70,36 @@ class Producer(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+
+class Channel(Protocol):
+    """What an exchange needs of the downstream side that carries it: an HTTP/1.1
+    connection (:class:`~gatehouse.http.server.DownstreamProtocol`) or one HTTP/2 stream
+    (:class:`~gatehouse.http.h2.stream.StreamChannel`). This is the narrow interface
+    the pipeline sees through ``Exchange.connection``."""
+
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def write_paused(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def pause_reading_for_body(self) -> None: ...
+
+    def resume_reading_for_body(self) -> None: ...
+
+    def exchange_finished(self, ex: Exchange) -> None: ...
+
+    def exchange_aborted(self, ex: Exchange) -> None: ...
 
 
 class Phase(enum.Enum):
@@ -110,6 +141,7 @@ class Exchange:
         "head",
         "keep_alive",
         "last_activity",
+        "peer_chain",
         "phase",
         "request_deadline",
         "response_idle_timeout_s",
@@ -123,7 +155,7 @@ class Exchange:
 
     def __init__(
         self,
-        conn: DownstreamProtocol,
+        conn: Channel,
         head: RequestHead,
         *,
         client_ip: str,
@@ -161,6 +193,9 @@ class Exchange:
         #: Longest gap in the response stream before it is cut (0 = none); set by the app.
         self.response_idle_timeout_s = 0.0
         self.upgrade_rest = b""
+        #: The client certificate chain sent in the TLS handshake (leaf first, DER), or
+        #: empty; unverified (set by the connection, judged by ``tls/client_trust``).
+        self.peer_chain: tuple[bytes, ...] = ()
 
     # -- request body -----------------------------------------------------------------
 
@@ -222,6 +257,9 @@ class Exchange:
             size += len(chunk)
             if size <= limit:
                 parts.append(chunk)
+            elif not fut.done():
+                # Refuse at once rather than after the whole (possibly endless) body.
+                fut.set_exception(PayloadTooLarge("body over the internal endpoint limit"))
 
         def end() -> None:
             if not fut.done():
@@ -384,12 +422,20 @@ class Exchange:
     # -- upgrade ----------------------------------------------------------------------
 
     def start_tunnel(self, status_line_and_headers: bytes) -> DownstreamProtocol:
-        """Send the upstream's ``101`` head and turn the connection into a byte tunnel."""
+        """Send the upstream's ``101`` head and turn the connection into a byte tunnel.
+
+        Only HTTP/1.1 connections tunnel (HTTP/2 requests carry no ``Upgrade``).
+        """
         self.status = 101
         self.phase = Phase.TUNNEL
         self._conn.write(status_line_and_headers)
-        return self._conn
+        return cast("DownstreamProtocol", self._conn)
+
+    def end_with_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Finish the response with trailer fields (gRPC status). HTTP/1.1 drops them:
+        gRPC needs HTTP/2, and browsers ignore chunked trailers."""
+        self.end()
 
     @property
-    def connection(self) -> DownstreamProtocol:
+    def connection(self) -> Channel:
         return self._conn

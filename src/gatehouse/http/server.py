@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from time import monotonic as _now
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ..errors import ClientError, GatehouseError, RequestTimeout
 from .connection import Limits, RequestReader, UpgradeRequested
@@ -45,6 +45,13 @@ _PAUSE_PIPELINE = 2  # a pipelined request waits for the previous response
 _PAUSE_PEER = 4  # the other side of a splice or tunnel is not accepting writes
 _PAUSE_UPGRADE = 8  # an upgrade request waits for the upstream's answer
 
+#: Lingering close (as nginx's ``lingering_close``): after answering a client that is still
+#: sending (a refused upload), read and discard for up to this long, or until it has been
+#: quiet for :data:`LINGER_QUIET_S`, before closing. Closing with unread bytes makes the
+#: kernel send a reset, and the client loses the response it has not read yet (a 413).
+LINGER_MAX_S = 5.0
+LINGER_QUIET_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
@@ -57,8 +64,41 @@ class ServerSettings:
     timeout_idle_s: float = 300.0
 
 
+class ServedConnection(Protocol):
+    """What the server's sweep and drain need of a connection (HTTP/1.1 or HTTP/2)."""
+
+    transport: asyncio.Transport | None
+
+    @property
+    def idle(self) -> bool: ...
+
+    def check_timeouts(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 Handler = Callable[[Exchange], Awaitable[None]]
 ErrorRenderer = Callable[[GatehouseError, RequestHead | None], Response]
+
+
+#: ``_ssl.ENCODING_DER``: the value ``Certificate.public_bytes`` takes for DER.
+_ENCODING_DER = 2
+
+
+def _peer_chain(ssl_object: object) -> tuple[bytes, ...]:
+    """The certificates the client sent (leaf first, DER); empty without one.
+
+    Read through ``_sslobj.get_unverified_chain`` (public as ``get_unverified_chain``
+    only from Python 3.13): the handshake accepted the chain unverified, on purpose
+    (see ``tls/client_auth``); it is judged per request.
+    """
+    inner = getattr(ssl_object, "_sslobj", None)
+    if inner is None or not isinstance(ssl_object, ssl.SSLObject):
+        return ()
+    if ssl_object.getpeercert(binary_form=True) is None:
+        return ()
+    chain = inner.get_unverified_chain() or ()
+    return tuple(c.public_bytes(_ENCODING_DER) for c in chain if c is not None)
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -70,6 +110,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.settings = server.settings
         self.transport: asyncio.Transport | None = None
         self.reader = RequestReader(self, self.settings.limits)
+        #: The client certificate chain from the TLS handshake (leaf first, DER), unverified.
+        self.peer_chain: tuple[bytes, ...] = ()
         self.client_ip = ""
         self.server_port = 0
         self.scheme = "http"
@@ -92,6 +134,18 @@ class DownstreamProtocol(asyncio.Protocol):
         self._corked: list[bytes] | None = None
         #: A request whose head arrived in the batch being parsed, started after it.
         self._to_start: Exchange | None = None
+        #: Set while an inline request is being driven: a pipelined request that its
+        #: response starts waits here instead of recursing (see :meth:`_start`).
+        self._driving = False
+        self._next_inline: Exchange | None = None
+        #: While lingering (see :data:`LINGER_MAX_S`): when to give up, and last read.
+        self._linger_until = 0.0
+        self._linger_last = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight and no tunnel: the connection can be closed at once."""
+        return self.current is None and self.tunnel_sink is None
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -102,6 +156,8 @@ class DownstreamProtocol(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.server_port = local[1] if isinstance(local, tuple) else 0
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        if self.scheme == "https":
+            self.peer_chain = _peer_chain(transport.get_extra_info("ssl_object"))
         now = _now()
         self._idle_since = now
         self._head_started = now
@@ -126,6 +182,9 @@ class DownstreamProtocol(asyncio.Protocol):
         sink = self.tunnel_sink
         if sink is not None:
             sink(data)
+            return
+        if self._linger_until:
+            self._linger_last = _now()  # discarded: the answer has been sent
             return
         now = self._batch_time = _now()
         if not self.reader.in_head and self.current is None:
@@ -152,6 +211,8 @@ class DownstreamProtocol(asyncio.Protocol):
         # A client that closes its side while its request is in flight has gone away
         # (as nginx treats it: the upstream request is cancelled); in a tunnel, the
         # close ends the tunnel (on_lost closes the upstream).
+        if self._linger_until:
+            return False  # the client has read our answer and finished: close now
         ex = self.current
         if ex is not None and ex.phase is not Phase.TUNNEL:
             ex.abort()
@@ -187,6 +248,7 @@ class DownstreamProtocol(asyncio.Protocol):
             server_port=self.server_port,
             start_time=now,
         )
+        ex.peer_chain = self.peer_chain
         self._receiving = ex
         if self.current is None:
             # Started once this batch of bytes is parsed: a framing error later in the
@@ -215,7 +277,7 @@ class DownstreamProtocol(asyncio.Protocol):
             corked.append(data)
             return
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing() and not self._linger_until:
             transport.write(data)
 
     def cork(self) -> None:
@@ -278,21 +340,51 @@ class DownstreamProtocol(asyncio.Protocol):
         self._resume(_PAUSE_UPGRADE)
         return rest
 
-    def close(self) -> None:
+    def close(self, *, linger: bool | None = None) -> None:
+        """Close after what has been written; ``linger`` (default: a request body is still
+        arriving) first drains what the client is still sending (see :data:`LINGER_MAX_S`)."""
         self._closing = True
         self.uncork()
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        if transport is None or transport.is_closing() or self._linger_until:
+            return
+        if linger is None:
+            receiving = self._receiving
+            linger = receiving is not None and not receiving.body_done
+        if linger and self.tunnel_sink is None:
+            now = _now()
+            self._linger_until = now + LINGER_MAX_S
+            self._linger_last = now
+            self._pause_mask = 0
+            with contextlib.suppress(RuntimeError):
+                transport.resume_reading()
+            if transport.can_write_eof():
+                with contextlib.suppress(OSError, RuntimeError):
+                    transport.write_eof()  # the client sees the end of our answer
+            return
+        transport.close()
 
     # -- internals ----------------------------------------------------------------------
 
     def _start(self, ex: Exchange) -> None:
         self.current = ex
-        if _DRIVE_INLINE and not self.server.needs_task(ex):
-            self._drive(self._run(ex))
-        else:
+        if not _DRIVE_INLINE or self.server.needs_task(ex):
             self.loop.create_task(self._run(ex))
+            return
+        if self._driving:
+            # Started from the previous pipelined request's response, inside its
+            # coroutine: run it after that step returns. Recursing here would grow the
+            # stack by one request per pipelined request until RecursionError.
+            self._next_inline = ex
+            return
+        self._driving = True
+        try:
+            next_ex: Exchange | None = ex
+            while next_ex is not None:
+                self._drive(self._run(next_ex))
+                next_ex, self._next_inline = self._next_inline, None
+        finally:
+            self._driving = False
 
     def _drive(self, coro: Coroutine[Any, Any, None], _done: object = None) -> None:
         """Run ``coro`` step by step without a Task (Python 3.11's stand-in for eager tasks).
@@ -374,7 +466,8 @@ class DownstreamProtocol(asyncio.Protocol):
             )
         )
         self.server.on_protocol_error(err, self.client_ip)
-        self.close()
+        # The client may still be sending (an oversized body, more pipelined requests).
+        self.close(linger=err.status != 408)
 
     def _pause(self, reason: int) -> None:
         was = self._pause_mask
@@ -394,6 +487,12 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def check_timeouts(self, now: float) -> None:
         """Apply every timeout rule; called by the server's sweep."""
+        if self._linger_until:
+            if now > self._linger_until or now - self._linger_last > LINGER_QUIET_S:
+                transport = self.transport
+                if transport is not None:
+                    transport.close()
+            return
         if self.tunnel_sink is not None or self._closing:
             return
         s = self.settings
@@ -435,12 +534,15 @@ class HttpServer:
         render_error: ErrorRenderer,
         settings: ServerSettings,
         loop: asyncio.AbstractEventLoop | None = None,
+        codec: str = "http1",
     ) -> None:
         self.handler = handler
         self.render_error = render_error
         self.settings = settings
         self.loop = loop or asyncio.get_running_loop()
-        self.connections: set[DownstreamProtocol] = set()
+        #: Pomerium's ``codec_type``: ``http1``, ``http2`` or ``auto`` (see ``http/h2/select``).
+        self.codec = codec
+        self.connections: set[ServedConnection] = set()
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -467,9 +569,10 @@ class HttpServer:
         """Start listening; returns the bound (host, port) pairs (port 0 binds a free port)."""
         # asyncio refuses a handshake timeout without TLS.
         handshake = ssl_handshake_timeout_s if ssl_context is not None else None
+        factory = self._protocol_factory()
         if sock is not None:
             server = await self.loop.create_server(
-                lambda: DownstreamProtocol(self),
+                factory,
                 sock=sock,
                 ssl=ssl_context,
                 backlog=2048,
@@ -477,7 +580,7 @@ class HttpServer:
             )
         else:
             server = await self.loop.create_server(
-                lambda: DownstreamProtocol(self),
+                factory,
                 host=host,
                 port=port,
                 ssl=ssl_context,
@@ -492,6 +595,15 @@ class HttpServer:
         # uvloop gives a list where asyncio's stubs promise a tuple: read it untyped.
         socks: list[Any] = list(getattr(server, "sockets", None) or ())
         return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in socks]
+
+    def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """HTTP/1.1 connections, or a selector that picks HTTP/2 where it is allowed."""
+        if self.codec == "http1":
+            return lambda: DownstreamProtocol(self)
+        from .h2.select import Codec, ProtocolSelector
+
+        codec = Codec(self.codec)
+        return lambda: ProtocolSelector(self, codec)
 
     def update_settings(self, settings: ServerSettings) -> None:
         """Apply new limits/timeouts to new connections (existing ones keep theirs)."""
@@ -516,7 +628,7 @@ class HttpServer:
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
-            if conn.current is None and conn.tunnel_sink is None:
+            if conn.idle:
                 conn.close()
         deadline = _now() + timeout_s
         while self.connections and _now() < deadline:
