@@ -256,16 +256,40 @@ def test_cache_clock_going_back_resigns(keyset: KeySet, session: Session) -> Non
 
 
 def test_cache_bounded_lru(keyset: KeySet, session: Session) -> None:
-    m = AssertionMinter(keyset, clock=Clock(), cache_size=3)
+    probe = AssertionMinter(keyset, clock=Clock())
+    probe.mint(session, "h0")
+    m = AssertionMinter(keyset, clock=Clock(), cache_max_bytes=3 * probe.cache_bytes)
     a = m.mint(session, "h0")
-    for i in range(1, 3):
-        m.mint(session, f"h{i}")
+    b = m.mint(session, "h1")
+    m.mint(session, "h2")
     assert m.mint(session, "h0") is a  # refreshes h0's recency
     m.mint(session, "h3")  # evicts h1, the least recently used
-    assert len(m._cache) == 3
+    assert len(m) == 3
     assert m.mint(session, "h0") is a
+    assert m.mint(session, "h1") is not b  # h1 was evicted: signed again
     m.forget_session(session.id)
+    assert len(m) == 0 and m.cache_bytes == 0
     assert m.mint(session, "h0") is not a
+
+
+def test_cache_budget_matches_measured_memory(keyset: KeySet) -> None:
+    """The bytes charged per assertion are what tracemalloc sees the cache keep alive."""
+    import tracemalloc
+
+    sessions = [
+        Session(id=f"s{i}", user_id=f"u{i}", email=f"u{i}@example.com", groups=("a", "b"))
+        for i in range(3000)
+    ]
+    m = AssertionMinter(keyset, clock=Clock())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for s in sessions:
+            m.mint(s, "app.example.com")
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.8 < m.cache_bytes / measured < 1.25, (m.cache_bytes, measured)
 
 
 def test_cache_resigns_when_signer_rotates(ec_pem: str, ec_pem2: str, session: Session) -> None:

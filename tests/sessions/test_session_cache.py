@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import tracemalloc
+from types import MappingProxyType
 
 import pytest
 
 from gatehouse.errors import ServiceUnavailable
 from gatehouse.sessions.cache import SessionCache
 from gatehouse.sessions.model import Session
+from gatehouse.sessions.sizing import session_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -51,14 +56,66 @@ async def test_max_age_and_negative_age() -> None:
     assert load.calls == 4
 
 
-async def test_lru_bound() -> None:
-    cache = SessionCache(max_entries=3)
+async def test_lru_bound_by_bytes() -> None:
+    cache = SessionCache(max_bytes=3 * session_bytes(sess("a")))
     load = Loader()
-    for sid in "abcd":
+    for sid in "abc":
         load.result[sid] = sess(sid)
         await cache.get(sid, load)
+    await cache.get("a", load)  # a is now the most recently used
+    load.result["d"] = sess("d")
+    await cache.get("d", load)
     assert len(cache) == 3
-    assert cache.peek("a") is None and cache.peek("d") is not None
+    assert cache.peek("b") is None  # the least recently used went, only it
+    assert all(cache.peek(sid) is not None for sid in "acd")
+    assert cache.bytes_used <= 3 * session_bytes(sess("a"))
+    cache.invalidate("a")
+    assert cache.bytes_used == 2 * session_bytes(sess("a"))
+
+
+def _idp_session(i: int, tokens: bool) -> Session:
+    # As a store read builds it: claims decoded from JSON (their own key strings).
+    claims = json.loads(
+        json.dumps(
+            {"sub": f"user-{i}", "email": f"user{i}@example.com", "name": f"User {i}",
+             "groups": ["staff", "eng"], "email_verified": True, "iat": 1700000000,
+             "exp": 1700003600, "aud": "client", "iss": "https://idp.example.com"}
+        )
+    )  # fmt: skip
+    return Session(
+        id=secrets.token_urlsafe(32),
+        user_id=f"user-{i}",
+        email=f"user{i}@example.com",
+        name=f"User {i}",
+        groups=("staff", "eng"),
+        claims=MappingProxyType(claims),
+        expires_at=1e12,
+        id_token=secrets.token_urlsafe(700) if tokens else "",
+        access_token=secrets.token_urlsafe(700) if tokens else "",
+        refresh_token=secrets.token_urlsafe(40) if tokens else "",
+    )
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_budget_matches_measured_memory(tokens: bool) -> None:
+    """The bytes charged per session are what tracemalloc sees the cache keep alive, and
+    a cache over budget stays within it, evicting one entry at a time."""
+    n = 5000
+    cache = SessionCache()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            cache.put(_idp_session(i, tokens))
+        measured = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.8 < cache.bytes_used / measured < 1.25, (cache.bytes_used / n, measured / n)
+    small = SessionCache(max_bytes=cache.bytes_used // 2)
+    for i in range(n):
+        small.put(_idp_session(i, tokens))
+    assert small.bytes_used <= cache.bytes_used // 2
+    assert n * 0.45 < len(small) <= n * 0.5
 
 
 async def test_single_flight_and_cancellation() -> None:

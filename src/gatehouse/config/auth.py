@@ -110,5 +110,8 @@ class AuthOptions(StrictModel):
     #: While the session store is unreachable, sessions this process confirmed within this
     #: long keep working from its cache (0 = fail closed at once). gatehouse addition.
     session_store_outage_grace: Duration = 60.0
+    #: Memory each worker may use for cached session records (bytes); the least recently
+    #: used are evicted first. About 2 KiB a session (4 KiB with IdP tokens). gatehouse addition.
+    session_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     #: How often upgraded (WebSocket) connections are re-authorized. gatehouse addition.
     websocket_reauthorize_interval: Duration = 60.0

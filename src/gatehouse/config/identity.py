@@ -75,6 +75,9 @@ class IdentityOptions(StrictModel):
     )
     #: When set, only these groups are put in the assertion.
     jwt_groups_filter: list[str] = Field(default_factory=list)
+    #: Memory each worker may use for cached signed assertions (bytes), least recently used
+    #: evicted first; about 2.2 KiB per session and route host. gatehouse addition.
+    assertion_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("jwt_claims_headers", mode="before")
     @classmethod

@@ -12,9 +12,10 @@ An assertion is a compact JWS (see :mod:`.jws`) with exactly Pomerium's claims::
 plus any claim named in ``jwt_claims_headers`` that is not one of those (lists kept as
 lists). The same claims become ``X-Pomerium-Claim-*`` headers, lists comma-joined.
 
-Theory of operation: :meth:`AssertionMinter.mint` keys a bounded LRU by (session id,
-host, :class:`AssertionSpec`). A cached token is reused while more than half its life is
-left, the session record it was made from is unchanged, and its key is still the signer;
+Theory of operation: :meth:`AssertionMinter.mint` keys an LRU bounded by memory
+(``assertion_cache_max_bytes``; the least recently used go first) by (session id, host,
+:class:`AssertionSpec`). A cached token is reused while more than half its life is left,
+the session record it was made from is unchanged, and its key is still the signer;
 otherwise a new one is signed. With a 300 s life, a busy session signs once per 150 s
 per host, and a hit costs about a microsecond instead of ~60 us for an ES256 signature.
 """
@@ -22,6 +23,7 @@ per host, and a hit costs about a microsecond instead of ~60 us for an ES256 sig
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -46,8 +48,12 @@ ASSERTION_FOR_HEADER = "X-Pomerium-Jwt-Assertion-For"
 CLAIM_HEADER_PREFIX = "X-Pomerium-Claim-"
 #: Lifetime of an assertion in seconds (Pomerium: 5 minutes).
 ASSERTION_LIFETIME_S = 300
-#: Cached assertions kept at most (about 1.5 KB each: ~15 MB at the bound).
-DEFAULT_CACHE_SIZE = 10_000
+#: Memory for cached assertions per process (about 2.2 KiB each: ~120,000 at the bound).
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+#: Bytes per cache entry besides the token and header strings: the entry, the
+#: ``Assertion``, the fingerprint and key tuples, the ordered-dict slot and the
+#: per-session key set (measured with tracemalloc, CPython 3.11).
+ENTRY_OVERHEAD_BYTES = 900
 #: Claims every assertion carries; a jwt_claims_headers entry never overrides them.
 BASE_CLAIMS = frozenset(
     {"iss", "aud", "sub", "user", "email", "name", "groups", "sid", "jti", "iat", "exp"}
@@ -156,6 +162,15 @@ class _Entry:
     fingerprint: tuple[Any, ...]
     fresh_until: float
     kid: str
+    size: int  # bytes charged against the budget
+
+
+def _entry_bytes(assertion: Assertion) -> int:
+    # Each header is held twice: as text and in ``wire_headers`` as bytes.
+    size = ENTRY_OVERHEAD_BYTES + 2 * sys.getsizeof(assertion.jwt)
+    for name, value in assertion.claim_headers:
+        size += 2 * (sys.getsizeof(name) + sys.getsizeof(value))
+    return size
 
 
 def _fingerprint(s: Session) -> tuple[Any, ...]:
@@ -199,16 +214,19 @@ class AssertionMinter:
         keyset: KeySet,
         *,
         lifetime_s: int = ASSERTION_LIFETIME_S,
-        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keyset = keyset
         self._lifetime_s = int(lifetime_s)
         self._reuse_s = self._lifetime_s / 2
-        self._cache_size = cache_size
+        self._max_bytes = cache_max_bytes
+        self._bytes = 0
         self._clock = clock
         self._signers: dict[str, JwsSigner] = {}
         self._cache: OrderedDict[tuple[str, str, AssertionSpec], _Entry] = OrderedDict()
+        #: Cache keys by session id, so a sign-out drops its tokens without a full scan.
+        self._by_session: dict[str, set[tuple[str, str, AssertionSpec]]] = {}
 
     @property
     def keyset(self) -> KeySet:
@@ -228,17 +246,48 @@ class AssertionMinter:
             self._cache.move_to_end(cache_key)
             return entry.assertion
         assertion = self.sign(session, host, spec, now=now)
-        self._cache[cache_key] = _Entry(
-            assertion,
-            session,
-            _fingerprint(session),
-            assertion.issued_at + self._reuse_s,
-            assertion.kid,
+        self._put(
+            cache_key,
+            _Entry(
+                assertion,
+                session,
+                _fingerprint(session),
+                assertion.issued_at + self._reuse_s,
+                assertion.kid,
+                _entry_bytes(assertion),
+            ),
         )
-        self._cache.move_to_end(cache_key)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return assertion
+
+    def _put(self, key: tuple[str, str, AssertionSpec], entry: _Entry) -> None:
+        old = self._cache.get(key)
+        if old is not None:
+            self._bytes -= old.size
+        else:
+            self._by_session.setdefault(key[0], set()).add(key)
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        self._bytes += entry.size
+        # Least recently used first, one at a time (never a clear of the whole cache).
+        while self._bytes > self._max_bytes and len(self._cache) > 1:
+            evicted_key, evicted = self._cache.popitem(last=False)
+            self._bytes -= evicted.size
+            self._unindex(evicted_key)
+
+    def _unindex(self, key: tuple[str, str, AssertionSpec]) -> None:
+        keys = self._by_session.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_session[key[0]]
+
+    @property
+    def cache_bytes(self) -> int:
+        """Estimated memory held by cached assertions."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     def sign(
         self,
@@ -292,11 +341,15 @@ class AssertionMinter:
 
     def forget_session(self, session_id: str) -> None:
         """Drop a session's cached assertions (after sign-out)."""
-        for k in [k for k in self._cache if k[0] == session_id]:
-            del self._cache[k]
+        for k in self._by_session.pop(session_id, ()):
+            entry = self._cache.pop(k, None)
+            if entry is not None:
+                self._bytes -= entry.size
 
     def clear(self) -> None:
         self._cache.clear()
+        self._by_session.clear()
+        self._bytes = 0
 
     def _signer(self, key: SigningKey) -> JwsSigner:
         signer = self._signers.get(key.kid)

@@ -161,7 +161,7 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
     services = services or Services()
     router = Router(compile_routes(options))
     keyset = load_keyset(options)
-    minter = AssertionMinter(keyset)
+    minter = AssertionMinter(keyset, cache_max_bytes=options.assertion_cache_max_bytes)
     specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
     well_known = WellKnownEndpoints(
         keyset,

@@ -4,8 +4,9 @@ The hot path reads sessions from here; the store is asked at most once per ``max
 per session (a few seconds), and concurrent misses for one session share one store read.
 Entries are dropped as soon as the store reports an invalidation (sign-out, refresh),
 so revocation is seen within the invalidation latency (in process: immediately; SQLite:
-the poll interval; Redis: pub/sub), not the cache age. Bounded: least recently used
-entries go first.
+the poll interval; Redis: pub/sub), not the cache age. Bounded by memory
+(``session_cache_max_bytes``, each entry charged :func:`~.sizing.session_bytes`): the least
+recently used entries go first, one at a time, never the whole cache at once.
 
 Negative results ("no such session") are kept only ``negative_max_age_s`` (default
 0.5 s): enough to blunt a burst of requests with a dead cookie, short enough that a
@@ -35,10 +36,15 @@ from dataclasses import dataclass
 
 from ..errors import ServiceUnavailable
 from .model import Session
+from .sizing import session_bytes
 
 log = logging.getLogger("gatehouse.sessions")
 
-DEFAULT_MAX_ENTRIES = 10_000
+#: Memory for cached records per process (about 2 KiB a record without IdP tokens,
+#: 4 KiB with them: 65,000 to 130,000 sessions).
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: Charged for a negative ("no such session") entry: key, entry and slot.
+NEGATIVE_ENTRY_BYTES = 250
 DEFAULT_MAX_AGE_S = 5.0
 DEFAULT_NEGATIVE_MAX_AGE_S = 0.5
 DEFAULT_STALE_GRACE_S = 60.0
@@ -48,6 +54,7 @@ DEFAULT_STALE_GRACE_S = 60.0
 class _Entry:
     session: Session | None
     fetched_at: float  # monotonic
+    size: int  # bytes charged against the budget
 
 
 class SessionCache:
@@ -56,13 +63,14 @@ class SessionCache:
     def __init__(
         self,
         *,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         negative_max_age_s: float = DEFAULT_NEGATIVE_MAX_AGE_S,
         stale_grace_s: float = DEFAULT_STALE_GRACE_S,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
-        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._max_age_s = max_age_s
         self._negative_max_age_s = negative_max_age_s
         self._stale_grace_s = stale_grace_s
@@ -78,6 +86,11 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def bytes_used(self) -> int:
+        """Estimated memory held by the cached entries."""
+        return self._bytes
+
     def invalidate(self, session_id: str | None) -> None:
         """Drop one session; with ``None`` (invalidations may have been missed), make every
         entry stale instead.
@@ -87,7 +100,9 @@ class SessionCache:
         Redis) and the outage grace must still be able to serve them.
         """
         if session_id is not None:
-            self._entries.pop(session_id, None)
+            dropped = self._entries.pop(session_id, None)
+            if dropped is not None:
+                self._bytes -= dropped.size
             if session_id in self._inflight:
                 self._tainted.add(session_id)
             return
@@ -96,8 +111,9 @@ class SessionCache:
         for key, entry in list(self._entries.items()):
             if entry.session is None:
                 del self._entries[key]
+                self._bytes -= entry.size
             elif entry.fetched_at > expired_at:
-                self._entries[key] = _Entry(entry.session, expired_at)
+                self._entries[key] = _Entry(entry.session, expired_at, entry.size)
 
     def put(self, session: Session) -> None:
         """Cache a record this process just wrote (created or refreshed)."""
@@ -175,7 +191,14 @@ class SessionCache:
         return session
 
     def _store(self, session_id: str, session: Session | None, now: float) -> None:
-        self._entries[session_id] = _Entry(session, now)
+        size = NEGATIVE_ENTRY_BYTES if session is None else session_bytes(session)
+        old = self._entries.get(session_id)
+        if old is not None:
+            self._bytes -= old.size
+        self._entries[session_id] = _Entry(session, now, size)
         self._entries.move_to_end(session_id)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += size
+        # Least recently used first; the entry just stored stays even if alone over budget.
+        while self._bytes > self._max_bytes and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.size

@@ -490,7 +490,10 @@ def build_session_manager(
     if wrap_store is not None:
         store = wrap_store(store)  # e.g. timing every call for the metrics
     return SessionManager(
-        cache=SessionCache(stale_grace_s=options.session_store_outage_grace),
+        cache=SessionCache(
+            stale_grace_s=options.session_store_outage_grace,
+            max_bytes=options.session_cache_max_bytes,
+        ),
         store=store,
         keys=keys,
         cookie_name=options.cookie_name,
