@@ -18,8 +18,8 @@ def problems(text: str) -> list[str]:
 
 
 def test_global_key_refused_by_name() -> None:
-    (problem,) = problems(BASE + "access_log_fields: [method]\n")
-    assert problem.startswith("c.yaml:2: access_log_fields: not supported by gatehouse (")
+    (problem,) = problems(BASE + "blob_storage: {}\n")
+    assert problem.startswith("c.yaml:2: blob_storage: not supported by gatehouse (")
 
 
 def test_route_key_refused_by_name() -> None:

@@ -120,3 +120,32 @@ def test_host_path_pattern_escaped_backslash_is_literal() -> None:
         "host_path_regex_rewrite_substitution": "h",
     }
     assert load(route).options.routes[0].host_path_regex_rewrite_pattern == "^/a\\\\z$"
+
+
+def test_log_fields_loaded() -> None:
+    options = load(
+        access_log_fields=["method", "headers.X-Foo", "headers"],
+        authorize_log_fields="request-id,email,removed-groups-count",
+    ).options
+    assert options.access_log_fields == ["method", "headers.X-Foo", "headers"]
+    assert options.authorize_log_fields == ["request-id", "email", "removed-groups-count"]
+    assert load().options.access_log_fields is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "access_log_fields",
+            ["methd"],
+            "unknown access_log_fields field 'methd'; expected one of",
+        ),
+        ("access_log_fields", ["client-certificate"], "'client-certificate' is not supported"),
+        ("access_log_fields", ["headers.Bad Name"], "is not a header name"),
+        ("authorize_log_fields", ["id-token"], "gatehouse never logs tokens"),
+        ("authorize_log_fields", ["nope"], "headers or headers.<Name>"),
+    ],
+)
+def test_log_fields_refused(key: str, value: list[str], message: str) -> None:
+    text = problem(**{key: value})
+    assert text.startswith(f"c.yaml:1: {key}: ") and message in text, text

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from .auth import AuthOptions
 from .identity import IdentityOptions
+from .log_fields import LogFieldOptions
 from .routes import RouteOptions
 from .server import ServerOptions
 from .tls import TLSOptions
@@ -34,7 +35,9 @@ IGNORED_POMERIUM_KEYS: dict[str, str] = {
 }
 
 
-class Options(ServerOptions, AuthOptions, IdentityOptions, TLSOptions):
+class Options(
+    ServerOptions, AuthOptions, IdentityOptions, TLSOptions, LogFieldOptions
+):
     """Everything gatehouse can be told, validated and immutable."""
 
     #: The routes, matched in this order (see below).

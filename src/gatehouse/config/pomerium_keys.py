@@ -88,8 +88,6 @@ _ENTERPRISE = "a Pomerium Enterprise feature"
 
 #: Global keys refused with "not supported by gatehouse (<why>)".
 NOT_SUPPORTED: dict[str, str] = {
-    "access_log_fields": "the access log's fields are fixed; see docs/operations.md",
-    "authorize_log_fields": "the decision log's fields are fixed; see docs/operations.md",
     "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",

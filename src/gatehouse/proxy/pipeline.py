@@ -37,7 +37,8 @@ from ..http.exchange import Exchange, Phase
 from ..http.messages import Headers, Request, Response
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool
-from ..observability.logs import AccessLog
+from ..observability.log_fields import access_line, authorize_fields
+from ..observability.logs import AccessLog, now_iso
 from ..observability.metrics import Metrics
 from ..sessions.model import Session
 from .forward import Outcome, forward
@@ -424,6 +425,8 @@ class Pipeline:
         access.user = session.email or session.user_id if session is not None else None
         if policy is None or policy.allows_everyone:
             access.decision = "allow"
+            if state.options.authorize_log_fields is not None:
+                self._authorize_log(exchange, target, route, session, "allow", None)
             return session
         cors = policy.reads_cors_headers
         decision = policy.evaluate(
@@ -444,7 +447,10 @@ class Pipeline:
         outcome = decision.outcome
         if outcome is DecisionOutcome.ALLOW:
             access.decision = "allow"
-            if self._debug:
+            if state.options.authorize_log_fields is not None:
+                # Pomerium logs every check when asked for its fields: allows at info too.
+                self._authorize_log(exchange, target, route, session, "allow", decision)
+            elif self._debug:
                 # Allows are in the access log (route, user, decision); the rule detail
                 # costs a few microseconds, so it is written only at debug level.
                 log.debug(
@@ -456,7 +462,10 @@ class Pipeline:
         fields["user"] = access.user or ""
         fields["decision"] = outcome.value
         access.decision = outcome.value
-        log.info("access %s", outcome.value, extra={"policy": fields})
+        if state.options.authorize_log_fields is not None:
+            self._authorize_log(exchange, target, route, session, outcome.value, decision)
+        else:
+            log.info("access %s", outcome.value, extra={"policy": fields})
         if outcome is DecisionOutcome.NEEDS_LOGIN:
             original = f"{route.options.from_scheme}://{target.raw_host.decode('latin-1')}" + (
                 head.target.decode("latin-1") if head.target[:1] == b"/" else target.path
@@ -477,6 +486,36 @@ class Pipeline:
             route=route.name,
             session_id=session.id if session is not None else None,
         )
+
+    def _authorize_log(
+        self,
+        exchange: Exchange,
+        target: Target,
+        route: Route,
+        session: Session | None,
+        outcome: str,
+        decision: Any,
+    ) -> None:
+        """The decision line with Pomerium's ``authorize_log_fields`` (and the rule detail)."""
+        fields = self.state.options.authorize_log_fields or []
+        head = exchange.head
+        extra = authorize_fields(
+            fields,
+            headers=head.headers,
+            method=head.method.decode("ascii", "replace"),
+            path=target.path,
+            query=target.query.decode("ascii", "replace"),
+            host=target.host,
+            client=exchange.client_ip,
+            route_name=route.name,
+            route_id=route.options.id,
+            session_id=session.id if session is not None else None,
+            user_id=session.user_id if session is not None else None,
+            email=session.email if session is not None else None,
+            claims=dict(session.claims) if session is not None else None,
+        )
+        policy = decision.log_fields() if decision is not None else {}
+        log.info("access %s", outcome, extra={**extra, "decision": outcome, "policy": policy})
 
     async def _internal(self, exchange: Exchange, target: Target, handler: EndpointHandler) -> None:
         head = exchange.head
@@ -593,6 +632,26 @@ class Pipeline:
         target = head.target
         qmark = target.find(b"?")
         aborted = exchange.phase is Phase.ABORTED
+        wanted = self.state.options.access_log_fields
+        if wanted is not None:
+            access.write(
+                access_line(
+                    wanted,
+                    time=now_iso(),
+                    headers=head.headers,
+                    method=head.method.decode("ascii", "replace"),
+                    target=target.decode("ascii", "replace")[:4096],
+                    status=(exchange.status or 499) if aborted else exchange.status,
+                    size=exchange.bytes_sent,
+                    duration_s=_now() - exchange.start_time,
+                    route=route.name if route else None,
+                    proxied=bool(outcome and outcome.upstream),
+                    error=type(error).__name__ if error is not None else None,
+                    client=exchange.client_ip,
+                    request_id=access_info.request_id,
+                )
+            )
+            return
         access.request(
             route=route.name if route else None,
             method=head.method.decode("ascii", "replace"),
