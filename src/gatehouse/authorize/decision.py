@@ -2,9 +2,11 @@
 
 Theory of operation: the evaluator (:mod:`gatehouse.authorize.policy`) records, for each
 clause (one operator block of one ``allow``/``deny`` rule), whether it matched and the
-raw ``(value, reason)`` result of each of its criteria. That is all the hot path pays
-for. The readable forms — per-rule results, the decisive reasons, the text for logs and
-``show_error_details`` — are built from those records only when asked for.
+raw ``(value, reason)`` result of each of its criteria; for a signed-in request it does
+so only when a report asks (the outcome comes from the clauses that could match, see
+:mod:`gatehouse.authorize.clause_index`). The readable forms — per-rule results, the
+decisive reasons, the text for logs and ``show_error_details`` — are built from those
+records only when asked for.
 
 Reasons follow Pomerium's names (``email-ok``, ``email-unauthorized``,
 ``user-unauthenticated`` ...), so log searches carry over.
@@ -13,7 +15,7 @@ Reasons follow Pomerium's names (``email-ok``, ``email-unauthorized``,
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # Well-known reasons (Pomerium's spelling).
@@ -94,20 +96,34 @@ class Decision:
     A plain slotted class (one per request; see :class:`~gatehouse.authorize.input.PolicyInput`).
     """
 
-    __slots__ = ("clauses", "outcome", "raw", "route")
+    __slots__ = ("_raw", "_source", "clauses", "outcome", "route")
 
     def __init__(
         self,
         outcome: Outcome,
         route: str,
         clauses: tuple[ClauseInfo, ...],
-        raw: tuple[RawClause, ...],
+        raw: tuple[RawClause, ...] | None,
+        source: Callable[[], tuple[RawClause, ...]] | None = None,
     ) -> None:
+        """``raw`` may be ``None`` when ``source`` computes it: an outcome decided from a
+        few clauses records the rest only when a report asks for them."""
         self.outcome = outcome
         #: The route's display name (for logs).
         self.route = route
         self.clauses = clauses
-        self.raw = raw
+        self._raw = raw
+        self._source = source
+
+    @property
+    def raw(self) -> tuple[RawClause, ...]:
+        """Per clause: whether it matched, and its criteria's raw outcomes."""
+        raw = self._raw
+        if raw is None:
+            source = self._source
+            raw = source() if source is not None else ()
+            self._raw = raw
+        return raw
 
     @property
     def allowed(self) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
+from .clause_index import SideIndex, clause_guard, criterion_keys, session_keys
 from .criteria import CRITERIA, Criterion
 from .decision import (
     REASON_USER_UNAUTHENTICATED,
@@ -49,17 +50,52 @@ _ALLOW, _DENY, _LOGIN = Outcome.ALLOW, Outcome.DENY, Outcome.NEEDS_LOGIN
 
 #: (is_deny, operator code, criteria)
 _Compiled = tuple[bool, int, tuple[Criterion, ...]]
+#: Criteria that answer "user-unauthenticated" only without a session: with a session,
+#: a policy of these alone is decided by the clause index (see :meth:`Policy.evaluate`).
+_INDEXABLE_CRITERIA = frozenset(
+    {
+        "accept", "reject", "authenticated_user", "cors_preflight", "email", "domain",
+        "user", "claim", "groups", "http_method", "http_path", "source_ip", "date",
+        "day_of_week", "time_of_day", "client_certificate", "invalid_client_certificate",
+    }
+)  # fmt: skip
 
 
 class Policy:
     """A route's rules, compiled; immutable and safe to share between requests."""
 
-    __slots__ = ("_compiled", "allows_everyone", "clauses", "reads_cors_headers", "route")
+    __slots__ = (
+        "_allow",
+        "_compiled",
+        "_deny",
+        "_keyed",
+        "allows_everyone",
+        "clauses",
+        "reads_cors_headers",
+        "route",
+    )
 
-    def __init__(self, route: str, clauses: Sequence[ClauseInfo], compiled: Sequence[_Compiled]):
+    def __init__(
+        self,
+        route: str,
+        clauses: Sequence[ClauseInfo],
+        compiled: Sequence[_Compiled],
+        guards: Sequence[frozenset[tuple[str, str]] | None] | None = None,
+    ):
+        """``guards``: per clause, the keys of :mod:`.clause_index` (``None`` for a policy
+        that must always be evaluated whole)."""
         self.route = route
         self.clauses: tuple[ClauseInfo, ...] = tuple(clauses)
         self._compiled: tuple[_Compiled, ...] = tuple(compiled)
+        self._deny: SideIndex | None = None
+        self._allow: SideIndex | None = None
+        if guards is not None:
+            pairs = list(zip(self._compiled, guards, strict=True))
+            self._deny = SideIndex((op, c, g) for (d, op, c), g in pairs if d)
+            self._allow = SideIndex((op, c, g) for (d, op, c), g in pairs if not d)
+        self._keyed = self._allow is not None and (
+            self._allow.guarded or (self._deny is not None and self._deny.guarded)
+        )
         #: True when the policy is only ``accept`` allows (a public route): nothing to evaluate.
         self.allows_everyone: bool = bool(self.clauses) and all(
             c.action == "allow"
@@ -81,7 +117,33 @@ class Policy:
         return f"<Policy {self.route!r}: {len(self.clauses)} clauses>"
 
     def evaluate(self, inp: PolicyInput) -> Decision:
-        """Decide one request (see the module docstring for the rules)."""
+        """Decide one request (see the module docstring for the rules).
+
+        With a session, no criterion answers "sign in first", so the outcome is: DENY if a
+        deny clause matches, else ALLOW if an allow clause does, else DENY — decided from
+        the clauses the session's keys select (:mod:`.clause_index`); the per-clause
+        record is made only if a report asks for it. Without one, every clause counts.
+        """
+        allow_side = self._allow
+        deny_side = self._deny
+        session = inp.session
+        if session is None or allow_side is None or deny_side is None:
+            return self.evaluate_all(inp)
+        keys = session_keys(session) if self._keyed else None
+        if deny_side.any_match(inp, keys):
+            outcome = _DENY
+        elif allow_side.any_match(inp, keys):
+            outcome = _ALLOW
+        else:
+            outcome = _DENY
+        return Decision(outcome, self.route, self.clauses, None, lambda: self._record(inp))
+
+    def _record(self, inp: PolicyInput) -> tuple[RawClause, ...]:
+        return self.evaluate_all(inp).raw
+
+    def evaluate_all(self, inp: PolicyInput) -> Decision:
+        """Decide one request evaluating every criterion of every clause (the reference
+        evaluator: Pomerium's reasons are unions over all of them)."""
         raw: list[RawClause] = []
         allow = allow_unauth_hit = allow_unauth_any = False
         deny = deny_unauth_hit = deny_unauth_any = False
@@ -225,6 +287,7 @@ def _compile(route: RouteOptions, route_index: int) -> tuple[Policy | None, list
     all_clauses = ([legacy] if legacy is not None else []) + clauses
     infos: list[ClauseInfo] = []
     compiled: list[_Compiled] = []
+    guards: list[frozenset[tuple[str, str]] | None] = []
     for n, clause in enumerate(all_clauses):
         crits: list[Criterion] = []
         labels: list[str] = []
@@ -240,10 +303,13 @@ def _compile(route: RouteOptions, route_index: int) -> tuple[Policy | None, list
             ClauseInfo(clause.action, clause.operator, format_loc(clause.loc), tuple(labels))
         )
         compiled.append((clause.action == "deny", _OP_CODES[clause.operator], tuple(crits)))
+        keys = [criterion_keys(c.name, c.sub_path, c.data) for c in clause.criteria]
+        guards.append(clause_guard(_OP_CODES[clause.operator], keys))
     problems = [PolicyProblem(route_index, e.loc, e.message) for e in errors]
     if problems:
         return None, problems
-    return Policy(route.display_name, infos, compiled), []
+    indexable = all(c.name in _INDEXABLE_CRITERIA for k in all_clauses for c in k.criteria)
+    return Policy(route.display_name, infos, compiled, guards if indexable else None), []
 
 
 def compile_route_policy(route: RouteOptions, route_index: int) -> Policy:
