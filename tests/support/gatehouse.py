@@ -96,7 +96,10 @@ class GatehouseProcess:
         workdir: Path,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
+        python_args: list[str] | None = None,
     ) -> None:
+        """``args`` follow ``gatehouse run -c <config>``; ``python_args`` go before
+        ``-m gatehouse`` (``["-m", "cProfile", "-o", path]`` profiles the run)."""
         self.workdir = workdir
         self.config_path = workdir / "gatehouse.yaml"
         if not isinstance(config, str) and "data_dir" not in config:
@@ -106,6 +109,7 @@ class GatehouseProcess:
         self.config_path.write_text(config_text(config))
         self.env = clean_env(env)
         self.args = args
+        self.python_args = python_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
@@ -118,6 +122,7 @@ class GatehouseProcess:
     def start(self, timeout: float = 20.0) -> GatehouseProcess:
         cmd = [
             sys.executable,
+            *self.python_args,
             "-m",
             "gatehouse",
             "run",

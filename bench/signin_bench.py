@@ -1,0 +1,156 @@
+"""CPU that gatehouse spends on one full OpenID Connect sign-in, measured from /proc.
+
+    python bench/signin_bench.py [--n 200] [--warmup 20] [--profile]
+
+One sign-in is what a browser does: the route answers 302 to the authenticate service,
+which sets its state and sends the browser to the IdP; the IdP (the red-team suite's
+loopback provider, in this process, so its CPU is not counted) answers with a code; the
+callback exchanges it, validates the ID token, writes the session and hands off to the
+route host, which sets the cookie and sends the browser back to where it started. Printed:
+gatehouse's user+system CPU per sign-in (the whole process tree, from ``/proc/<pid>/stat``),
+the wall time per sign-in, and with ``--profile`` the functions by cumulative time from a
+second gatehouse run under cProfile. The issue's target: 2.5 ms of gatehouse CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests")]  # the tests' loopback IdP, upstream and browser
+
+from security.idp import CLIENT_ID, CLIENT_SECRET, HostileIdp  # noqa: E402
+from support.gatehouse import GatehouseProcess  # noqa: E402
+from support.loop import LoopThread  # noqa: E402
+from support.upstream import Upstream  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its descendants (a supervisor and workers)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def config(idp: HostileIdp, upstream: Upstream) -> dict[str, Any]:
+    def secret() -> str:
+        return base64.b64encode(os.urandom(32)).decode()
+
+    return {
+        "authenticate_service_url": "http://authenticate.localhost",
+        "idp_provider": "oidc",
+        "idp_provider_url": idp.issuer,
+        "idp_client_id": CLIENT_ID,
+        "idp_client_secret": CLIENT_SECRET,
+        "idp_scopes": ["openid", "profile", "email"],
+        "shared_secret": secret(),
+        "cookie_secret": secret(),
+        "workers": 1,
+        "access_log": False,
+        "routes": [
+            {
+                "from": "http://app.localhost",
+                "to": upstream.url,
+                "policy": [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}],
+                "pass_identity_headers": True,
+            }
+        ],
+    }
+
+
+def sign_in(client: httpx.Client, port: int) -> None:
+    """One browser's sign-in: its own cookies, over kept-alive connections as a browser's."""
+    jar: dict[str, dict[str, str]] = {}
+    url = "http://app.localhost/"
+    for _ in range(10):
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        headers = {"Accept": "text/html"}
+        if jar.get(host):
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar[host].items())
+        target = url
+        if host.endswith(".localhost"):
+            headers["Host"] = parts.netloc
+            target = f"http://127.0.0.1:{port}{parts.path or '/'}" + (
+                f"?{parts.query}" if parts.query else ""
+            )
+        response = client.get(target, headers=headers)
+        client.cookies.clear()  # each sign-in is a new browser: only ``jar`` holds cookies
+        for header in response.headers.get_list("set-cookie"):
+            name, _, value = header.split(";", 1)[0].strip().partition("=")
+            if value and "max-age=0" not in header.lower():
+                jar.setdefault(host, {})[name] = value
+            else:
+                jar.get(host, {}).pop(name, None)
+        if response.status_code not in (302, 303):
+            break
+        url = urljoin(url, response.headers["location"])
+    if response.status_code != 200 or "_gatehouse" not in jar.get("app.localhost", {}):
+        raise SystemExit(f"sign-in failed: {response.status_code} {response.text[:200]}")
+
+
+def run(n: int, warmup: int, profile: Path | None) -> tuple[float, float]:
+    loop = LoopThread()
+    idp = HostileIdp().start()
+    upstream = Upstream(loop, "app")
+    with tempfile.TemporaryDirectory() as tmp:
+        launcher = ["-m", "cProfile", "-o", str(profile)] if profile else None
+        gh = GatehouseProcess(config(idp, upstream), Path(tmp), python_args=launcher)
+        gh.start()
+        try:
+            assert gh.proc is not None
+            with httpx.Client(timeout=15) as client:
+                for _ in range(warmup):
+                    sign_in(client, gh.port)
+                cpu0, wall0 = tree_cpu_s(gh.proc.pid), time.perf_counter()
+                for _ in range(n):
+                    sign_in(client, gh.port)
+                cpu1, wall1 = tree_cpu_s(gh.proc.pid), time.perf_counter()
+        finally:
+            gh.stop()
+    return (cpu1 - cpu0) / n * 1e3, (wall1 - wall0) / n * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="measured sign-ins")
+    ap.add_argument("--warmup", type=int, default=20, help="sign-ins before measuring")
+    ap.add_argument("--profile", action="store_true", help="then one run under cProfile")
+    ap.add_argument("--top", type=int, default=30, help="functions shown by --profile")
+    args = ap.parse_args()
+    cpu_ms, wall_ms = run(args.n, args.warmup, None)
+    print(f"gatehouse CPU per sign-in: {cpu_ms:.2f} ms   wall per sign-in: {wall_ms:.2f} ms")
+    print(f"target: <= 2.5 ms of CPU  -> {'met' if cpu_ms <= 2.5 else 'NOT met'}")
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "signin.cprofile"
+            run(args.n, args.warmup, out)
+            stats = pstats.Stats(str(out))
+            stats.sort_stats("cumulative").print_stats(args.top)
+            stats.sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
