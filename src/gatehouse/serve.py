@@ -29,6 +29,7 @@ from pathlib import Path
 from .config.loader import LoadedConfig, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
+from .http.h2.select import Codec, alpn_protocols
 from .http.server import HttpServer
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
@@ -45,6 +46,7 @@ from .observability.metrics import (
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
+from .tls.hardening import set_alpn_protocols
 from .tls.redirect import RedirectServer
 from .tls.service import TLSService, prepare_fallback
 
@@ -115,9 +117,12 @@ class Worker:
         pool = ConnectionPool(loop)
         access = AccessLog(enabled=options.access_log)
         pipeline = Pipeline(state, pool, access, metrics)
-        server = HttpServer(pipeline, error_response, state.server_settings, loop)
+        server = HttpServer(
+            pipeline, error_response, state.server_settings, loop, codec=options.codec_type
+        )
         ssl_ctx = None
         if not options.insecure_server:
+            set_alpn_protocols(alpn_protocols(Codec(options.codec_type)))
             self.tls = TLSService(options)
             ssl_ctx = self.tls.listener_context()
         addresses = await server.listen(

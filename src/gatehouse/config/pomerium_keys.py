@@ -91,7 +91,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
-    "codec_type": "clients speak HTTP/1.1 to gatehouse",
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
     "circuit_breaker_thresholds": f"{_ENVOY} circuit breakers",
     "metrics_basic_auth": "the metrics listener has no authentication; bind it privately",

@@ -32,6 +32,10 @@ class ServerOptions(StrictModel):
     address: str = ":443"
     #: Serve plain HTTP (behind another TLS terminator, or for local use).
     insecure_server: bool = False
+    #: HTTP versions clients may speak: `http1`; `auto` (HTTP/2 when the client offers
+    #: ALPN `h2`, else HTTP/1.1; in plain text, h2c by prior knowledge too); `http2` (HTTP/2
+    #: only). Pomerium's option; gatehouse defaults to `http1` (Pomerium: `auto`).
+    codec_type: Literal["auto", "http1", "http2"] = "http1"
     #: PEM certificate (chain) file for TLS.
     certificate_file: str | None = None
     #: PEM private key file for `certificate_file`.
@@ -92,7 +96,7 @@ class ServerOptions(StrictModel):
     #: Where generated keys and the SQLite session store live. gatehouse addition.
     data_dir: str = "~/.local/share/gatehouse"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "codec_type", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -123,8 +123,8 @@ class ResponseForwarder:
         for name, value in headers:
             lines.append(name + b": " + value + b"\r\n")
         lines.append(b"\r\n")
-        ex.start_tunnel(b"".join(lines))
-        tunnel = Tunnel(ex.connection, self.conn)
+        client = ex.start_tunnel(b"".join(lines))
+        tunnel = Tunnel(client, self.conn)
         tunnel.start(rest)
         if not self.finished.done():
             self.finished.set_result(tunnel)

@@ -24,6 +24,17 @@ TLS12_CIPHERS = ":".join(
 #: guard; asyncio's own default is 60 s). Tunable as ``timeout_tls_handshake``.
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 
+#: ALPN protocols every server context offers, most preferred first (RFC 7301). Set once
+#: per process from ``codec_type`` (:func:`set_alpn_protocols`): a context chosen by SNI
+#: answers ALPN with its own list, so all of them must agree.
+_alpn_protocols = ["http/1.1"]
+
+
+def set_alpn_protocols(protocols: list[str]) -> None:
+    """Offer ``protocols`` in every server context made from now on (``h2`` for HTTP/2)."""
+    global _alpn_protocols
+    _alpn_protocols = list(protocols)
+
 
 def harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     """Apply gatehouse's server TLS policy to ``ctx`` (in place; returned for chaining)."""
@@ -32,7 +43,7 @@ def harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     # No TLS compression (CRIME), no client-initiated renegotiation (a CPU-exhaustion lever),
     # a fresh ECDHE key per handshake.
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(_alpn_protocols)
     return ctx
 
 
