@@ -99,6 +99,8 @@ class Worker:
     #: The bound ``http_redirect_addr`` socket (redirects to HTTPS, ACME HTTP-01).
     redirect_sock: socket.socket | None = None
     tls: TLSService | None = None
+    #: Forked by the supervisor (siblings reload on its SIGHUP).
+    supervised: bool = False
 
     async def serve(self, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -107,6 +109,8 @@ class Worker:
         self.services = await start_services(
             options, metrics.dependency_call if metrics is not None else None
         )
+        self.services.request_reload = self._request_reload
+        self.services.current_digest = lambda: self.loaded.digest
         if metrics is not None:
             metrics.config_loaded(self.loaded.digest)
             self.services.session_event = lambda e: metrics.sessions.labels(e).inc()
@@ -186,6 +190,14 @@ class Worker:
         host, port = self.redirect_sock.getsockname()[:2]
         log.info("redirecting http to https", extra={"address": f"{host}:{port}"})
         return redirect
+
+    def _request_reload(self) -> None:
+        """Re-read the config now (the console's apply): here, and in every sibling worker
+        through the supervisor's SIGHUP."""
+        self.reload_now.set()
+        if self.supervised:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(os.getppid(), signal.SIGHUP)
 
     def _count_reload(self, result: str) -> None:
         if self.metrics is not None:
@@ -313,7 +325,12 @@ def _run_worker(
 ) -> int:
     _install_loop()
     worker = Worker(
-        config_path, loaded, build, serve_metrics=serve_metrics_here, redirect_sock=redirect_sock
+        config_path,
+        loaded,
+        build,
+        serve_metrics=serve_metrics_here,
+        redirect_sock=redirect_sock,
+        supervised=not serve_metrics_here,
     )
     try:
         return asyncio.run(worker.serve(sock))

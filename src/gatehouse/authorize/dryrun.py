@@ -87,6 +87,47 @@ def _session(
     )
 
 
+def dry_run_session(
+    email: str | None,
+    groups: Sequence[str] = (),
+    claims: Mapping[str, Any] | None = None,
+    user: str | None = None,
+) -> Session | None:
+    """The session a dry run evaluates with (``None``: anonymous), as ``check-policy`` makes it."""
+    return _session(email, user, groups, claims or {})
+
+
+def evaluate_route(
+    route: RouteOptions,
+    index: int,
+    path: str,
+    session: Session | None,
+    *,
+    method: str = "GET",
+    source_ip: str = "127.0.0.1",
+    now: datetime | None = None,
+    origin: str = "",
+    access_control_request_method: str = "",
+) -> Decision:
+    """Compile one route's policy and decide a request to ``path`` (already normalised).
+
+    Raises:
+        ConfigError: the route's policy does not compile.
+    """
+    policy = compile_route_policy(route, index)
+    return policy.evaluate(
+        PolicyInput(
+            method=method,
+            path=path,
+            source_ip=source_ip,
+            session=session,
+            now=now or datetime.now(UTC),
+            origin=origin,
+            access_control_request_method=access_control_request_method,
+        )
+    )
+
+
 def check_policy(
     options: Options,
     url: str,
@@ -115,18 +156,18 @@ def check_policy(
     host = (parts.hostname or "").lower()
     path = normalize_request_path(parts.path or "/", allow_parameters=options.allow_path_parameters)
     index, route = _find_route(options, scheme, host, parts.port, path)
-    policy = compile_route_policy(route, index)
     session = _session(email, user, groups, claims or {})
-    inp = PolicyInput(
+    decision = evaluate_route(
+        route,
+        index,
+        path,
+        session,
         method=method,
-        path=path,
         source_ip=source_ip,
-        session=session,
-        now=now or datetime.now(UTC),
+        now=now,
         origin=origin,
         access_control_request_method=access_control_request_method,
     )
-    decision = policy.evaluate(inp)
     who = "anonymous"
     if session is not None:
         groups_text = ",".join(session.groups) or "-"

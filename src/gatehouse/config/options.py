@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from .auth import AuthOptions
+from .console import ConsoleOptions
 from .identity import IdentityOptions
 from .log_fields import LogFieldOptions
 from .routes import RouteOptions
@@ -36,7 +37,7 @@ IGNORED_POMERIUM_KEYS: dict[str, str] = {
 
 
 class Options(
-    ServerOptions, AuthOptions, IdentityOptions, TLSOptions, LogFieldOptions
+    ServerOptions, AuthOptions, IdentityOptions, TLSOptions, ConsoleOptions, LogFieldOptions
 ):
     """Everything gatehouse can be told, validated and immutable."""
 

@@ -119,6 +119,11 @@ class KeySet:
         """Every published key, signer candidates first, without duplicates."""
         return self._keys
 
+    @property
+    def schedule(self) -> tuple[tuple[float, SigningKey], ...]:
+        """``(signs from, key)`` in time order (``-inf``: from the start), for the console."""
+        return tuple(zip(self._times, self._schedule, strict=True))
+
     def signer(self, now: float | None = None) -> SigningKey:
         """The key that signs at ``now``: the newest whose ``sign_from`` has passed.
 

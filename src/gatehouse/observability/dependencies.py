@@ -91,6 +91,9 @@ class TimedStore(SessionStore):
     async def touch(self, session_id: str, at: float) -> None:
         await self._timed("touch", self.inner.touch(session_id, at))
 
+    async def list_sessions(self, limit: int) -> list[Session] | None:
+        return await self._timed("list_sessions", self.inner.list_sessions(limit))
+
     async def consume_once(self, key: str, ttl_s: float) -> bool:
         return await self._timed("consume_once", self.inner.consume_once(key, ttl_s))
 

@@ -189,6 +189,9 @@ class Pipeline:
                 if self.metrics is not None:
                     self.metrics.tunnels.dec()
         self._log(exchange, route, outcome, error, access)
+        tally = state.decisions
+        if tally is not None and route is not None and access.decision is not None:
+            tally.record(route.name, access.user, access.decision)
         if self.metrics is not None:
             self._record(exchange, route, outcome, error, access)
 
@@ -246,6 +249,14 @@ class Pipeline:
             return self._ping
         if path == HEALTHZ_PATH:
             return self._healthz
+        if state.console_host is not None and target.host == state.console_host:
+            # The console host is also a route host for sign-in (hand-off, sign-out).
+            if path.startswith(POMERIUM_PREFIX) or path == POMERIUM_PREFIX[:-1]:
+                handler = state.route_host_endpoints.get(path)
+                if handler is None:
+                    raise NotFound(f"no gatehouse endpoint {path}")
+                return handler
+            return state.console
         if state.authenticate_host is not None and target.host == state.authenticate_host:
             handler = state.authenticate_endpoints.get(path)
             if handler is None:

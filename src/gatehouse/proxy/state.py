@@ -31,6 +31,7 @@ from ..http.messages import Request, Response
 from ..http.server import ServerSettings
 from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_keyset
 from ..idp.store import StateStore
+from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
 from .router import Route, Router, compile_route
@@ -52,6 +53,12 @@ class Services:
     idp_store: StateStore | None = None
     #: Called with ``created``/``refreshed``/``revoked`` (metrics), when set.
     session_event: Callable[[str], None] | None = None
+    #: Ask the serving process to re-read its config file now (set by the worker).
+    request_reload: Callable[[], None] | None = None
+    #: The digest of the config the serving process runs now (set by the worker).
+    current_digest: Callable[[], str] | None = None
+    #: This process's policy decisions, for the console (kept across reloads).
+    decisions: DecisionTally = field(default_factory=DecisionTally)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,11 @@ class ProxyState:
     minter: AssertionMinter | None = None
     #: Assertion spec per route index.
     specs: dict[int, AssertionSpec] = field(default_factory=dict)
+    #: The console's host (lower case) and its handler (``console_url``), and the tally
+    #: of decisions it shows (``None``: no console, nothing recorded).
+    console_host: str | None = None
+    console: EndpointHandler | None = None
+    decisions: DecisionTally | None = None
 
 
 def server_settings(options: Options) -> ServerSettings:
@@ -141,10 +153,14 @@ def _scheme_lookup(router: Router, options: Options) -> Callable[[str, int | Non
     auth_url = options.authenticate_service_url
     auth_host = (urlsplit(auth_url).hostname or "").lower() if auth_url else None
     auth_scheme = urlsplit(auth_url).scheme if auth_url else "https"
+    console_host = options.console_host
+    console_scheme = urlsplit(options.console_url or "").scheme or "https"
 
     def scheme_for(host: str, port: int | None) -> str:
         if host == auth_host:
             return auth_scheme
+        if host == console_host:
+            return console_scheme
         route = router.first_for_host(host, port)
         return route.options.from_scheme if route is not None else "https"
 
@@ -192,7 +208,9 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
                     rp_options,
                     shared_secret=secret,
                     client=client,
-                    allowed_hosts=lambda: _allowed_hosts(router, authenticate_host),
+                    allowed_hosts=lambda: _allowed_hosts(
+                        router, authenticate_host, options.console_host
+                    ),
                 )
             except ValueError as exc:  # the client registration's own checks
                 raise ConfigError([str(exc)]) from None
@@ -213,6 +231,11 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         )
         authenticate_table.update(auth_endpoints.authenticate_routes())  # type: ignore[arg-type]
         route_table = auth_endpoints.route_host_routes()  # type: ignore[assignment]
+    console: EndpointHandler | None = None
+    if options.console_url:
+        from ..console import build_console
+
+        console = build_console(loaded, services, auth_endpoints, minter)
     return ProxyState(
         options=options,
         router=router,
@@ -232,6 +255,9 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         session_cookie=options.cookie_name.encode("latin-1") if auth_endpoints else None,
         minter=minter,
         specs=specs,
+        console_host=options.console_host if console is not None else None,
+        console=console,
+        decisions=services.decisions if console is not None else None,
     )
 
 
@@ -254,10 +280,14 @@ def _mount_builtin(
     return relying_party_options(options, secret), in_process_client(provider)
 
 
-def _allowed_hosts(router: Router, authenticate_host: str | None) -> list[str]:
+def _allowed_hosts(
+    router: Router, authenticate_host: str | None, console_host: str | None = None
+) -> list[str]:
     hosts = [r.options.from_host for r in router.routes]
     if authenticate_host:
         hosts.append(authenticate_host)
+    if console_host:
+        hosts.append(console_host)
     return hosts
 
 

@@ -51,6 +51,15 @@ class MemoryStore(SessionStore):
         self._drop(session_id)
         self._notify(session_id)
 
+    async def list_sessions(self, limit: int) -> list[Session] | None:
+        now = self._clock()
+        live = [i for i, (_, expires) in self._sessions.items() if now < expires]
+        live.sort(key=lambda i: self._seen.get(i, 0.0), reverse=True)
+        found = [
+            self._decode(self._sessions[i][0], self._seen.get(i, 0.0)) for i in live[:limit]
+        ]
+        return [s for s in found if s is not None]
+
     async def touch(self, session_id: str, at: float) -> None:
         if session_id in self._sessions:
             self._seen[session_id] = max(at, self._seen.get(session_id, 0.0))

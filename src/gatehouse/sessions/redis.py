@@ -42,6 +42,8 @@ T = TypeVar("T")
 #: Fail fast when Redis is down rather than hold requests (seconds).
 CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 2.0
+#: Most session keys one console listing reads (SCAN is bounded so a huge store costs one page).
+LIST_SCAN_MAX = 2000
 #: Longest pause between resubscribe attempts (seconds).
 MAX_RESUBSCRIBE_BACKOFF_S = 2.0
 
@@ -133,6 +135,35 @@ class RedisStore(SessionStore):
 
     async def put(self, session: Session) -> None:
         await self._write(session, xx=False)
+
+    async def list_sessions(self, limit: int) -> list[Session] | None:
+        # SCAN, not KEYS: it never blocks Redis; bounded so a huge store costs one page.
+        match = self._k("s", "*")
+        start = len(self._k("s", ""))
+
+        async def scan() -> list[str]:
+            ids: list[str] = []
+            async for key in self._redis.scan_iter(match=match, count=500):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                ids.append(name[start:])
+                if len(ids) >= LIST_SCAN_MAX:
+                    break
+            return ids
+
+        ids = await self._call(scan)
+        if not ids:
+            return []
+        keys = [k for i in ids for k in (self._k("s", i), self._k("seen", i))]
+        values: list[Any] = await self._call(lambda: self._redis.mget(keys))
+        found = []
+        for n in range(len(ids)):
+            record, seen = values[2 * n], values[2 * n + 1]
+            if record is not None:
+                session = self._decode(record, float(seen) if seen is not None else 0.0)
+                if session is not None:
+                    found.append(session)
+        found.sort(key=lambda s: s.last_seen_at, reverse=True)
+        return found[:limit]
 
     async def replace(self, session: Session) -> bool:
         written = await self._write(session, xx=True)

@@ -187,6 +187,20 @@ class SQLiteStore(SessionStore):
         row = await self._run(q)
         return None if row is None else self._decode(row[0], row[1])
 
+    async def list_sessions(self, limit: int) -> list[Session] | None:
+        now = self._clock()
+
+        def q(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = conn.execute(
+                "SELECT record, last_seen_at FROM sessions WHERE expires_at>? "
+                "ORDER BY last_seen_at DESC LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [(r[0], r[1]) for r in rows]
+
+        found = [self._decode(record, seen) for record, seen in await self._run(q)]
+        return [s for s in found if s is not None]
+
     async def put(self, session: Session) -> None:
         text = self._records.dumps(session)
 

@@ -71,6 +71,11 @@ class SessionStore(abc.ABC):
     async def touch(self, session_id: str, at: float) -> None:
         """Record activity at ``at`` (for the idle timeout), without rewriting the record."""
 
+    async def list_sessions(self, limit: int) -> list[Session] | None:
+        """Up to ``limit`` live sessions, most recently seen first (for the console);
+        ``None`` when this store cannot list them."""
+        return None
+
     # -- coordination ------------------------------------------------------------------
     @abc.abstractmethod
     async def consume_once(self, key: str, ttl_s: float) -> bool:

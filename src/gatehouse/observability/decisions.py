@@ -1,0 +1,58 @@
+"""The process's own tally of policy decisions, for the console's overview.
+
+The pipeline records one entry per authorized request (route, user, decision) when the
+console is on; the console reads the counts and the most recent entries. Each process
+keeps its own tally (with ``workers`` > 1 the console shows the worker that served the
+page), bounded so that many users cannot grow it without limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+#: Most recent decisions kept.
+RECENT_DECISIONS = 200
+#: Most distinct (route, user, decision) counters kept; later ones are counted under
+#: :data:`OTHER_USERS` (a flood of user names must not grow the process).
+MAX_COUNTERS = 5000
+OTHER_USERS = "(other users)"
+
+
+@dataclass(frozen=True, slots=True)
+class RecentDecision:
+    at: float
+    route: str
+    user: str
+    decision: str
+
+
+class DecisionTally:
+    """Counts of decisions by (route, user, decision), and the latest ones in order."""
+
+    __slots__ = ("counts", "recent")
+
+    def __init__(self, recent: int = RECENT_DECISIONS) -> None:
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.recent: deque[RecentDecision] = deque(maxlen=recent)
+
+    def record(self, route: str, user: str | None, decision: str) -> None:
+        who = user or "(anonymous)"
+        key = (route, who, decision)
+        if key not in self.counts and len(self.counts) >= MAX_COUNTERS:
+            key = (route, OTHER_USERS, decision)
+        self.counts[key] += 1
+        self.recent.append(RecentDecision(time.time(), route, who, decision))
+
+    def by_route(self) -> list[tuple[str, int, int]]:
+        """``(route, allowed, refused)`` per route, busiest first."""
+        allow: Counter[str] = Counter()
+        other: Counter[str] = Counter()
+        for (route, _, decision), n in self.counts.items():
+            (allow if decision == "allow" else other)[route] += n
+        routes = set(allow) | set(other)
+        return sorted(((r, allow[r], other[r]) for r in routes), key=lambda row: -(row[1] + row[2]))
+
+    def top(self, limit: int = 50) -> list[tuple[tuple[str, str, str], int]]:
+        return self.counts.most_common(limit)
