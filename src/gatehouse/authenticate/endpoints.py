@@ -138,7 +138,15 @@ class AuthEndpoints:
             PROGRAMMATIC_LOGIN_PATH: self.programmatic_login,
         }
 
-    # -- used by the pipeline -----------------------------------------------------------
+    # -- used by the pipeline and the routes portal ---------------------------------------
+
+    async def request_session(self, request: Request) -> Session | None:
+        """The session ``request`` carries (cookie or programmatic token), if any."""
+        return await self._current(request)
+
+    def sign_in_or_401(self, request: Request) -> Response:
+        """A browser is sent to sign in and back; any other client gets 401."""
+        return self._login_or_401(request)
 
     def binding_cookie(self, scheme: str) -> str:
         """The name of the sign-in binding cookie on a route host served over ``scheme``."""

@@ -78,9 +78,7 @@ IGNORED: dict[str, str] = {
 }
 
 #: Route keys accepted with a warning.
-ROUTE_IGNORED: dict[str, str] = {
-    "logo_url": "gatehouse has no routes portal to show it on",
-}
+ROUTE_IGNORED: dict[str, str] = {}
 
 _SSH = "SSH routes are not supported"
 _MCP = "MCP routes are not supported"
@@ -103,8 +101,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "health_check_addr": "there is no separate health listener yet",
     "google_cloud_serverless_authentication_service_account": "Google Cloud serverless "
     "authentication is not supported",
-    "databroker_storage_connection_string_file": "not yet; set "
-    "databroker_storage_connection_string (or DATABROKER_STORAGE_CONNECTION_STRING)",
     "policy_file": "Pomerium removed it too (\"policy file setting is deprecated\"); "
     "put the routes in the config file under routes",
     "path_with_escaped_slashes_action": "encoded slashes are always refused; see docs/policy.md",
@@ -136,11 +132,6 @@ ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "kubernetes_service_account_token_file": "no Kubernetes API impersonation",
     "enable_google_cloud_serverless_authentication": "Google Cloud serverless "
     "authentication is not supported",
-    "load_balancing_policy": "upstreams are chosen by weighted round robin",
-    "lb_policy": "upstreams are chosen by weighted round robin",
-    "outlier_detection": f"{_ENVOY}; a refusing endpoint is skipped for 10 s",
-    "health_checks": "upstreams are not health-checked actively",
-    "healthy_panic_threshold": "upstreams are not health-checked actively",
     "circuit_breaker_thresholds": f"{_ENVOY} circuit breakers",
     "regex_priority_order": "routes are matched in the order written",
     "max_request_bytes": "only the global max_request_body_bytes is supported",

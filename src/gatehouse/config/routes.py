@@ -17,6 +17,7 @@ from .durations import Duration
 from .re2 import check_re2, check_substitution
 from .rewrites import RewriteHeader, check_header_name
 from .sub_policies import SubPolicy
+from .upstream_health import BalancingOptions
 
 _REDIRECT_CODES = {
     "MOVED_PERMANENTLY": 301,
@@ -43,7 +44,8 @@ class UpstreamURL(StrictModel):
     """One ``to`` endpoint: an http(s) URL with an optional load-balancing weight."""
 
     url: str
-    scheme: Literal["http", "https"]
+    #: `h2c`: HTTP/2 without TLS (prior knowledge), as Pomerium's `to: h2c://` (gRPC).
+    scheme: Literal["http", "https", "h2c"]
     host: str
     port: int
     #: The URL's path, without a trailing ``/``; put in front of every forwarded path.
@@ -64,8 +66,8 @@ class UpstreamURL(StrictModel):
             port = parts.port
         except ValueError as exc:
             raise ValueError(f"invalid upstream URL {raw!r}: {exc}") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"upstream URL {raw!r} must start with http:// or https://")
+        if parts.scheme not in ("http", "https", "h2c"):
+            raise ValueError(f"upstream URL {raw!r} must start with http://, https:// or h2c://")
         if not parts.hostname:
             raise ValueError(f"upstream URL {raw!r} has no host")
         if parts.username or parts.password:
@@ -134,15 +136,18 @@ class DirectResponse(StrictModel):
     body: str = ""
 
 
-class RouteOptions(StrictModel):
+class RouteOptions(BalancingOptions):
     """One entry of ``routes:``; keys and meanings follow Pomerium's route reference."""
 
     #: A name for logs and metrics.
     name: str | None = None
     #: A stable identifier (Pomerium compatibility).
     id: str | None = None
-    #: Free text.
+    #: Free text, shown on the routes portal (`/.pomerium/routes`).
     description: str | None = None
+    #: Image shown beside the route on the routes portal: an `https://` or `data:image/`
+    #: URL (others are not shown).
+    logo_url: str | None = None
     #: The external URL: `https://host` (or `http://` with `insecure_server`); `*.example.com`
     #: matches any subdomain; a port restricts the match to it.
     from_: str = Field(alias="from")
@@ -208,16 +213,30 @@ class RouteOptions(StrictModel):
     #: Origins allowed to open upgrades besides the route's own; unset = the global list.
     websocket_allowed_origins: StringList | None = None
 
-    #: Do not verify the upstream's TLS certificate.
+    #: Do not verify the upstream's TLS certificate (nor its name).
     tls_skip_verify: bool = False
-    #: CA bundle to verify the upstream's certificate.
+    #: CA bundle that verifies the upstream's certificate, as a file path (instead of the
+    #: system's and `certificate_authority`).
     tls_custom_ca_file: str | None = None
-    #: Accepted for compatibility; use `tls_custom_ca_file`.
+    #: The same as base64 of PEM (or a PEM).
     tls_custom_ca: str | None = None
-    #: SNI/certificate name to expect from the upstream.
+    #: SNI and certificate name to expect from the upstream (default: the `to` host).
     tls_server_name: str | None = None
-    #: Newer Pomerium name for `tls_server_name`.
+    #: Newer Pomerium name for `tls_server_name` (wins when both are set).
     tls_upstream_server_name: str | None = None
+    #: Client certificate presented to the upstream (mutual TLS): base64 of PEM (or a PEM)...
+    tls_client_cert: str | None = None
+    #: ...and its key.
+    tls_client_key: str | None = None
+    #: The client certificate as a file path...
+    tls_client_cert_file: str | None = None
+    #: ...and its key.
+    tls_client_key_file: str | None = None
+    #: Client CA bundle for this route instead of `downstream_mtls.ca`: base64 of PEM
+    #: (or a PEM).
+    tls_downstream_client_ca: str | None = None
+    #: The same as a file path.
+    tls_downstream_client_ca_file: str | None = None
 
     # Identity and policy (used by the identity and authorize packages).
     #: Send the signed assertion (and claim headers) upstream; the global value applies when unset.
@@ -346,6 +365,18 @@ class RouteOptions(StrictModel):
             raise ValueError(f"use only one of prefix, path or regex (has {', '.join(matchers)})")
         if (self.regex_rewrite_pattern is None) != (self.regex_rewrite_substitution is None):
             raise ValueError("regex_rewrite_pattern and regex_rewrite_substitution go together")
+        for a, b in (
+            ("tls_custom_ca", "tls_custom_ca_file"),
+            ("tls_client_cert", "tls_client_cert_file"),
+            ("tls_client_key", "tls_client_key_file"),
+            ("tls_downstream_client_ca", "tls_downstream_client_ca_file"),
+        ):
+            if getattr(self, a) and getattr(self, b):
+                raise ValueError(f"use either {a} or {b}, not both")
+        if bool(self.tls_client_cert or self.tls_client_cert_file) != bool(
+            self.tls_client_key or self.tls_client_key_file
+        ):
+            raise ValueError("tls_client_cert and tls_client_key go together")
         if self.preserve_host_header and self.host_rewrite:
             raise ValueError("use either preserve_host_header or host_rewrite, not both")
         pattern = self.host_path_regex_rewrite_pattern

@@ -26,6 +26,7 @@ from ..config.loader import LoadedConfig
 from ..config.options import Options
 from ..constants import JWKS_PATH, WELL_KNOWN_PATH
 from ..errors import ConfigError
+from ..gcpause import gc_paused
 from ..http.connection import Limits
 from ..http.messages import Request, Response
 from ..http.server import ServerSettings
@@ -34,6 +35,9 @@ from ..idp.store import StateStore
 from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
+from ..tls.downstream import compile_downstream
+from .portal import RoutesPortal
+from .compile_cache import RouteCompiler
 from .router import Route, Router, compile_route
 
 log = logging.getLogger("gatehouse")
@@ -53,6 +57,8 @@ class Services:
     idp_store: StateStore | None = None
     #: Called with ``created``/``refreshed``/``revoked`` (metrics), when set.
     session_event: Callable[[str], None] | None = None
+    #: Compiled routes kept between reloads (only changed routes are compiled again).
+    route_compiler: RouteCompiler = field(default_factory=RouteCompiler)
     #: Ask the serving process to re-read its config file now (set by the worker).
     request_reload: Callable[[], None] | None = None
     #: The digest of the config the serving process runs now (set by the worker).
@@ -112,8 +118,13 @@ def compile_routes(options: Options) -> list[Route]:
     """Compile every route and its policy; collect every problem before raising."""
     routes: list[Route] = []
     problems: list[str] = []
+    client_cas = compile_downstream(options)
     for i, route_options in enumerate(options.all_routes):
         route = compile_route(options, route_options, i)
+        trust = client_cas.for_route(i)
+        object.__setattr__(route, "client_trust", trust)
+        required = trust is not None and client_cas.default_deny
+        object.__setattr__(route, "client_cert_required", required)
         try:
             policy = compile_route_policy(route_options, i)
         except ConfigError as exc:
@@ -140,8 +151,9 @@ def shared_secret(options: Options) -> bytes:
         except OSError as exc:
             raise ConfigError([f"shared_secret_file: cannot read ({exc.strerror})"]) from exc
         return decode_secret(text, name="shared_secret_file")
-    if options.databroker_storage_type == "redis":
-        raise ConfigError(["shared_secret is required with databroker_storage_type: redis"])
+    if options.databroker_storage_type in ("redis", "postgres"):  # replicas must agree
+        kind = options.databroker_storage_type
+        raise ConfigError([f"shared_secret is required with databroker_storage_type: {kind}"])
     return load_or_create_secret(Path(options.data_dir).expanduser() / GENERATED_SHARED_SECRET_FILE)
 
 
@@ -173,9 +185,14 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
     Raises:
         ConfigError: something only detectable while compiling (a policy, a key).
     """
+    with gc_paused():
+        return _build_state(loaded, services)
+
+
+def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     options = loaded.options
     services = services or Services()
-    router = Router(compile_routes(options))
+    router = Router(services.route_compiler.compile(options))
     keyset = load_keyset(options)
     minter = AssertionMinter(keyset, cache_max_bytes=options.assertion_cache_max_bytes)
     specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
@@ -231,6 +248,10 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         )
         authenticate_table.update(auth_endpoints.authenticate_routes())  # type: ignore[arg-type]
         route_table = auth_endpoints.route_host_routes()  # type: ignore[assignment]
+        portal = RoutesPortal(
+            router.routes, auth_endpoints.request_session, auth_endpoints.sign_in_or_401
+        )
+        route_table.update(portal.handlers())
     console: EndpointHandler | None = None
     if options.console_url:
         from ..console import build_console
