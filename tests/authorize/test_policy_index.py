@@ -17,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatehouse.authorize import PolicyInput, compile_policy_data
+from gatehouse.authorize import policy as policy_module
 from gatehouse.authorize.clause_index import criterion_keys
 from gatehouse.sessions.model import Session
 
+DEFAULT_MIN_CLAUSES = policy_module.INDEX_MIN_CLAUSES
 EMAILS = ["alice@example.com", "bob@example.com", "carol@corp.example", "dave", "e@x@y"]
 USERS = ["u-alice", "u-bob", "u-carol"]
 GROUPS = ["admins", "staff", "eng", "oncall"]
@@ -102,12 +104,16 @@ def _same(policy: Any, inp: PolicyInput) -> None:
         st.tuples(sessions, st.sampled_from(["GET", "POST"]), st.sampled_from(["/", "/admin/x"])),
         min_size=1,
         max_size=6,
-    ),  # noqa: E501
+    ),
 )
 def test_index_decides_as_the_full_evaluator(
     rules: list[dict[str, Any]], requests: list[tuple[Session | None, str, str]]
 ) -> None:
-    policy = compile_policy_data(rules)
+    policy_module.INDEX_MIN_CLAUSES = 0  # index every generated policy, however small
+    try:
+        policy = compile_policy_data(rules)
+    finally:
+        policy_module.INDEX_MIN_CLAUSES = DEFAULT_MIN_CLAUSES
     for session, method, path in requests:
         _same(policy, PolicyInput(method, path, source_ip="10.0.0.1", session=session, now=1e9))
 
@@ -122,19 +128,21 @@ def test_guards_are_necessary_conditions() -> None:
     assert criterion_keys("claim", "dept", "eng") is None
 
 
-def _per_call_us(fn: Any, n: int = 3000) -> float:
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, time.perf_counter() - start)
-    return best / n * 1e6
+def _best_us(fns: list[Any], n: int = 2000, rounds: int = 9) -> list[float]:
+    """Per-call µs of each function, best of interleaved rounds (fair on a busy machine)."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / n * 1e6)
+    return best
 
 
 def test_cost_does_not_grow_with_rules_that_cannot_match() -> None:
     """A 200-rule policy (one allow rule per user, a few deny rules) costs about what a
-    1-rule policy does for the user matched by the last rule (the full evaluator: ~15x)."""
+    1-rule policy does for the user matched by the last rule (the full evaluator: ~10x)."""
     one = compile_policy_data([{"allow": {"or": [{"email": "user199@example.com"}]}}])
     rules: list[dict[str, Any]] = [
         {"allow": {"or": [{"email": {"is": f"user{i}@example.com"}}, {"groups": f"team-{i}"}]}}
@@ -146,14 +154,18 @@ def test_cost_does_not_grow_with_rules_that_cannot_match() -> None:
     session = Session(id="s", user_id="u", email="user199@example.com", expires_at=1e12)
     inp = PolicyInput("GET", "/", session=session, now=1e9)
     assert many.evaluate(inp).allowed and one.evaluate(inp).allowed
-    base = _per_call_us(lambda: one.evaluate(inp))
-    assert _per_call_us(lambda: many.evaluate(inp)) < 2.5 * base
+    base, indexed, full = _best_us(
+        [lambda: one.evaluate(inp), lambda: many.evaluate(inp), lambda: many.evaluate_all(inp)]
+    )
+    assert indexed < 3 * base, (base, indexed)
+    assert full > 3 * indexed, (indexed, full)  # what the index saves
 
 
 def test_domain_read_as_the_criterion_reads_it() -> None:
     """``domain`` is the part after the first ``@`` (before any second one)."""
     policy = compile_policy_data(
         [{"allow": {"or": [{"domain": "x"}]}}, {"deny": {"or": [{"domain": {"is": "y"}}]}}]
+        + [{"deny": {"or": [{"user": f"banned-{i}"}]}} for i in range(4)]
     )
     for email in ("e@x@y", "e@x", "e@y", "x", "e@"):
         session = Session(id="s", user_id="u", email=email, expires_at=1e12)

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from ..gcpause import gc_paused
 from .auth import IdpUser
 from .options import IGNORED_POMERIUM_KEYS, Options, cross_checks
 from .pomerium_keys import not_supported, screen
@@ -34,6 +35,10 @@ from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import CertificatePair
 
 Location = tuple[str | int, ...]
+
+#: libyaml's parser when PyYAML has it (10x the pure-Python one: 10,000 routes compose in
+#: ~0.3 s instead of ~3 s); the nodes, tags and marks are the same.
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(slots=True)
@@ -102,12 +107,14 @@ def parse_loc(key: str) -> Location:
     return tuple(loc)
 
 
-def _node_to_data(node: yaml.Node, loc: Location, lines: _Lines) -> Any:
+def _node_to_data(
+    node: yaml.Node, loc: Location, lines: _Lines, scalars: yaml.constructor.SafeConstructor
+) -> Any:
     lines.by_loc.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _node_to_data(key_node, (*loc, "<key>"), lines)
+            key = _node_to_data(key_node, (*loc, "<key>"), lines, scalars)
             if key == "<<":
                 continue
             lines.by_loc[(*loc, str(key))] = key_node.start_mark.line + 1
@@ -116,18 +123,18 @@ def _node_to_data(node: yaml.Node, loc: Location, lines: _Lines) -> Any:
                     [f"line {key_node.start_mark.line + 1}: key {key!r} appears twice"]
                 )
             out[str(key) if not isinstance(key, str) else key] = _node_to_data(
-                value_node, (*loc, str(key)), lines
+                value_node, (*loc, str(key)), lines, scalars
             )
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_node_to_data(item, (*loc, i), lines) for i, item in enumerate(node.value)]
+        return [_node_to_data(item, (*loc, i), lines, scalars) for i, item in enumerate(node.value)]
     # Scalars: let the safe constructor resolve the tag (int, bool, null, str...).
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    return scalars.construct_object(node, deep=True)
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_COMPOSER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -136,7 +143,8 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
     lines = _Lines()
     if node is None:
         return {}, lines
-    data = _node_to_data(node, (), lines)
+    # One constructor for the document (making one per scalar cost ~10 us each).
+    data = _node_to_data(node, (), lines, yaml.constructor.SafeConstructor())
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: the config must be a mapping of keys to values"])
     return data, lines
@@ -238,6 +246,11 @@ def load_text(
     text: str, source: str = "<config>", env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem."""
+    with gc_paused():
+        return _load_text(text, source, env)
+
+
+def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedConfig:
     data, lines = _parse_yaml(text, source)
     warnings = []
     for key in list(data):

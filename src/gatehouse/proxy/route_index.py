@@ -185,13 +185,17 @@ class HostGroup(Generic[R]):
 
     def __init__(self, routes: Sequence[R]) -> None:
         ports = {r.port for r in routes if r.port is not None}
+        self._other_ports: PathTable[R] = PathTable([r for r in routes if r.port is None])
         # No port in the request: the route's scheme's default port decides (RFC 9110 §7.2).
         self._by_port: dict[int | None, PathTable[R]] = {
-            None: PathTable([r for r in routes if r.port is None or r.port == r.default_port])
+            None: (
+                PathTable([r for r in routes if r.port is None or r.port == r.default_port])
+                if ports
+                else self._other_ports  # no route names a port: one table serves all
+            )
         }
         for port in ports:
             self._by_port[port] = PathTable([r for r in routes if r.port is None or r.port == port])
-        self._other_ports = PathTable([r for r in routes if r.port is None])
 
     def table(self, port: int | None) -> PathTable[R]:
         found = self._by_port.get(port)
