@@ -26,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .config.loader import load_file
-    from .preflight import startup_problems
+    from .preflight import startup_problems, store_warning
 
     try:
         loaded = load_file(args.config)
@@ -37,6 +37,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return _report(problems, args.config)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    unreachable = store_warning(loaded.options)
+    if unreachable is not None:
+        print(f"warning: {unreachable}", file=sys.stderr)
     routes = len(loaded.options.all_routes)
     print(f"{args.config}: OK ({routes} route{'s' if routes != 1 else ''})")
     return 0

@@ -114,6 +114,39 @@ def _dry_services(options: Options, services: Services) -> None:
         services.idp_store = MemoryStateStore()
 
 
+def store_warning(options: Options) -> str | None:
+    """Why the shared session store (Redis, PostgreSQL) does not answer now, if it does not.
+
+    Not a start-up problem: ``run`` starts without it and answers 503 to requests that
+    need a session until it is back. ``check`` says so (connecting, creating nothing).
+    Call only for a config without start-up problems.
+    """
+    from .sessions.backends import SHARED_TYPES, connection_string
+
+    if options.idp_provider is None or options.databroker_storage_type not in SHARED_TYPES:
+        return None
+    from .errors import ServiceUnavailable
+    from .sessions.manager import build_session_manager
+
+    async def probe() -> str | None:
+        store = build_session_manager(options).store
+        try:
+            await store.ping()
+        except ServiceUnavailable as exc:
+            return str(exc)
+        finally:
+            await store.close()
+        return None
+
+    reason = asyncio.run(probe())
+    if reason is None:
+        return None
+    return (
+        f"{connection_string(options)[1]}: {reason}; gatehouse run starts anyway and "
+        "answers 503 to requests that need a session until the store is reachable"
+    )
+
+
 def _key_of(problem: str) -> str | None:
     match = _KEY.match(problem)
     return match["key"] if match else None

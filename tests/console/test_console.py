@@ -283,6 +283,13 @@ def test_invalid_input_is_shown_beside_its_field_with_the_check_message(
         copy.write_text(yaml.safe_dump(data, sort_keys=False))
         reported = [_without_location(line) for line in _check_stderr(copy).splitlines()]
         assert _without_location(message) in reported, (message, reported)
+    # Text that is not YAML at all is refused beside the policy, before any check.
+    form = alice.form("/routes/0")
+    form["policy"] = "- allow: {or: [\n"
+    r = alice.post("/routes/0", form)
+    assert r.status_code == 422
+    assert re.search(r'id="err-policy"[^>]*>invalid YAML', r.text)
+    assert _file(gh) == before
     assert audit_lines(gh) == []
 
 
@@ -427,3 +434,35 @@ def test_pages_have_the_console_security_headers(alice: ConsoleUser) -> None:
     css = alice.get("/static/console.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert "@media" in css.text  # responsive
+
+
+# -- several workers ----------------------------------------------------------------------------
+
+
+def test_apply_reaches_every_worker(tmp_path, app_upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    from support import wait_until
+    from support.gatehouse import GatehouseProcess
+
+    from .conftest import config_text
+
+    workdir = tmp_path / "multi"
+    workdir.mkdir()
+    gh = GatehouseProcess(config_text(workdir, app_upstream.url, workers=2), workdir).start()
+    try:
+        alice = ConsoleUser(gh, "alice")
+        form = alice.form("/routes/1?tab=headers")
+        form["set_request_headers"] = "X-Applied: everywhere"
+        assert alice.post("/routes/1", form).status_code == 303
+
+        def every_worker_serves_it() -> bool:
+            # Fresh connections are spread over the workers by the kernel.
+            for _ in range(12):
+                assert gh.get("/", "public.localhost").status_code == 200
+            recent = app_upstream.requests[-12:]
+            return all(r.header("x-applied") == "everywhere" for r in recent)
+
+        assert wait_until(every_worker_serves_it, timeout=5, interval=0.1)
+        pids = {r["pid"] for r in gh.logs() if r.get("message") == "config reloaded"}
+        assert len(pids) == 2  # both workers reloaded, neither restarted
+    finally:
+        assert gh.stop() == 0, gh.stderr_text()

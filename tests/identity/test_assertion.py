@@ -154,6 +154,7 @@ def test_claim_headers_and_extra_claims(keyset: KeySet, session: Session) -> Non
         ("X-Pomerium-Claim-Groups", "eng,admins"),
         ("X-Pomerium-Claim-Department", "R&D"),
         ("X-Pomerium-Claim-Roles", "a,b"),
+        ("X-Pomerium-Claim-Missing", ""),  # a claim the user lacks: empty, as Pomerium
     )
     c = _claims(a.jwt)
     assert c["department"] == "R&D"

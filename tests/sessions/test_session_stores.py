@@ -1,4 +1,4 @@
-"""The store contract against every backend (memory, SQLite file, real Redis)."""
+"""The store contract against every backend (memory, SQLite file, real Redis, real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -167,7 +168,7 @@ async def test_unreadable_record_is_no_session(make_store: StoreFactory) -> None
 
 
 async def test_tokens_encrypted_at_rest(
-    make_store: StoreFactory, tmp_path: Path, redis_url: str
+    make_store: StoreFactory, tmp_path: Path, redis_url: str, postgres_url: str
 ) -> None:
     store = await make_store()
     await store.put(make_session())
@@ -181,6 +182,14 @@ async def test_tokens_encrypted_at_rest(
             blob = raw if isinstance(raw, bytes) else b""
         finally:
             await client.aclose()
+    elif kind == "postgres":
+        table = psycopg.sql.Identifier(f"{store._prefix}sessions_v1")  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+            cur = await conn.execute(
+                psycopg.sql.SQL("SELECT record FROM {} WHERE id = 'sid-1'").format(table)
+            )
+            row = await cur.fetchone()
+        blob = str(row[0]).encode() if row else b""
     else:
         blob = store._sessions["sid-1"][0].encode()  # type: ignore[attr-defined]
     assert b"user-1" in blob

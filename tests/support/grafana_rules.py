@@ -22,8 +22,8 @@ The rules:
   Grafana's list; the signature must verify with the key;
 * claims: ``iss``/``sub`` strings, ``aud`` string or list, ``exp``/``nbf``/``iat``
   numbers; with go-jose's default leeway of one minute: not expired, not before ``nbf``,
-  not issued in the future; ``iss``, ``sub`` and every ``aud`` of ``expect_claims``
-  match; any other expected claim deep-equals the token's;
+  not issued in the future; ``iss`` and ``sub`` of ``expect_claims`` match and one of
+  its ``aud`` values is in the token's; any other expected claim deep-equals the token's;
 * the user: ``sub`` must be a non-empty string ("missing mandatory 'sub' claim");
   login from ``username_claim``, email from ``email_claim``, and at least one of them
   ("missing login and email claim"); the role from ``role_attribute_path`` (JMESPath,
@@ -329,7 +329,8 @@ class GrafanaJWT:
             raise GrafanaRefusal("failed to verify JWT: invalid subject claim (sub)")
         if "aud" in expect:
             wanted = [expect["aud"]] if isinstance(expect["aud"], str) else expect["aud"]
-            if not all(a in auds for a in wanted):
+            # go-jose v4 Expected.AnyAudience: one expected audience in the token suffices.
+            if not any(a in auds for a in wanted):
                 raise GrafanaRefusal("failed to verify JWT: invalid audience claim (aud)")
         for key, value in expect.items():
             if key in ("iss", "sub", "aud"):

@@ -170,7 +170,7 @@ class H2Client:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return done()
             except OSError:
                 self.closed = True

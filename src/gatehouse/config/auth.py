@@ -93,12 +93,19 @@ class AuthOptions(StrictModel):
     session_idle_timeout: Duration = 0.0
 
     #: Where session records live: `sqlite` (in `data_dir`, shared by one machine's
-    #: workers), `redis` (shared by replicas) or `memory` (one process, lost on restart).
+    #: workers), `redis` or `postgres` (shared by replicas), or `memory` (one process, lost
+    #: on restart). See docs/operations.md, "Session stores".
     databroker_storage_type: Annotated[
-        Literal["sqlite", "memory", "redis"], any_case("sqlite", "memory", "redis")
+        Literal["sqlite", "memory", "redis", "postgres"],
+        any_case("sqlite", "memory", "redis", "postgres"),
     ] = "sqlite"
-    #: The Redis URL (`redis://`, `rediss://` or `unix://`) for `databroker_storage_type: redis`.
+    #: Where the shared store is: a Redis URL (`redis://`, `rediss://`, `unix://`) for
+    #: `redis`; a libpq connection string (`postgres://user:pass@host:5432/db?sslmode=require`
+    #: or `host=... dbname=... user=...`) for `postgres`.
     databroker_storage_connection_string: str | None = None
+    #: A file holding `databroker_storage_connection_string` (surrounding whitespace
+    #: trimmed); takes precedence over it, as in Pomerium.
+    databroker_storage_connection_string_file: str | None = None
 
     #: Where the browser goes after signing out (default: gatehouse's signed-out page).
     signout_redirect_url: str | None = None

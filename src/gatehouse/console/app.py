@@ -167,6 +167,12 @@ class Console:
         except GatehouseError as exc:
             log.warning("console request failed: %s", exc, extra={"path": request.path})
             response = self._error_page(exc.status, exc.title, exc.message or exc.title)
+        except Exception:
+            # Never a traceback to the client; the reason is in the log.
+            log.exception("console request failed", extra={"path": request.path})
+            response = self._error_page(
+                500, "Internal Server Error", "The console could not do this; see the log."
+            )
         response.headers.extend(SECURITY_HEADERS)
         return response
 

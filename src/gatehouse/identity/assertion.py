@@ -333,9 +333,9 @@ class AssertionMinter:
                 value = session.claims.get(claim)
                 if value is not None:
                     claims[claim] = value
-            text = claim_header_value(value)
-            if text is not None:
-                headers.append((header, text))
+            # A claim the user lacks is sent as an empty header, as Pomerium does, so an
+            # upstream never sees a stale value for it from anywhere else.
+            headers.append((header, claim_header_value(value) or ""))
         jwt = self._signer(key).sign(claims)
         return Assertion(jwt, tuple(headers), iat, exp, key.kid)
 

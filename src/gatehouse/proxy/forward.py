@@ -21,9 +21,11 @@ from time import monotonic as _now
 
 from ..errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from ..http.exchange import Exchange, Phase
+from ..http.h2.grpc import is_grpc
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool, UpstreamConnection
 from .balancer import Target
+from .forward_h2 import forward_h2
 from .headers import client_response_block, upstream_request_head
 from .router import Route
 
@@ -182,6 +184,20 @@ async def forward(
     if balancer is None:  # routes with redirect/response actions never get here
         raise UpstreamConnectError("route has no upstream")
     head = exchange.head
+    scheme = balancer.targets[0].endpoint.scheme
+    if scheme == "h2c" or (scheme == "https" and is_grpc(head)):
+        # HTTP/2 upstreams: h2c routes, and gRPC (which needs trailers) over TLS.
+        url, duration_s, reused_h2 = await forward_h2(
+            exchange,
+            route,
+            pool,
+            path=path,
+            query=query,
+            original_host=original_host,
+            identity_headers=identity_headers,
+            session_cookie=session_cookie,
+        )
+        return Outcome(url, duration_s, reused_h2)
     started = _now()
     if route.timeout_s > 0:
         exchange.request_deadline = started + route.timeout_s

@@ -17,7 +17,8 @@ Theory of operation:
   With a store that has a machine-wide revocation stamp (SQLite), every worker compares
   the stamp on its cached path (one memory read) and, when it changed, catches up on the
   store's invalidations before trusting its cache: a sign-out that has returned holds in
-  every worker of the machine at once. Other replicas (Redis) learn it by pub/sub.
+  every worker of the machine at once. Other replicas learn it by Redis pub/sub or
+  PostgreSQL LISTEN/NOTIFY (the PostgreSQL store has the stamp too).
 * ``issue_handoff``/``redeem_handoff`` move a session from the authenticate host to a
   route host in a short-lived, single-use, encrypted token bound to the route host and
   to the browser that started the sign-in.
@@ -38,10 +39,10 @@ from typing import Any
 
 from ..config import Options
 from ..errors import ConfigError, ServiceUnavailable
+from .backends import SHARED_TYPES, build_store
 from .cache import SessionCache
 from .cookie import CookieCodec, HandoffCodec, normalize_host
 from .keys import SessionKeys, decode_secret, load_or_create_secret
-from .memory import MemoryStore
 from .model import Session
 from .serialize import RecordCodec
 from .stamp import SharedStamp
@@ -65,7 +66,6 @@ MAX_CATCH_UP_ROUNDS = 3
 HANDOFF_TTL_S = 60.0
 #: File holding a generated cookie secret when none is configured (embedded default).
 GENERATED_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name
-SQLITE_FILE = "sessions.sqlite3"
 
 
 class SessionManager:
@@ -433,11 +433,11 @@ def session_keys_from_options(options: Options) -> SessionKeys:
     """Derive the session keys from ``cookie_secret``/``cookie_secret_file``.
 
     Without either, the embedded stores use a secret generated once into ``data_dir``
-    (so restarts and sibling workers agree); the Redis store requires a configured one,
-    since replicas on other machines must share it.
+    (so restarts and sibling workers agree); the shared stores (Redis, PostgreSQL)
+    require a configured one, since replicas on other machines must share it.
 
     Raises:
-        ConfigError: malformed secret, or Redis without one.
+        ConfigError: malformed secret, or a shared store without one.
     """
     if options.cookie_secret:
         return SessionKeys.from_secret(decode_secret(options.cookie_secret))
@@ -447,8 +447,9 @@ def session_keys_from_options(options: Options) -> SessionKeys:
         except OSError as exc:
             raise ConfigError([f"cookie_secret_file: cannot read ({exc.strerror})"]) from exc
         return SessionKeys.from_secret(decode_secret(text, name="cookie_secret_file"))
-    if options.databroker_storage_type == "redis":
-        raise ConfigError(["cookie_secret is required with databroker_storage_type: redis"])
+    if options.databroker_storage_type in SHARED_TYPES:
+        kind = options.databroker_storage_type
+        raise ConfigError([f"cookie_secret is required with databroker_storage_type: {kind}"])
     if options.databroker_storage_type == "memory":
         return SessionKeys.from_secret(secrets.token_bytes(32))
     path = Path(options.data_dir).expanduser() / GENERATED_SECRET_FILE
@@ -470,23 +471,7 @@ def build_session_manager(
     """
     keys = session_keys_from_options(options)
     records = RecordCodec(keys.tokens)
-    store: SessionStore
-    kind = options.databroker_storage_type
-    if kind == "memory":
-        store = MemoryStore(records, clock=clock)
-    elif kind == "sqlite":
-        from .sqlite import SQLiteStore
-
-        store = SQLiteStore(Path(options.data_dir).expanduser() / SQLITE_FILE, records, clock=clock)
-    else:
-        url = options.databroker_storage_connection_string or ""
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                ["databroker_storage_connection_string: expected redis://, rediss:// or unix://"]
-            )
-        from .redis import RedisStore
-
-        store = RedisStore(url, records)
+    store = build_store(options, records, clock=clock)
     if wrap_store is not None:
         store = wrap_store(store)  # e.g. timing every call for the metrics
     return SessionManager(

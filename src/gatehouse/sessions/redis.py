@@ -119,6 +119,9 @@ class RedisStore(SessionStore):
             self._subscriber = None
         await self._redis.aclose()
 
+    async def ping(self) -> None:
+        await self._call(self._redis.ping)
+
     @property
     def subscribed(self) -> bool:
         return self._subscribed.is_set()

@@ -1,18 +1,19 @@
-"""The session store interface shared by ``memory``, ``sqlite`` and ``redis``.
+"""The session store interface shared by ``memory``, ``sqlite``, ``redis`` and ``postgres``.
 
 A store keeps session records (tokens encrypted at rest by :class:`RecordCodec`), a
 "last seen" time per session kept apart from the record, one-shot keys
 (:meth:`SessionStore.consume_once`: handoff tokens, OIDC ``state``, authorization codes)
 and short leases (:meth:`SessionStore.acquire_lock`: one refresher per session across
 processes). It also tells listeners which sessions changed, so per-process caches can drop
-them: in process (memory), by polling a change counter (SQLite), or by pub/sub (Redis).
+them: in process (memory), by polling a change counter (SQLite), by pub/sub (Redis), or
+by LISTEN/NOTIFY with a polling fallback (PostgreSQL).
 
 Every failure of the backing service is raised as :class:`gatehouse.errors.ServiceUnavailable`
 (``from`` the original), never as the driver's own exception.
 
 Invalidation listeners are called with a session id, or with ``None`` meaning "drop
 everything": sent when the store cannot be sure it saw every change (e.g. after the Redis
-subscription reconnects).
+subscription reconnects, or after a PostgreSQL outage longer than its change retention).
 
 A store shared by the processes of one machine may also offer a revocation stamp
 (:meth:`SessionStore.revocation_stamp`): changed after every delete, it lets each
@@ -48,6 +49,13 @@ class SessionStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and release connections."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Check that the backing service answers now, creating nothing (``gatehouse check``).
+
+        Raises:
+            ServiceUnavailable: it does not.
+        """
 
     # -- records ---------------------------------------------------------------------------
     @abc.abstractmethod

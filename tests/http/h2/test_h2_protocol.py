@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Callable
 from typing import Any
 

@@ -45,6 +45,7 @@ class StreamChannel:
 
     __slots__ = (
         "_end_pending",
+        "_head",
         "_pause_mask",
         "_pending",
         "_pending_bytes",
@@ -67,6 +68,8 @@ class StreamChannel:
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._end_pending = False
+        #: Response headers not sent yet (see :meth:`send_head`).
+        self._head: list[Header] | None = None
         self._trailers: list[Header] | None = None
         self._pause_mask = 0
         self._withheld = 0
@@ -148,6 +151,23 @@ class StreamChannel:
             self._done()
         self.proto.flush()
 
+    def send_head(self, headers: list[Header]) -> None:
+        """Send the response headers with the first body bytes, with the end of the
+        stream, or at the next turn of the loop, whichever comes first.
+
+        A response that ends at once goes out as one HEADERS frame with END_STREAM: for
+        gRPC's trailers-only responses that is required (a client reads a lone empty
+        DATA frame as a broken stream), and it saves a frame for every bodiless response.
+        """
+        if self.closed:
+            return
+        self._head = headers
+        self.loop.call_soon(self._head_timer)
+
+    def _head_timer(self) -> None:
+        if self._head is not None and not self.closed:
+            self._drain()
+
     def send(self, data: bytes) -> None:
         """Queue response bytes and send what the flow-control window allows."""
         if self.closed or not data:
@@ -176,6 +196,16 @@ class StreamChannel:
         sid = self.stream_id
         pending = self._pending
         try:
+            head = self._head
+            if head is not None:
+                self._head = None
+                if not pending and self._end_pending and self._trailers is None:
+                    h2conn.send_headers(sid, head, end_stream=True)
+                    self._end_pending = False
+                    self._done()
+                    self.proto.flush()
+                    return
+                h2conn.send_headers(sid, head)
             while pending:
                 window = h2conn.local_flow_control_window(sid)
                 if window <= 0:
@@ -313,7 +343,7 @@ class H2Exchange(Exchange):
         self._no_body = no_body
         length = content_length if status != 204 and not 100 <= status < 200 else None
         self.phase = Phase.RESPONDING
-        self.stream.send_headers(response_headers(status, header_block, length))
+        self.stream.send_head(response_headers(status, header_block, length))
 
     def write(self, data: bytes) -> None:
         if self.phase is not Phase.RESPONDING or not data:
