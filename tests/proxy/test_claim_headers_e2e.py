@@ -53,3 +53,19 @@ def test_missing_claim_is_an_empty_header(stack: tuple[GatehouseProcess, Upstrea
     assert seen.header_all("x-pomerium-claim-email") == ["alice@example.com"]
     assert seen.header_all("x-pomerium-claim-department") == [""]
     assert b"forged-by-client" not in seen.raw_head
+
+
+def test_user_json_is_the_assertion_payload(stack: tuple[GatehouseProcess, Upstream]) -> None:
+    """``/.pomerium/user`` is what Pomerium serves: the assertion's claims without iss, aud,
+    exp, iat and jti; the IdP's other claims (``groups`` from the token aside) stay out."""
+    gh, _ = stack
+    browser = Browser(gh.port)
+    assert browser.follow("http://app.localhost/").status_code == 200
+    user = browser.get(
+        "http://app.localhost/.pomerium/user", headers={"Accept": "application/json"}
+    )
+    assert user.status_code == 200
+    body = user.json()
+    assert set(body) == {"sub", "user", "email", "name", "groups", "sid"}
+    assert body["email"] == "alice@example.com" and body["sub"] == "alice-sub"
+    assert body["groups"] == ["staff"]

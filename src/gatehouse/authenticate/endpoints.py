@@ -342,16 +342,19 @@ class AuthEndpoints:
         session = await self._current(request)
         if session is None:
             raise Unauthenticated("no session")
-        body = {
-            **dict(session.claims),
+        # Pomerium's shape: the assertion's payload without the claims about the JWT itself
+        # (iss, aud, exp, iat, jti), so the user's claims plus those jwt_claims_headers names.
+        body: dict[str, object] = {
             "sub": session.user_id,
             "user": session.user_id,
             "email": session.email,
             "name": session.name,
             "groups": list(session.groups),
             "sid": session.id,
-            "exp": int(session.expires_at),
         }
+        for claim in self.options.jwt_claims_headers.values():
+            if claim not in body and session.claims.get(claim) is not None:
+                body[claim] = session.claims[claim]
         return Response.json(body, headers=[("Cache-Control", "no-store")])
 
     async def sign_out(self, request: Request) -> Response:
