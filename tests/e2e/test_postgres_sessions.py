@@ -20,6 +20,7 @@ import pytest
 
 from support import wait_until
 from support.browser import Browser
+from support.client import RawConnection
 from support.gatehouse import GatehouseProcess, run_cli
 from support.loop import LoopThread
 from support.relay import TcpRelay
@@ -179,3 +180,47 @@ def test_postgres_down_then_back(
     # The outage and the recovery each logged once (the start-up failure is the first one).
     assert _count(gh, "postgres session store unreachable") == 1
     assert "Sw0rdf1sh" not in text and "Sw0rdf1sh" not in "\n".join(gh.stdout_lines)
+
+
+def test_sign_out_is_refused_by_every_worker_at_once(
+    idp: Any, app_upstream: Any, tmp_path: Path, schema: str
+) -> None:
+    """``workers: 2`` on one PostgreSQL store: once the sign-out returned, neither worker
+    lets the cookie in, not even for the first request. The revocation stamp in data_dir
+    guarantees it; the notification alone is usually fast enough too, so the stamp by
+    itself is checked in tests/sessions/test_session_postgres.py (listener off)."""
+    config = sso_config(
+        idp,
+        [{"from": APP, "to": app_upstream.url, "allow_any_authenticated_user": True}],
+        databroker_storage_type="postgres",
+        databroker_storage_connection_string=pg_url(schema),
+        workers=2,
+        log_level="debug",  # "access allow" lines carry the worker's pid
+        idp_scopes=["openid", "profile", "email"],
+    )
+    with GatehouseProcess(config, tmp_path) as gh:
+        browser = Browser(gh.port)
+        assert browser.follow(f"{APP}/").status_code == 200
+        cookie = browser.cookies["app.localhost"]["_gatehouse"]
+
+        def pids(message: str, since: int = 0) -> set[int]:
+            return {int(r["pid"]) for r in gh.logs()[since:] if r.get("message") == message}
+
+        def fresh_get() -> int:
+            conn = RawConnection(gh.port)  # a new connection: the kernel picks the worker
+            try:
+                headers = [("Cookie", f"_gatehouse={cookie}"), ("Accept", "application/json")]
+                return conn.request("GET", "/x", "app.localhost", headers).status
+            finally:
+                conn.sock.close()
+
+        for _ in range(400):  # both workers serve (and cache) the session first
+            assert fresh_get() == 200
+            if len(pids("access allow")) == 2:
+                break
+        assert len(pids("access allow")) == 2, "the requests never reached both workers"
+        mark = len(gh.logs())
+        _sign_out(browser)
+        statuses = [fresh_get() for _ in range(200)]
+        assert statuses == [401] * 200, f"{statuses.count(200)} requests still let in"
+        assert len(pids("access needs-login", mark)) == 2, "refusals did not come from both"
