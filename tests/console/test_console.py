@@ -336,7 +336,7 @@ def test_markup_in_a_route_name_or_policy_is_shown_as_text(
         assert "onerror=alert(2)>" not in page.text
         csp = page.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
-        assert "script-src" not in csp  # no script may run at all
+        assert "script-src 'self'" in csp and "unsafe" not in csp  # no inline script
         assert page.headers["x-frame-options"] == "DENY"
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in alice.get("/routes").text
 
@@ -412,6 +412,8 @@ def test_overview_lists_sessions_and_revoke_is_immediate(
         re.S,
     )
     bob_session = next(sid for user, sid in rows if user == "bob@example.com")
+    bob_row = re.search(r'<td class="user">bob@example.com.*?</tr>', overview.text, re.S)
+    assert bob_row and '<td class="routes-used">app</td>' in bob_row.group(0)
     r = alice.post("/sessions/revoke", {"csrf": csrf_of(overview.text), "session_id": bob_session})
     assert r.status_code == 303, r.text
     # Immediately: the next request with bob's cookie is not signed in.

@@ -122,6 +122,12 @@ def test_admin_turns_identity_headers_on_and_off_in_chromium(gh: GatehouseProces
     page.click("#dry-run-button")
     page.wait_for_selector("#dry-outcome")
     assert page.inner_text("#dry-outcome") == "deny"
+    # With the console's script the dry run answers as you type, without the button.
+    page.fill("#dr_email", "alice@example.com")
+    page.wait_for_selector("#dry-outcome.ok")  # class ok: allow (polled; the CSP forbids eval)
+    page.fill("#dr_email", "eve@example.com")
+    page.wait_for_selector("#dry-outcome.bad")
+    assert page.inner_text("#dry-outcome") == "deny"
     shot(page, "console-04-policy-dry-run")
 
     _set_identity_headers(page, console, False, "console-05")

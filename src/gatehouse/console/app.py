@@ -55,8 +55,8 @@ log = logging.getLogger("gatehouse.console")
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     (
         "Content-Security-Policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
@@ -67,6 +67,12 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Cache-Control", "no-store"),
 )
 STYLESHEET_PATH = "/static/console.css"
+SCRIPT_PATH = "/static/console.js"
+#: The console's own static files: path -> (file, content type).
+STATIC_FILES = {
+    STYLESHEET_PATH: ("console.css", "text/css; charset=utf-8"),
+    SCRIPT_PATH: ("console.js", "text/javascript; charset=utf-8"),
+}
 _ROUTE_PATH = re.compile(r"^/routes/(?P<n>new|\d{1,6})(?:/(?P<action>dry-run|duplicate|delete))?$")
 
 
@@ -177,10 +183,9 @@ class Console:
         return response
 
     async def _handle(self, request: Request) -> Response:
-        if request.path == STYLESHEET_PATH and request.method in ("GET", "HEAD"):
-            return Response(
-                200, [("Content-Type", "text/css; charset=utf-8")], static("console.css")
-            )
+        if request.path in STATIC_FILES and request.method in ("GET", "HEAD"):
+            name, content_type = STATIC_FILES[request.path]
+            return Response(200, [("Content-Type", content_type)], static(name))
         session = await self._session(request)
         if session is None:
             return self._sign_in(request)
@@ -285,6 +290,7 @@ class Console:
             config_path=str(self.path) if self.path else self.loaded.source,
             running_digest=self._running_digest(),
             stylesheet=STYLESHEET_PATH,
+            script=SCRIPT_PATH,
             **context,
         )
         return Response.html(body, status)
@@ -314,8 +320,10 @@ class Console:
 
     async def _overview(self, request: Request, session: Session) -> Response:
         manager = self.auth.sessions
-        rows, why = await overview.list_sessions(manager)
         tally = self.services.decisions
+        rows, why = await overview.list_sessions(
+            manager, tally.routes_by_user() if tally is not None else None
+        )
         health = [
             await overview.idp_health(self.options, self.services.http_client),
             await overview.store_health(manager),

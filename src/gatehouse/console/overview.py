@@ -37,6 +37,8 @@ class SessionRow:
     groups: str
     last_seen: str
     expires: str
+    #: Routes this user was decided on by this process.
+    routes: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +78,11 @@ def _utc(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def session_rows(sessions: list[Session]) -> list[SessionRow]:
+def session_rows(
+    sessions: list[Session], routes: dict[str, list[str]] | None = None
+) -> list[SessionRow]:
     now = time.time()
+    routes = routes or {}
     return [
         SessionRow(
             id=s.id,
@@ -87,12 +92,15 @@ def session_rows(sessions: list[Session]) -> list[SessionRow]:
             groups=", ".join(s.groups),
             last_seen=ago(s.last_seen_at or s.issued_at, now),
             expires=_utc(s.expires_at),
+            routes=", ".join(routes.get(s.email or s.user_id, [])[:10]),
         )
         for s in sessions
     ]
 
 
-async def list_sessions(manager: SessionManager | None) -> tuple[list[SessionRow] | None, str]:
+async def list_sessions(
+    manager: SessionManager | None, routes: dict[str, list[str]] | None = None
+) -> tuple[list[SessionRow] | None, str]:
     """The signed-in sessions, or ``None`` and why they cannot be listed."""
     if manager is None:
         return None, "sign-in is not configured"
@@ -102,7 +110,7 @@ async def list_sessions(manager: SessionManager | None) -> tuple[list[SessionRow
         return None, f"the session store is unavailable ({type(exc).__name__})"
     if found is None:
         return None, "this session store cannot list sessions"
-    return session_rows(found), ""
+    return session_rows(found, routes), ""
 
 
 def key_rows(minter: AssertionMinter | None) -> list[KeyRow]:

@@ -54,5 +54,12 @@ class DecisionTally:
         routes = set(allow) | set(other)
         return sorted(((r, allow[r], other[r]) for r in routes), key=lambda row: -(row[1] + row[2]))
 
+    def routes_by_user(self) -> dict[str, list[str]]:
+        """The routes each user was decided on (by name, busiest first)."""
+        per: dict[str, Counter[str]] = {}
+        for (route, user, _), n in self.counts.items():
+            per.setdefault(user, Counter())[route] += n
+        return {user: [r for r, _ in c.most_common()] for user, c in per.items()}
+
     def top(self, limit: int = 50) -> list[tuple[tuple[str, str, str], int]]:
         return self.counts.most_common(limit)
