@@ -152,6 +152,8 @@ def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> 
         timeout_request_head="1s",
         websocket_reauthorize_interval="60s",
         max_request_body_bytes=4 * 1024 * 1024,
+        # HTTP/2 by prior knowledge as well, for test_h2_parity (HTTP/1.1 is unchanged).
+        codec_type="auto",
     )
     gh = GatehouseProcess(config, tmp_path_factory.mktemp("redteam"))
     try:

@@ -62,6 +62,7 @@ class H2Client:
         auto_window: bool = True,
         timeout: float = 10.0,
         validate: bool = True,
+        outbound_checks: bool = True,
     ) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if tls:
@@ -80,6 +81,9 @@ class H2Client:
             client_side=True,
             header_encoding=None,
             validate_inbound_headers=validate,
+            # Off: send exactly what a test wrote, malformed or not.
+            validate_outbound_headers=outbound_checks,
+            normalize_outbound_headers=outbound_checks,
         )
         self.conn = h2.connection.H2Connection(config)
         if settings:
