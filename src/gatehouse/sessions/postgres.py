@@ -256,6 +256,7 @@ class PostgresStore(SessionStore):
             name="gatehouse-sessions",
         )
         self._closed = False
+        self._opened = False  # the pool, which must be opened inside the event loop
         self._schema_lock = asyncio.Lock()
         self._channel: str | None = None  # known once the schema is ensured
         self._stamp: SharedStamp | None = None
@@ -294,7 +295,9 @@ class PostgresStore(SessionStore):
             raise ServiceUnavailable("postgres session store: closed")
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                await self._pool.open()
+                if not self._opened:
+                    await self._pool.open()
+                    self._opened = True
                 wait = DOWN_POOL_TIMEOUT_S if self._down_reason else POOL_TIMEOUT_S
                 async with self._pool.connection(timeout=wait) as conn:
                     if self._channel is None:
@@ -337,6 +340,7 @@ class PostgresStore(SessionStore):
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self._down_logged = True
         await self._pool.open()
+        self._opened = True
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen_loop(), name="gatehouse-pg-listen")
         if self._poller is None:
