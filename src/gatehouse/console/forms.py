@@ -214,11 +214,17 @@ def _parse(f: Field, text: str, top: Mapping[str, Any]) -> Any:
     raise ValueError(f"unknown field kind {f.kind}")  # pragma: no cover
 
 
-def _set(node: CommentedMap, key: str, value: Any) -> None:
+def _set(node: CommentedMap, key: str, value: Any, keep_style: bool = False) -> None:
     if value is None:
         node.pop(key, None)
-    else:
-        node[key] = value
+        return
+    old = node.get(key)
+    # A list or map written inline (``[a, b]``) stays inline (YAML typed by the operator
+    # keeps its own style).
+    for kind in (CommentedSeq, CommentedMap) if keep_style else ():
+        if isinstance(old, kind) and isinstance(value, kind) and old.fa.flow_style():
+            value.fa.set_flow_style()
+    node[key] = value
 
 
 def apply_form(
@@ -257,5 +263,5 @@ def apply_form(
         except ValueError as exc:
             errors.setdefault(f.key, []).append(str(exc))
             continue
-        _set(top if f.global_key else route, f.key, value)
+        _set(top if f.global_key else route, f.key, value, f.kind in (LINES, HEADERS))
     return errors
