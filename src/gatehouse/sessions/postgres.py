@@ -179,9 +179,15 @@ class _Statements:
             "expires_at = EXCLUDED.expires_at WHERE t.expires_at <= %s"
         ).format(lk)
         self.release_lock = sql.SQL("DELETE FROM {} WHERE name = %s AND token = %s").format(lk)
-        self.changes = sql.SQL("SELECT seq, session_id FROM {} WHERE at > %s ORDER BY seq").format(
-            c
-        )
+        # One round trip: the database clock (where the next read starts, less the overlap)
+        # and the rows since `%s` (NULL: the first read, which looks back only the overlap).
+        # Always one row at least (seq NULL: no changes).
+        self.changes = sql.SQL(
+            "SELECT extract(epoch FROM statement_timestamp())::float8, c.seq, c.session_id "
+            "FROM (SELECT 1) AS one LEFT JOIN {} AS c "
+            "ON c.at > COALESCE(%s::float8, extract(epoch FROM statement_timestamp()) - %s) "
+            "ORDER BY c.seq"
+        ).format(c)
         self.sweep = [
             sql.SQL("DELETE FROM {} WHERE expires_at <= %(now)s").format(s),
             sql.SQL("DELETE FROM {} WHERE expires_at <= %(now)s").format(o),
@@ -495,14 +501,12 @@ class PostgresStore(SessionStore):
         async with self._read_lock:
 
             async def q(conn: Conn) -> tuple[float, list[tuple[int, str]]]:
-                # The clock first: a row committed after this read has a later `at`, or one
-                # inside the overlap of the next read.
-                cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
-                row = await cur.fetchone()
-                now_db = float(row[0]) if row else 0.0
-                since = self._since if self._since is not None else now_db - READ_OVERLAP_S
-                cur = await conn.execute(self._sql.changes, (since,))
-                return now_db, [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+                # A row this read's snapshot misses committed after the statement started,
+                # so its `at` lies inside the next read's overlap.
+                cur = await conn.execute(self._sql.changes, (self._since, READ_OVERLAP_S))
+                found = await cur.fetchall()
+                now_db = float(found[0][0]) if found else 0.0
+                return now_db, [(int(r[1]), str(r[2])) for r in found if r[1] is not None]
 
             now_db, rows = await self._run(q)
             mono = time.monotonic()
