@@ -309,3 +309,21 @@ def test_cache_resigns_when_signer_rotates(ec_pem: str, ec_pem2: str, session: S
     clock.t = NOW + 61
     b = m.mint(session, "h")
     assert a.kid != b.kid and _header(b.jwt)["kid"] == b.kid
+
+
+def test_reloaded_config_keeps_cached_assertions(
+    ec_pem: str, ec_pem2: str, session: Session
+) -> None:
+    """A reload (new minter) reuses the tokens signed before it while the signing key is
+    unchanged, and signs again once the new config's key is another one."""
+    clock = Clock()
+    same = load_keyset(options(f"signing_key: {b64(ec_pem)}\n"))
+    first = AssertionMinter(same, clock=clock)
+    a = first.mint(session, "h")
+    reloaded = first.for_config(load_keyset(options(f"signing_key: {b64(ec_pem)}\n")), 1 << 20)
+    assert reloaded.mint(session, "h") is a
+    rekeyed = reloaded.for_config(load_keyset(options(f"signing_key: {b64(ec_pem2)}\n")), 1 << 20)
+    b = rekeyed.mint(session, "h")
+    assert b is not a and b.kid != a.kid
+    rekeyed.forget_session(session.id)
+    assert len(first) == 0  # one cache for all of them

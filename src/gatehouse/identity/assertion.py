@@ -206,6 +206,53 @@ def claim_header_value(value: Any) -> str | None:
     return text.translate(_CONTROL)
 
 
+_Key = tuple[str, str, AssertionSpec]
+
+
+class _Store:
+    """The cached assertions, shared by the minters of successive configs (a reload keeps
+    them: each entry is checked against the current signer and session when used)."""
+
+    __slots__ = ("by_session", "bytes", "entries", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        #: Cache keys by session id, so a sign-out drops its tokens without a full scan.
+        self.by_session: dict[str, set[_Key]] = {}
+        self.bytes = 0
+        self.max_bytes = max_bytes
+
+    def put(self, key: _Key, entry: _Entry) -> None:
+        old = self.entries.get(key)
+        if old is not None:
+            self.bytes -= old.size
+        else:
+            self.by_session.setdefault(key[0], set()).add(key)
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        self.bytes += entry.size
+        # Least recently used first, one at a time (never a clear of the whole cache).
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            evicted_key, evicted = self.entries.popitem(last=False)
+            self.bytes -= evicted.size
+            keys = self.by_session.get(evicted_key[0])
+            if keys is not None:
+                keys.discard(evicted_key)
+                if not keys:
+                    del self.by_session[evicted_key[0]]
+
+    def forget(self, session_id: str) -> None:
+        for k in self.by_session.pop(session_id, ()):
+            entry = self.entries.pop(k, None)
+            if entry is not None:
+                self.bytes -= entry.size
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.by_session.clear()
+        self.bytes = 0
+
+
 class AssertionMinter:
     """Signs assertions for (session, host) and keeps them while they are fresh."""
 
@@ -220,13 +267,18 @@ class AssertionMinter:
         self._keyset = keyset
         self._lifetime_s = int(lifetime_s)
         self._reuse_s = self._lifetime_s / 2
-        self._max_bytes = cache_max_bytes
-        self._bytes = 0
         self._clock = clock
         self._signers: dict[str, JwsSigner] = {}
-        self._cache: OrderedDict[tuple[str, str, AssertionSpec], _Entry] = OrderedDict()
-        #: Cache keys by session id, so a sign-out drops its tokens without a full scan.
-        self._by_session: dict[str, set[tuple[str, str, AssertionSpec]]] = {}
+        self._store = _Store(cache_max_bytes)
+
+    def for_config(self, keyset: KeySet, cache_max_bytes: int) -> AssertionMinter:
+        """A minter for a reloaded config that keeps this one's cached assertions (a
+        cached token is reused only while its key is still the signer)."""
+        minter = AssertionMinter(keyset, lifetime_s=self._lifetime_s, clock=self._clock)
+        minter._signers = self._signers  # by key id, a thumbprint of the key
+        minter._store = self._store
+        self._store.max_bytes = cache_max_bytes
+        return minter
 
     @property
     def keyset(self) -> KeySet:
@@ -236,17 +288,18 @@ class AssertionMinter:
         """The assertion for ``session`` on the route host ``host``, from cache when fresh."""
         now = self._clock()
         cache_key = (session.id, host, spec)
-        entry = self._cache.get(cache_key)
+        store = self._store
+        entry = store.entries.get(cache_key)
         if (
             entry is not None
             and entry.assertion.issued_at <= now < entry.fresh_until
             and (entry.session is session or entry.fingerprint == _fingerprint(session))
             and entry.kid == self._keyset.signer(now).kid
         ):
-            self._cache.move_to_end(cache_key)
+            store.entries.move_to_end(cache_key)
             return entry.assertion
         assertion = self.sign(session, host, spec, now=now)
-        self._put(
+        store.put(
             cache_key,
             _Entry(
                 assertion,
@@ -259,35 +312,13 @@ class AssertionMinter:
         )
         return assertion
 
-    def _put(self, key: tuple[str, str, AssertionSpec], entry: _Entry) -> None:
-        old = self._cache.get(key)
-        if old is not None:
-            self._bytes -= old.size
-        else:
-            self._by_session.setdefault(key[0], set()).add(key)
-        self._cache[key] = entry
-        self._cache.move_to_end(key)
-        self._bytes += entry.size
-        # Least recently used first, one at a time (never a clear of the whole cache).
-        while self._bytes > self._max_bytes and len(self._cache) > 1:
-            evicted_key, evicted = self._cache.popitem(last=False)
-            self._bytes -= evicted.size
-            self._unindex(evicted_key)
-
-    def _unindex(self, key: tuple[str, str, AssertionSpec]) -> None:
-        keys = self._by_session.get(key[0])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_session[key[0]]
-
     @property
     def cache_bytes(self) -> int:
         """Estimated memory held by cached assertions."""
-        return self._bytes
+        return self._store.bytes
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._store.entries)
 
     def sign(
         self,
@@ -341,15 +372,10 @@ class AssertionMinter:
 
     def forget_session(self, session_id: str) -> None:
         """Drop a session's cached assertions (after sign-out)."""
-        for k in self._by_session.pop(session_id, ()):
-            entry = self._cache.pop(k, None)
-            if entry is not None:
-                self._bytes -= entry.size
+        self._store.forget(session_id)
 
     def clear(self) -> None:
-        self._cache.clear()
-        self._by_session.clear()
-        self._bytes = 0
+        self._store.clear()
 
     def _signer(self, key: SigningKey) -> JwsSigner:
         signer = self._signers.get(key.kid)

@@ -59,6 +59,9 @@ class Services:
     session_event: Callable[[str], None] | None = None
     #: Compiled routes kept between reloads (only changed routes are compiled again).
     route_compiler: RouteCompiler = field(default_factory=RouteCompiler)
+    #: The last config's assertion minter: the next one keeps its cached assertions, so a
+    #: reload does not make every active session sign again.
+    minter: AssertionMinter | None = None
     #: Ask the serving process to re-read its config file now (set by the worker).
     request_reload: Callable[[], None] | None = None
     #: The digest of the config the serving process runs now (set by the worker).
@@ -194,7 +197,13 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     services = services or Services()
     router = Router(services.route_compiler.compile(options))
     keyset = load_keyset(options)
-    minter = AssertionMinter(keyset, cache_max_bytes=options.assertion_cache_max_bytes)
+    budget = options.assertion_cache_max_bytes
+    minter = (
+        services.minter.for_config(keyset, budget)
+        if services.minter is not None
+        else AssertionMinter(keyset, cache_max_bytes=budget)
+    )
+    services.minter = minter
     specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
     well_known = WellKnownEndpoints(
         keyset,
