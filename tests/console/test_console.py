@@ -182,6 +182,8 @@ def test_create_duplicate_and_delete_a_route(alice: ConsoleUser, app_upstream: U
         digest = digest_of(alice.get("/routes").text)
         r = alice.post(f"/routes/{index}/delete", {"csrf": form["csrf"], "digest": digest})
         assert r.status_code == 303, r.text
+    assert r.headers["location"].startswith("/routes?applied=")
+    assert "Applied. The running config" in alice.get(r.headers["location"]).text
     text = _file(gh).decode()
     assert [route["name"] for route in yaml.safe_load(text)["routes"]] == ["app", "public"]
     assert "# the application behind single sign-on" in text and "# the test upstream" in text

@@ -379,6 +379,8 @@ class Console:
             q=query,
             digest=doc.digest,
             problems=check.problems,
+            applied=request.query_params().get("applied", "")[:12],
+            pending=bool(request.query_params().get("pending")),
         )
 
     # -- the editor --------------------------------------------------------------------------
@@ -387,8 +389,14 @@ class Console:
         doc = self._document()
         page = self._fresh_page(doc, index)
         page.tab = _tab(request.query_params().get("tab", ""))
-        applied = request.query_params().get("applied", "")
-        if applied:
+        params = request.query_params()
+        applied = params.get("applied", "")
+        if applied and params.get("pending"):
+            page.problems = [
+                f"Written (config digest {applied[:12]}), but the running gatehouse has not "
+                "loaded it yet: see its log for why."
+            ]
+        elif applied:
             page.notice = f"Applied. The running config's digest is now {applied[:12]}."
         return self._render_editor(session, page)
 
@@ -569,8 +577,9 @@ class Console:
         action: str,
         target: str,
         slot: tuple[str, int] | None,
-    ) -> list[str] | str:
-        """Validate, write, reload and audit; the new config digest, or the problems."""
+    ) -> list[str] | tuple[str, bool]:
+        """Validate, write, reload and audit: the new config digest and whether the serving
+        process runs it now, or the problems."""
         reason = read_only_reason(doc.path)
         if reason is not None:
             raise ConsoleError(
@@ -608,16 +617,17 @@ class Console:
         request_reload = self.services.request_reload
         if request_reload is not None:
             request_reload()
-        loaded = await wait_for_digest(self.services.current_digest, check.loaded.digest)
-        if not loaded:
+        running = await wait_for_digest(self.services.current_digest, check.loaded.digest)
+        if not running:
             log.warning(
                 "console: the written config is not running yet",
                 extra={"digest": check.loaded.digest[:12]},
             )
-        return check.loaded.digest
+        return check.loaded.digest, running
 
-    def _applied(self, location: str, digest: str, tab: str) -> Response:
-        query = f"applied={quote(digest[:12])}"
+    def _applied(self, location: str, result: tuple[str, bool], tab: str) -> Response:
+        digest, running = result
+        query = f"applied={quote(digest[:12])}" + ("" if running else "&pending=1")
         if tab:
             query += f"&tab={quote(tab)}"
         return Response.redirect(f"{location}?{query}", 303)
