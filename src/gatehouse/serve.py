@@ -266,11 +266,14 @@ async def start_services(options: Options, observe: Observer | None = None) -> S
     services = Services()
     if options.idp_provider is not None:
         from .authenticate import new_http_client
+        from .authenticate.http_client import trusted_ca_pem
         from .sessions.manager import build_session_manager
 
         wrap = None if observe is None else functools.partial(TimedStore, observe=observe)
         services.sessions = build_session_manager(options, wrap_store=wrap)
-        services.http_client = new_http_client(observe=observe)
+        services.http_client = new_http_client(
+            observe=observe, trusted_ca_pem=trusted_ca_pem(options)
+        )
         if options.idp_provider == "builtin":
             services.idp_store = _idp_store(options)
         try:

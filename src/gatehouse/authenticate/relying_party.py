@@ -1,8 +1,9 @@
 """The relying party's I/O driver: sends what :mod:`.oidc` builds, validates what comes back.
 
-One :class:`RelyingParty` per configured IdP, sharing one ``httpx.AsyncClient`` (with
-timeouts) for discovery, keys, tokens, userinfo and revocation. Every transport failure
-becomes :class:`IdpUnavailable`; every refusal or bad token an :class:`AuthenticationError`.
+One :class:`RelyingParty` per configured IdP, sharing one ``httpx.AsyncClient`` (from
+:func:`.http_client.new_http_client`: pooled, with timeouts and size limits) for discovery,
+keys, tokens, userinfo and revocation. Every transport failure becomes
+:class:`IdpUnavailable`; every refusal or bad token an :class:`AuthenticationError`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import httpx
 
 from gatehouse.sessions.model import Session
 
-from ..observability.dependencies import OPERATION, Observer, TimedTransport
+from ..observability.dependencies import OPERATION
 from . import oidc
 from .discovery import Discovery, ProviderMetadata
 from .errors import IdpUnavailable, InvalidIdToken, TokenRequestRejected
+from .http_client import DEFAULT_TIMEOUT, new_http_client
 from .oidc import ClientConfig, HttpRequest, TokenResponse
 from .tokens import (
     DEFAULT_LEEWAY_S,
@@ -32,22 +34,7 @@ from .tokens import (
     validate_id_token,
 )
 
-#: Timeouts for every IdP call (seconds): a stuck IdP must not hold a worker.
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_USERINFO_BYTES = 256 * 1024
-
-
-def new_http_client(
-    timeout: httpx.Timeout = DEFAULT_TIMEOUT, observe: Observer | None = None
-) -> httpx.AsyncClient:
-    """The client for IdP calls: no redirects followed, no cookies kept, timeouts set;
-    with ``observe``, every call's duration and outcome is reported (metrics)."""
-    transport = None
-    if observe is not None:
-        transport = TimedTransport(httpx.AsyncHTTPTransport(trust_env=False), observe)
-    return httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, trust_env=False, transport=transport
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,3 +290,6 @@ class RelyingParty:
             )
         except httpx.HTTPError as exc:
             raise IdpUnavailable(f"POST {request.url}: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = ["DEFAULT_TIMEOUT", "Identity", "RelyingParty", "new_http_client"]
