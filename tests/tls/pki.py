@@ -58,14 +58,16 @@ class Issued:
 class Authority:
     """A private CA for one test."""
 
-    def __init__(self, name: str = "gatehouse test CA") -> None:
+    def __init__(self, name: str = "gatehouse test CA", parent: Authority | None = None) -> None:
+        """A root CA, or with ``parent`` an intermediate CA it signs."""
         self.key = ec.generate_private_key(ec.SECP256R1())
+        self.parent = parent
         now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(subject)
+            .issuer_name(parent.cert.subject if parent else subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
@@ -79,8 +81,36 @@ class Authority:
                 ),
                 critical=True,
             )
-            .sign(self.key, hashes.SHA256())
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
         )
+        if parent is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
+                critical=False,
+            )
+        self.cert = builder.sign(parent.key if parent else self.key, hashes.SHA256())
+
+    def crl(self, *revoked: int, signer: Authority | None = None) -> bytes:
+        """A PEM CRL of this CA listing ``revoked`` serials (signed by ``signer``'s key to
+        forge one)."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=1))
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - datetime.timedelta(minutes=1))
+                .build()
+            )
+        key = (signer or self).key
+        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     @property
     def cert_pem(self) -> bytes:
@@ -97,15 +127,24 @@ class Authority:
         client: bool = False,
         valid_for: datetime.timedelta = datetime.timedelta(days=7),
         common_name: str | None = None,
+        emails: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
+        expired: bool = False,
     ) -> Issued:
+        """A leaf for ``names`` (DNS names or IP addresses), a client one with ``client``;
+        ``expired``: valid until an hour ago."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= valid_for + datetime.timedelta(hours=1)
         alt: list[x509.GeneralName] = []
         for n in names:
             try:
                 alt.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 alt.append(x509.DNSName(n))
+        alt += [x509.RFC822Name(e) for e in emails]
+        alt += [x509.UniformResourceIdentifier(u) for u in uris]
         builder = (
             x509.CertificateBuilder()
             .subject_name(

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from ..sessions.model import Session
+from .client_cert import ClientCertificate
 
 
 class PolicyInput:
@@ -23,6 +24,8 @@ class PolicyInput:
 
     __slots__ = (
         "access_control_request_method",
+        "client_certificate",
+        "client_certificate_valid",
         "method",
         "now",
         "origin",
@@ -40,6 +43,8 @@ class PolicyInput:
         now: float | datetime | None = None,
         origin: str = "",
         access_control_request_method: str = "",
+        client_certificate: ClientCertificate | None = None,
+        client_certificate_valid: bool = True,
     ) -> None:
         #: Request method as sent (methods are case-sensitive, RFC 9110 §9.1).
         self.method = method
@@ -57,6 +62,11 @@ class PolicyInput:
         self.origin = origin
         #: The ``Access-Control-Request-Method`` request header ("" when absent).
         self.access_control_request_method = access_control_request_method
+        #: The leaf the client sent in the TLS handshake (valid or not), or None.
+        self.client_certificate = client_certificate
+        #: Whether it is valid for the route's client CA (True on a route without one,
+        #: as in Pomerium: there is nothing to be valid for).
+        self.client_certificate_valid = client_certificate_valid
 
     def timestamp(self) -> float:
         """The request time as a Unix time in seconds."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from .auth import AuthOptions, IdpUser
 from .durations import format_duration
 from .identity import IdentityOptions
+from .mtls import DownstreamMTLS
 from .options import IGNORED_POMERIUM_KEYS, Options
 from .pomerium_keys import (
     ALWAYS_ON,
@@ -143,6 +144,7 @@ def reference_markdown() -> str:
     out += ["### `response` action", "", *_table(DirectResponse), ""]
     out += ["### `rewrite_response_headers` entries", "", *_table(RewriteHeader), ""]
     out += ["### `sub_policies` entries", "", *_table(SubPolicy), ""]
+    out += ["### `downstream_mtls`", "", *_table(DownstreamMTLS), ""]
     out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]
     out += ["## Pomerium keys accepted and ignored (with a warning)", ""]
     out += [f"- `{k}`: {v}" for k, v in {**IGNORED_POMERIUM_KEYS, **IGNORED}.items()]

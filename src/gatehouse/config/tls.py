@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 
 from .base import StrictModel
 from .durations import Duration
+from .mtls import DownstreamMTLS
 
 #: Let's Encrypt's production and staging ACME directories (Pomerium's defaults).
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
@@ -47,6 +48,8 @@ class TLSOptions(StrictModel):
     certificate_authority: str | None = None
     #: The same as a file path.
     certificate_authority_file: str | None = None
+    #: Client certificates on the TLS listener (Pomerium's `downstream_mtls`, see below).
+    downstream_mtls: DownstreamMTLS | None = None
     #: Longest time for a client's TLS handshake. gatehouse addition.
     timeout_tls_handshake: Duration = Field(default=10.0, gt=0)
 

@@ -79,23 +79,24 @@ class Endpoint:
     port: int
     #: SNI / certificate name (https only).
     server_name: str | None = None
-    tls_skip_verify: bool = False
-    tls_ca_file: str | None = None
+    #: The client context for https (built once per route setting by ``tls/upstream``);
+    #: ``None``: a default context (system roots, name checked).
+    tls_context: ssl.SSLContext | None = field(default=None, compare=False)
     #: The pool's dictionary key: a string, whose hash Python caches (a dataclass's
     #: generated ``__hash__`` would run on every take and release).
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # repr of the fields: unambiguous whatever characters a value holds, so two
-        # endpoints with different TLS settings can never share pooled connections.
+        # endpoints with different TLS settings can never share pooled connections
+        # (contexts are shared between routes only when built from the same settings).
         key = repr(
             (
                 self.scheme,
                 self.host,
                 self.port,
                 self.server_name,
-                self.tls_skip_verify,
-                self.tls_ca_file,
+                id(self.tls_context),
             )
         )
         object.__setattr__(self, "key", key)
@@ -370,7 +371,7 @@ class ConnectionPool:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self._idle: dict[str, list[UpstreamConnection]] = {}
-        self._ssl: dict[tuple[bool, str | None], ssl.SSLContext] = {}
+        self._default_ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     def take_idle(self, endpoint: Endpoint) -> UpstreamConnection | None:
@@ -407,6 +408,11 @@ class ConnectionPool:
         except TimeoutError as exc:
             raise UpstreamConnectError(
                 f"connect to {endpoint.host}:{endpoint.port} timed out"
+            ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamConnectError(
+                f"TLS with {endpoint.host}:{endpoint.port} failed: certificate not trusted "
+                f"({exc.verify_message})"
             ) from exc
         except ssl.SSLError as exc:
             raise UpstreamConnectError(
@@ -455,13 +461,10 @@ class ConnectionPool:
             self._sweeper.cancel()
 
     def _ssl_context(self, endpoint: Endpoint) -> ssl.SSLContext:
-        key = (endpoint.tls_skip_verify, endpoint.tls_ca_file)
-        ctx = self._ssl.get(key)
+        if endpoint.tls_context is not None:
+            return endpoint.tls_context
+        ctx = self._default_ssl
         if ctx is None:
-            ctx = ssl.create_default_context(cafile=endpoint.tls_ca_file)
-            if endpoint.tls_skip_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+            ctx = self._default_ssl = ssl.create_default_context()
             ctx.set_alpn_protocols(["http/1.1"])
-            self._ssl[key] = ctx
         return ctx

@@ -8,6 +8,7 @@ marked down, the least recently failed one is tried anyway rather than failing o
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -44,7 +45,8 @@ class Balancer:
         self._single = targets[0] if len(targets) == 1 else None
 
     @classmethod
-    def from_route(cls, route: RouteOptions) -> Balancer:
+    def from_route(cls, route: RouteOptions, tls_context: ssl.SSLContext | None = None) -> Balancer:
+        """The route's endpoints; ``tls_context`` for its https ones (``tls/upstream``)."""
         targets = []
         for url in route.to or ():
             default_port = 443 if url.scheme == "https" else 80
@@ -59,8 +61,7 @@ class Balancer:
                         host=url.host,
                         port=url.port,
                         server_name=route.tls_upstream_server_name or route.tls_server_name,
-                        tls_skip_verify=route.tls_skip_verify,
-                        tls_ca_file=route.tls_custom_ca_file,
+                        tls_context=tls_context if url.scheme == "https" else None,
                     ),
                     host_header=host_header.encode("idna"),
                     weight=url.weight,

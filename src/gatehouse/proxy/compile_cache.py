@@ -18,7 +18,8 @@ import dataclasses
 from ..authorize.policy import compile_route_policy
 from ..config.options import Options
 from ..errors import ConfigError
-from .router import Route, compile_route
+from ..tls.downstream import DownstreamTrust, compile_downstream
+from .router import Route, attach_client_trust, compile_route
 
 
 class RouteCompiler:
@@ -42,12 +43,16 @@ class RouteCompiler:
         routes: list[Route] = []
         problems: list[str] = []
         compiled = 0
+        client_cas: DownstreamTrust | None = None
         for i, route_options in enumerate(options.all_routes):
             key = route_options.model_dump_json(by_alias=True)
             route = kept.get(key) or previous.get(key)
             if route is None:
                 compiled += 1
                 route = compile_route(options, route_options, i)
+                if client_cas is None:  # read the client CAs once, when a route needs them
+                    client_cas = compile_downstream(options)
+                attach_client_trust(route, client_cas, i)
                 try:
                     policy = compile_route_policy(route_options, i)
                 except ConfigError as exc:

@@ -12,6 +12,7 @@ not grow with the number of routes, and gives exactly the linear scan's answer.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from ..config.options import Options
 from ..config.routes import DirectResponse, RedirectAction, RouteOptions
 from ..constants import CREDENTIAL_HEADERS
+from ..tls.downstream import DownstreamTrust
+from ..tls.upstream import has_https_upstream, upstream_context
 from .balancer import Balancer
 from .route_index import MATCH_ANY, MATCH_PATH, MATCH_PREFIX, MATCH_REGEX, HostIndex
 
@@ -81,6 +84,11 @@ class Route:
     pass_identity_headers: bool
     #: The compiled policy (set by authorize at config load; ``None`` = public route).
     policy: Any = None
+    #: The route's client CA (``tls.client_trust.ClientTrust``; set at config load), or
+    #: ``None``: then every request counts as having a valid client certificate.
+    client_trust: Any = None
+    #: Deny (495) a request without a valid client certificate before the policy.
+    client_cert_required: bool = False
 
     def matches_host(self, host: str, port: int | None) -> bool:
         if self.port is not None:
@@ -119,6 +127,22 @@ class Route:
         if not path.startswith("/"):
             path = "/" + path
         return path
+
+
+def attach_client_trust(route: Route, client_cas: DownstreamTrust, index: int) -> None:
+    """Give a compiled route its client CA (``downstream_mtls`` or its own
+    ``tls_downstream_client_ca``) and whether requests without a valid certificate are
+    denied before its policy."""
+    trust = client_cas.for_route(index)
+    object.__setattr__(route, "client_trust", trust)
+    object.__setattr__(route, "client_cert_required", trust is not None and client_cas.default_deny)
+
+
+def _upstream_tls(options: Options, route: RouteOptions, index: int) -> ssl.SSLContext | None:
+    """The client context for the route's https upstreams (``None`` without any)."""
+    if not has_https_upstream(route):
+        return None
+    return upstream_context(options, route, f"routes[{index}]")
 
 
 def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
@@ -170,7 +194,9 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         match_kind=kind,
         match_value=value,
         match_regex=re.compile(value) if kind == MATCH_REGEX else None,
-        balancer=Balancer.from_route(route) if route.to else None,
+        balancer=Balancer.from_route(route, _upstream_tls(options, route, index))
+        if route.to
+        else None,
         redirect=route.redirect,
         response=route.response,
         prefix_rewrite=route.prefix_rewrite,

@@ -38,7 +38,7 @@ from ..sessions.manager import SessionManager
 from ..tls.downstream import compile_downstream
 from .portal import RoutesPortal
 from .compile_cache import RouteCompiler
-from .router import Route, Router, compile_route
+from .router import Route, Router, attach_client_trust, compile_route
 
 log = logging.getLogger("gatehouse")
 
@@ -124,10 +124,7 @@ def compile_routes(options: Options) -> list[Route]:
     client_cas = compile_downstream(options)
     for i, route_options in enumerate(options.all_routes):
         route = compile_route(options, route_options, i)
-        trust = client_cas.for_route(i)
-        object.__setattr__(route, "client_trust", trust)
-        required = trust is not None and client_cas.default_deny
-        object.__setattr__(route, "client_cert_required", required)
+        attach_client_trust(route, client_cas, i)
         try:
             policy = compile_route_policy(route_options, i)
         except ConfigError as exc:

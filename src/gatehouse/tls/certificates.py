@@ -26,6 +26,8 @@ from cryptography.x509.oid import NameOID
 
 from ..config.options import Options
 from ..errors import ConfigError
+from .client_auth import ClientCertMode, HandshakeGate
+from .client_trust import ClientTrust
 from .hardening import new_server_context
 
 #: Layers of certificates, highest priority first.
@@ -189,6 +191,24 @@ class SniStore:
     def __init__(self) -> None:
         self._layers: dict[str, dict[str, LoadedCertificate]] = {layer: {} for layer in LAYERS}
         self._table = _Table({}, {}, None)
+        #: What handshakes ask of clients; every served context is bound to it.
+        self.client_gate = HandshakeGate()
+        self._front: ssl.SSLContext | None = None
+
+    def set_client_rule(
+        self, mode: ClientCertMode, trust: ClientTrust | None, ca_pem: bytes
+    ) -> None:
+        """Ask clients for certificates as ``mode`` says (at start and on reload)."""
+        self.client_gate.configure(mode, trust, ca_pem)
+        self._bind_all()
+
+    def _bind_all(self) -> None:
+        served = [c.context for layer in LAYERS for c in self._layers[layer].values()]
+        if self._front is not None:
+            served.append(self._front)
+        self.client_gate.forget_all_but(served)
+        for ctx in served:
+            self.client_gate.bind(ctx)
 
     def replace(self, layer: str, certs: dict[str, LoadedCertificate]) -> None:
         """Replace every certificate of ``layer`` (keyed by anything stable, e.g. a host)."""
@@ -217,6 +237,7 @@ class SniStore:
                     else:
                         exact.setdefault(name, cert.context)
         self._table = _Table(exact, wildcard, default)
+        self._bind_all()
 
     @property
     def empty(self) -> bool:
@@ -260,6 +281,8 @@ class SniStore:
                 sock.context = ctx
 
         front.sni_callback = choose
+        self._front = front
+        self.client_gate.bind(front)
         return front
 
 

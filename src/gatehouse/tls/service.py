@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from ..config.options import Options
 from .acme import AutocertManager
 from .certificates import CertificatePem, SniStore, certificate_pairs, load_all, load_certificate
+from .downstream import compile_downstream
 from .selfsigned import fallback
 
 log = logging.getLogger("gatehouse")
@@ -63,12 +64,14 @@ class TLSService:
             ConfigError: a configured certificate does not load (the old ones stay).
         """
         configured = load_all(certificate_pairs(options))
+        trust = compile_downstream(options)
         self.store.replace("config", {str(i): c for i, c in enumerate(configured)})
         if not configured and self.store.get("fallback", "generated") is None:
             # The one ``run`` generated (and warned about) before forking, or a new one if
             # a reload removed the last configured certificate.
             pem = fallback(fallback_names(options))
             self.store.put("fallback", "generated", load_certificate(pem))
+        self.store.set_client_rule(trust.mode, trust.handshake, trust.bundle_pem)
         if options.autocert:
             if self.autocert is None:
                 self.autocert = AutocertManager(options, self.store)

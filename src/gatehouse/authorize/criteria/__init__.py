@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import UNAUTHENTICATED, Criterion, CriterionCompiler
+from .certificate import compile_client_certificate, compile_invalid_client_certificate
 from .claims import compile_claim, compile_groups
 from .request import compile_http_method, compile_http_path, compile_source_ip
 from .schedule import compile_date, compile_day_of_week, compile_time_of_day
@@ -30,12 +31,12 @@ CRITERIA: dict[str, CriterionCompiler] = {
     "date": compile_date,
     "day_of_week": compile_day_of_week,
     "time_of_day": compile_time_of_day,
+    "client_certificate": compile_client_certificate,
+    "invalid_client_certificate": compile_invalid_client_certificate,
 }
 
 #: Pomerium criteria gatehouse does not implement (yet), with the reason.
 UNSUPPORTED: dict[str, str] = {
-    "client_certificate": "client certificates (downstream mTLS) are not supported yet",
-    "invalid_client_certificate": "client certificates (downstream mTLS) are not supported yet",
     "device": "device identity is a Pomerium Enterprise feature gatehouse does not have",
     "pomerium_routes": "internal routes are always reachable in gatehouse",
     "record": "external data sources (databroker records) are not supported",
