@@ -34,7 +34,6 @@ from gatehouse.authorize.ppl import OPERATORS
 from gatehouse.config import load_text
 from gatehouse.config.auth import IdpUser
 from gatehouse.config.identity import SigningKeyEntry
-from gatehouse.config.mtls import ENFORCEMENT_MODES, SAN_TYPES, DownstreamMTLS
 from gatehouse.config.options import IGNORED_POMERIUM_KEYS, Options
 from gatehouse.config.pomerium_keys import (
     ALWAYS_ON,
@@ -47,6 +46,15 @@ from gatehouse.config.rewrites import RewriteHeader
 from gatehouse.config.routes import DirectResponse, RedirectAction, RouteOptions
 from gatehouse.config.server import CertificatePair
 from gatehouse.config.sub_policies import SubPolicy
+from gatehouse.config.upstream_health import (
+    HealthCheck,
+    HttpHealthCheck,
+    LeastRequestConfig,
+    MaglevConfig,
+    OutlierDetection,
+    RingHashConfig,
+    StatusRange,
+)
 from support.gatehouse import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +170,13 @@ CONFIG_KEYS = (
         SigningKeyEntry,
         SubPolicy,
         RewriteHeader,
-        DownstreamMTLS,
+        HealthCheck,
+        HttpHealthCheck,
+        OutlierDetection,
+        LeastRequestConfig,
+        RingHashConfig,
+        MaglevConfig,
+        StatusRange,
     )
     | set(IGNORED_POMERIUM_KEYS)
     | set(POMERIUM_ONLY_KEYS)
@@ -173,8 +187,6 @@ PPL_WORDS = {
     # matchers (docs/policy.md "Matchers") and the schedule criteria's fields
     "is", "not", "starts_with", "ends_with", "contains", "in", "not_in", "has", "exclude",
     "after", "before", "timezone", "days",
-    # client_certificate conditions, downstream_mtls enforcement modes and SAN types
-    "spki_hash", "san_email", "san_dns", "san_uri", *ENFORCEMENT_MODES, *SAN_TYPES,
 }  # fmt: skip
 
 
@@ -311,6 +323,8 @@ def test_every_environment_override_named_is_a_global_key(doc: Path) -> None:
 
 #: Upper-case names the docs use that are not gatehouse settings.
 NOT_ENV_NAMES = {"REJECT_REQUEST", "DROP_HEADER", "CACHE_TTL", "SHUTDOWN_SAVE"}
+#: load_balancing_policy values (Envoy's enum names).
+NOT_ENV_NAMES |= {"ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "XX_HASH"}
 
 
 def test_quirk_names_are_not_mistaken_for_keys() -> None:

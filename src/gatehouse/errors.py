@@ -27,7 +27,8 @@ Hierarchy::
     ├── UpstreamError                   502 the upstream misbehaved
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
     │   ├── UpstreamProtocolError       502 garbage instead of HTTP
-    │   └── UpstreamTimeout             504
+    │   ├── UpstreamTimeout             504
+    │   └── NoHealthyUpstream           503 every endpoint unhealthy, no panic mode
     └── ServiceUnavailable              503 a dependency (store, IdP) is down
 """
 
@@ -187,6 +188,13 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     title = "Gateway Timeout"
+
+
+class NoHealthyUpstream(UpstreamError):
+    """Every endpoint failed its health checks or was ejected, and panic mode is off."""
+
+    status = 503
+    title = "Service Unavailable"
 
 
 class ServiceUnavailable(GatehouseError):

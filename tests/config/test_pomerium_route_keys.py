@@ -149,3 +149,115 @@ def test_log_fields_loaded() -> None:
 def test_log_fields_refused(key: str, value: list[str], message: str) -> None:
     text = problem(**{key: value})
     assert text.startswith(f"c.yaml:1: {key}: ") and message in text, text
+
+
+@pytest.mark.parametrize(
+    ("route", "policy"),
+    [
+        ({"load_balancing_policy": "LEAST_REQUEST"}, "LEAST_REQUEST"),
+        ({"load_balancing_policy": "LOAD_BALANCING_POLICY_MAGLEV"}, "MAGLEV"),
+        ({"lb_policy": "ring_hash", "ring_hash_lb_config": {"minimum_ring_size": 64}}, "RING_HASH"),
+        (
+            {"lb_policy": "LEAST_REQUEST", "least_request_lb_config": {"choice_count": 3}},
+            "LEAST_REQUEST",
+        ),
+        ({}, "ROUND_ROBIN"),
+    ],
+)
+def test_load_balancing_policy_names(route: dict[str, Any], policy: str) -> None:
+    assert load(route).options.routes[0].balancing_policy == policy
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ({"load_balancing_policy": "FASTEST"}, "load_balancing_policy: Input should be"),
+        ({"lb_policy": "RANDOM", "load_balancing_policy": "MAGLEV"}, "disagree"),
+        ({"maglev_lb_config": {"table_size": 65537}}, "maglev_lb_config is for"),
+        (
+            {"load_balancing_policy": "MAGLEV", "maglev_lb_config": {"table_size": 65536}},
+            "table_size must be a prime number",
+        ),
+        (
+            {
+                "health_checks": [
+                    {
+                        "timeout": "1s",
+                        "interval": "5s",
+                        "unhealthy_threshold": 1,
+                        "healthy_threshold": 1,
+                        "tcp_health_check": {},
+                    }
+                ]
+            },
+            "tcp_health_check is not supported by gatehouse (HTTP checks only)",
+        ),
+        (
+            {
+                "health_checks": [
+                    {
+                        "timeout": "1s",
+                        "interval": "5s",
+                        "healthy_threshold": 1,
+                        "http_health_check": {"path": "/"},
+                    }
+                ]
+            },
+            "unhealthy_threshold: Field required",
+        ),
+        (
+            {
+                "health_checks": [
+                    {
+                        "timeout": "1s",
+                        "interval": "5s",
+                        "unhealthy_threshold": 1,
+                        "healthy_threshold": 1,
+                        "http_health_check": {"path": "/", "codec_client_type": "HTTP2"},
+                    }
+                ]
+            },
+            "'HTTP2' is not supported by gatehouse",
+        ),
+        (
+            {
+                "health_checks": [
+                    {
+                        "timeout": "1s",
+                        "interval": "5s",
+                        "unhealthy_threshold": 1,
+                        "healthy_threshold": 1,
+                        "http_health_check": {
+                            "path": "/",
+                            "expected_statuses": [{"start": 300, "end": 200}],
+                        },
+                    }
+                ]
+            },
+            "end must be greater than start",
+        ),
+        ({"outlier_detection": {"enforcing_failure_percentage": 5}}, "not supported by gatehouse"),
+        ({"outlier_detection": {"consecutive_5xx": 0}}, "greater than or equal to 1"),
+        ({"healthy_panic_threshold": 101}, "less than or equal to 100"),
+    ],
+)
+def test_balancing_keys_refused(route: dict[str, Any], message: str) -> None:
+    text = problem(route)
+    assert text.startswith("c.yaml:") and "routes[0]" in text and message in text, text
+
+
+def test_health_check_defaults() -> None:
+    check = {
+        "timeout": "2s",
+        "interval": "10s",
+        "unhealthy_threshold": 3,
+        "healthy_threshold": 2,
+        "http_health_check": {"path": "/healthz"},
+    }
+    route = load({"health_checks": [check], "outlier_detection": {}}).options.routes[0]
+    (hc,) = route.health_checks
+    assert (hc.timeout, hc.interval, hc.unhealthy_interval) == (2.0, 10.0, None)
+    assert route.outlier_detection is not None
+    assert route.outlier_detection.consecutive_5xx == 5  # Envoy's defaults
+    assert route.outlier_detection.base_ejection_time == 30.0
+    assert route.outlier_detection.max_ejection_percent == 10

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from .auth import AuthOptions, IdpUser
 from .durations import format_duration
 from .identity import IdentityOptions
-from .mtls import DownstreamMTLS
 from .options import IGNORED_POMERIUM_KEYS, Options
 from .pomerium_keys import (
     ALWAYS_ON,
@@ -30,6 +29,7 @@ from .rewrites import RewriteHeader
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import ServerOptions
 from .sub_policies import SubPolicy
+from .upstream_health import HealthCheck, HttpHealthCheck, OutlierDetection
 
 _FIELD = re.compile(r"^\s+(\w+):\s")
 
@@ -144,7 +144,9 @@ def reference_markdown() -> str:
     out += ["### `response` action", "", *_table(DirectResponse), ""]
     out += ["### `rewrite_response_headers` entries", "", *_table(RewriteHeader), ""]
     out += ["### `sub_policies` entries", "", *_table(SubPolicy), ""]
-    out += ["### `downstream_mtls`", "", *_table(DownstreamMTLS), ""]
+    out += ["### `health_checks` entries", "", *_table(HealthCheck), ""]
+    out += ["#### `http_health_check`", "", *_table(HttpHealthCheck), ""]
+    out += ["### `outlier_detection`", "", *_table(OutlierDetection), ""]
     out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]
     out += ["## Pomerium keys accepted and ignored (with a warning)", ""]
     out += [f"- `{k}`: {v}" for k, v in {**IGNORED_POMERIUM_KEYS, **IGNORED}.items()]

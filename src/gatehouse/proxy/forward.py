@@ -170,12 +170,14 @@ async def forward(
     session_cookie: bytes | None = None,
     upgrade: bytes | None = None,
     host_override: bytes | None = None,
+    hash_key: bytes | None = None,
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams.
 
     ``upgrade`` is the permitted ``Upgrade`` value to ask for (the client's), or ``None``
     to send a plain request; only then is the upstream's ``101`` turned into a tunnel.
     ``host_override`` is the Host a route's rewrite from the request chose, if any.
+    ``hash_key`` is what ``RING_HASH``/``MAGLEV`` routes hash (session, else client IP).
 
     Raises:
         UpstreamError: the upstream failed before any response was sent to the client.
@@ -211,7 +213,8 @@ async def forward(
     attempts = 0
     while True:
         attempts += 1
-        target = balancer.pick(exclude=tried)
+        target = balancer.pick(exclude=tried, key=hash_key)
+        target.active += 1  # requests in flight, for LEAST_REQUEST
         conn = pool.take_idle(target.endpoint)
         reused = conn is not None
         try:
@@ -223,12 +226,14 @@ async def forward(
                 )
                 conn = await pool.connect(target.endpoint, limit)
         except UpstreamConnectError:
+            target.active -= 1
             balancer.mark_failed(target)
             if attempts < min(balancer.size, 3) and exchange.phase is Phase.RECEIVING:
                 tried = target
                 continue
             raise
         if exchange.phase is not Phase.RECEIVING:  # client gone or timed out meanwhile
+            target.active -= 1
             pool.release(conn)
             return Outcome(upstream=target.url_text)
         if target.down_until:
@@ -271,7 +276,10 @@ async def forward(
             if conn.write_paused:
                 exchange.connection.pause_reading()
         try:
-            tunnel = await forwarder.finished
+            try:
+                tunnel = await forwarder.finished
+            finally:
+                target.active -= 1
         except UpstreamError as err:
             exchange.on_abort(None)
             exchange.on_timeout(None)
@@ -287,6 +295,7 @@ async def forward(
                 log.debug("retrying on a fresh connection after a stale pooled one: %s", err)
                 tried = None
                 continue
+            balancer.record(target, None)  # no (complete) response: outlier detection
             if not forwarder.started and exchange.phase is Phase.RECEIVING:
                 raise
             exchange.abort()
@@ -294,4 +303,5 @@ async def forward(
             return Outcome(target.url_text, _now() - started, reused)
         exchange.on_abort(None)
         exchange.on_timeout(None)
+        balancer.record(target, exchange.status)
         return Outcome(target.url_text, _now() - started, reused, tunnel)

@@ -11,6 +11,7 @@ responses in one place (:mod:`gatehouse.proxy.responses`) and writes one access-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
@@ -18,8 +19,6 @@ from time import monotonic as _now
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..authorize.client_cert import client_certificate
-from ..authorize.criteria.certificate import denied_for_certificate
 from ..authorize.decision import Outcome as DecisionOutcome
 from ..authorize.input import PolicyInput
 from ..config.base import normalize_origin
@@ -29,7 +28,6 @@ from ..errors import (
     CrossOriginUpgrade,
     Forbidden,
     GatehouseError,
-    InvalidClientCertificate,
     NotFound,
     ServiceUnavailable,
     SignInRequired,
@@ -275,9 +273,6 @@ class Pipeline:
     async def _route(
         self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
     ) -> Outcome | None:
-        if route.client_cert_required:
-            # Before any action, as Pomerium's deny rule is part of every route's policy.
-            check_client_certificate(exchange, route)
         if route.response is not None:
             self._send(exchange, Response.text(route.response.body, route.response.status), route)
             return None
@@ -319,6 +314,7 @@ class Pipeline:
             session_cookie=state.session_cookie,
             upgrade=upgrade,
             host_override=host_override,
+            hash_key=_hash_key(route, session, exchange.client_ip),
         )
 
     def _upgrade_for(
@@ -446,8 +442,6 @@ class Pipeline:
                 self._authorize_log(exchange, target, route, session, "allow", None)
             return session
         cors = policy.reads_cors_headers
-        chain = exchange.peer_chain
-        trust = route.client_trust
         decision = policy.evaluate(
             PolicyInput(
                 method=head.method.decode("ascii", "replace"),
@@ -461,8 +455,6 @@ class Pipeline:
                     if cors
                     else ""
                 ),
-                client_certificate=client_certificate(chain[0]) if chain else None,
-                client_certificate_valid=trust is None or trust.check(chain, time.time()) is None,
             )
         )
         outcome = decision.outcome
@@ -487,8 +479,6 @@ class Pipeline:
             self._authorize_log(exchange, target, route, session, outcome.value, decision)
         else:
             log.info("access %s", outcome.value, extra={"policy": fields})
-        if denied_for_certificate(decision):
-            raise InvalidClientCertificate("denied by policy: no valid client certificate")
         if outcome is DecisionOutcome.NEEDS_LOGIN:
             original = f"{route.options.from_scheme}://{target.raw_host.decode('latin-1')}" + (
                 head.target.decode("latin-1") if head.target[:1] == b"/" else target.path
@@ -696,23 +686,15 @@ class Pipeline:
         )
 
 
-def check_client_certificate(exchange: Exchange, route: Route) -> None:
-    """Pomerium's default ``invalid_client_certificate`` deny rule, answered before the
-    policy and before any sign-in (``handleResult``).
-
-    Raises:
-        InvalidClientCertificate: no certificate, or one not valid for the route's CA.
-    """
-    trust = route.client_trust
-    if trust is None:
-        return
-    problem = trust.check(exchange.peer_chain, time.time())
-    if problem is not None:
-        log.info(
-            "access deny: no valid client certificate",
-            extra={"route": route.name, "why": problem, "client": exchange.client_ip},
-        )
-        raise InvalidClientCertificate(problem)
+def _hash_key(route: Route, session: Session | None, client_ip: str) -> bytes | None:
+    """What a hashing route's balancer hashes, as Pomerium's hash policy: the SHA-256 of
+    the session id (``x-pomerium-routing-key``), else the client IP."""
+    balancer = route.balancer
+    if balancer is None or not balancer.hashing:
+        return None
+    if session is not None:
+        return hashlib.sha256(session.id.encode()).digest()
+    return client_ip.encode()
 
 
 def parse_target(exchange: Exchange, allow_path_parameters: bool = False) -> Target:
