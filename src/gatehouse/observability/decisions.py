@@ -31,19 +31,29 @@ class RecentDecision:
 class DecisionTally:
     """Counts of decisions by (route, user, decision), and the latest ones in order."""
 
-    __slots__ = ("counts", "recent")
+    __slots__ = ("_recent", "counts")
 
     def __init__(self, recent: int = RECENT_DECISIONS) -> None:
         self.counts: Counter[tuple[str, str, str]] = Counter()
-        self.recent: deque[RecentDecision] = deque(maxlen=recent)
+        self._recent: deque[tuple[float, str, str, str]] = deque(maxlen=recent)
 
     def record(self, route: str, user: str | None, decision: str) -> None:
+        """Count one decision (on the request path when the console is on: kept to a
+        dict update and a deque append, well under a microsecond)."""
         who = user or "(anonymous)"
         key = (route, who, decision)
-        if key not in self.counts and len(self.counts) >= MAX_COUNTERS:
+        counts = self.counts
+        n = counts.get(key)
+        if n is None and len(counts) >= MAX_COUNTERS:
             key = (route, OTHER_USERS, decision)
-        self.counts[key] += 1
-        self.recent.append(RecentDecision(time.time(), route, who, decision))
+            n = counts.get(key)
+        counts[key] = (n or 0) + 1
+        self._recent.append((time.time(), route, who, decision))
+
+    @property
+    def recent(self) -> list[RecentDecision]:
+        """The latest decisions, oldest first."""
+        return [RecentDecision(*entry) for entry in self._recent]
 
     def by_route(self) -> list[tuple[str, int, int]]:
         """``(route, allowed, refused)`` per route, busiest first."""
