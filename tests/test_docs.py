@@ -34,6 +34,7 @@ from gatehouse.authorize.ppl import OPERATORS
 from gatehouse.config import load_text
 from gatehouse.config.auth import IdpUser
 from gatehouse.config.identity import SigningKeyEntry
+from gatehouse.config.mtls import ENFORCEMENT_MODES, SAN_TYPES, DownstreamMTLS
 from gatehouse.config.options import IGNORED_POMERIUM_KEYS, Options
 from gatehouse.config.pomerium_keys import (
     ALWAYS_ON,
@@ -170,6 +171,7 @@ CONFIG_KEYS = (
         SigningKeyEntry,
         SubPolicy,
         RewriteHeader,
+        DownstreamMTLS,
         HealthCheck,
         HttpHealthCheck,
         OutlierDetection,
@@ -187,6 +189,8 @@ PPL_WORDS = {
     # matchers (docs/policy.md "Matchers") and the schedule criteria's fields
     "is", "not", "starts_with", "ends_with", "contains", "in", "not_in", "has", "exclude",
     "after", "before", "timezone", "days",
+    # client_certificate conditions, downstream_mtls enforcement modes and SAN types
+    "spki_hash", "san_email", "san_dns", "san_uri", *ENFORCEMENT_MODES, *SAN_TYPES,
 }  # fmt: skip
 
 

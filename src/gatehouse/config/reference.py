@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from .auth import AuthOptions, IdpUser
 from .durations import format_duration
 from .identity import IdentityOptions
+from .mtls import DownstreamMTLS
 from .options import IGNORED_POMERIUM_KEYS, Options
 from .pomerium_keys import (
     ALWAYS_ON,
@@ -144,6 +145,7 @@ def reference_markdown() -> str:
     out += ["### `response` action", "", *_table(DirectResponse), ""]
     out += ["### `rewrite_response_headers` entries", "", *_table(RewriteHeader), ""]
     out += ["### `sub_policies` entries", "", *_table(SubPolicy), ""]
+    out += ["### `downstream_mtls`", "", *_table(DownstreamMTLS), ""]
     out += ["### `health_checks` entries", "", *_table(HealthCheck), ""]
     out += ["#### `http_health_check`", "", *_table(HttpHealthCheck), ""]
     out += ["### `outlier_detection`", "", *_table(OutlierDetection), ""]

@@ -19,6 +19,8 @@ from time import monotonic as _now
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ..authorize.client_cert import client_certificate
+from ..authorize.criteria.certificate import denied_for_certificate
 from ..authorize.decision import Outcome as DecisionOutcome
 from ..authorize.input import PolicyInput
 from ..config.base import normalize_origin
@@ -28,6 +30,7 @@ from ..errors import (
     CrossOriginUpgrade,
     Forbidden,
     GatehouseError,
+    InvalidClientCertificate,
     NotFound,
     ServiceUnavailable,
     SignInRequired,
@@ -273,6 +276,9 @@ class Pipeline:
     async def _route(
         self, exchange: Exchange, target: Target, route: Route, state: ProxyState, access: _Access
     ) -> Outcome | None:
+        if route.client_cert_required:
+            # Before any action, as Pomerium's deny rule is part of every route's policy.
+            check_client_certificate(exchange, route)
         if route.response is not None:
             self._send(exchange, Response.text(route.response.body, route.response.status), route)
             return None
@@ -442,6 +448,8 @@ class Pipeline:
                 self._authorize_log(exchange, target, route, session, "allow", None)
             return session
         cors = policy.reads_cors_headers
+        chain = exchange.peer_chain
+        trust = route.client_trust
         decision = policy.evaluate(
             PolicyInput(
                 method=head.method.decode("ascii", "replace"),
@@ -455,6 +463,8 @@ class Pipeline:
                     if cors
                     else ""
                 ),
+                client_certificate=client_certificate(chain[0]) if chain else None,
+                client_certificate_valid=trust is None or trust.check(chain, time.time()) is None,
             )
         )
         outcome = decision.outcome
@@ -479,6 +489,8 @@ class Pipeline:
             self._authorize_log(exchange, target, route, session, outcome.value, decision)
         else:
             log.info("access %s", outcome.value, extra={"policy": fields})
+        if denied_for_certificate(decision):
+            raise InvalidClientCertificate("denied by policy: no valid client certificate")
         if outcome is DecisionOutcome.NEEDS_LOGIN:
             original = f"{route.options.from_scheme}://{target.raw_host.decode('latin-1')}" + (
                 head.target.decode("latin-1") if head.target[:1] == b"/" else target.path
@@ -695,6 +707,25 @@ def _hash_key(route: Route, session: Session | None, client_ip: str) -> bytes | 
     if session is not None:
         return hashlib.sha256(session.id.encode()).digest()
     return client_ip.encode()
+
+
+def check_client_certificate(exchange: Exchange, route: Route) -> None:
+    """Pomerium's default ``invalid_client_certificate`` deny rule, answered before the
+    policy and before any sign-in (``handleResult``).
+
+    Raises:
+        InvalidClientCertificate: no certificate, or one not valid for the route's CA.
+    """
+    trust = route.client_trust
+    if trust is None:
+        return
+    problem = trust.check(exchange.peer_chain, time.time())
+    if problem is not None:
+        log.info(
+            "access deny: no valid client certificate",
+            extra={"route": route.name, "why": problem, "client": exchange.client_ip},
+        )
+        raise InvalidClientCertificate(problem)
 
 
 def parse_target(exchange: Exchange, allow_path_parameters: bool = False) -> Target:
