@@ -141,6 +141,7 @@ def test_postgres_down_then_back(
     assert checked.returncode == 0, checked.stderr
     assert f"port {relay.port} failed: Connection refused" in checked.stderr
     assert "503" in checked.stderr
+    assert "Sw0rdf1sh" not in checked.stderr + checked.stdout
     gh.start()
     try:
         start_errors = [r for r in gh.logs() if r.get("message", "").startswith("session store")]
