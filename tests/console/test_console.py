@@ -470,3 +470,22 @@ def test_apply_reaches_every_worker(tmp_path, app_upstream: Upstream) -> None:  
         assert len(pids) == 2  # both workers reloaded, neither restarted
     finally:
         assert gh.stop() == 0, gh.stderr_text()
+
+
+def test_without_console_policy_nobody_may_use_it(tmp_path, app_upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    from support.gatehouse import GatehouseProcess
+
+    from .conftest import config_text
+
+    workdir = tmp_path / "gh-no-policy"
+    workdir.mkdir()
+    text = config_text(workdir, app_upstream.url)
+    text = re.sub(r"console_policy:\n(?:  .*\n)+", "", text)
+    assert "console_policy:" not in text
+    gh = GatehouseProcess(text, workdir).start()
+    try:
+        page = ConsoleUser(gh, "alice").landing  # alice is an admin, but no policy allows her
+        assert page.status_code == 403
+        assert "console_policy does not allow you" in page.text
+    finally:
+        assert gh.stop() == 0, gh.stderr_text()

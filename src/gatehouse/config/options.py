@@ -37,7 +37,13 @@ IGNORED_POMERIUM_KEYS: dict[str, str] = {
 
 
 class Options(
-    ServerOptions, AuthOptions, IdentityOptions, TLSOptions, ConsoleOptions, LogFieldOptions
+    ServerOptions,
+    AuthOptions,
+    IdentityOptions,
+    TLSOptions,
+    ConsoleOptions,
+    LogFieldOptions,
+    ListenerOptions,
 ):
     """Everything gatehouse can be told, validated and immutable."""
 
