@@ -85,7 +85,8 @@ OPERATION_TIMEOUT_S = 5.0
 #: needs one starts afresh (psycopg_pool's backoff would otherwise grow to minutes).
 RECONNECT_TIMEOUT_S = 5.0
 #: Connections per process (requests needing the store at once; the listener is extra).
-POOL_MAX_SIZE = 8
+#: Small: every worker of every replica holds its own, within max_connections (100).
+POOL_MAX_SIZE = 4
 #: The listener checks its connection after this long without a notification (seconds).
 LISTEN_LIVENESS_S = 5.0
 #: Longest pause between attempts to re-establish the listener (seconds).
