@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from support import wait_until
 from support.gatehouse import GatehouseProcess
 from support.upstream import Respond, Upstream
 
@@ -40,7 +40,10 @@ class Pki:
         self.server_ca = Authority("server CA")
         self.intermediate = Authority("intermediate CA", parent=self.ca)
         self.server = self.server_ca.issue(
-            "app.example.test", "pinned.example.test", "spki.example.test", "own.example.test",
+            "app.example.test",
+            "pinned.example.test",
+            "spki.example.test",
+            "own.example.test",
             "policy.example.test",
         )
         self.alice = self.ca.issue(client=True, common_name="alice", emails=("alice@example.com",))
@@ -77,8 +80,14 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path)
 
 
-def _get(pki: Pki, gh: GatehouseProcess, host: str, who: Issued | None, name: str = "c",
-         chain: bytes = b"") -> tuple[int, bytes]:
+def _get(
+    pki: Pki,
+    gh: GatehouseProcess,
+    host: str,
+    who: Issued | None,
+    name: str = "c",
+    chain: bytes = b"",
+) -> tuple[int, bytes]:
     """``curl`` with ``who``'s certificate (none with ``None``): (status, body), status 0
     when the connection failed."""
     args = ["--cacert", str(pki.server_ca_file), "-w", "\n%{http_code}"]
@@ -91,8 +100,12 @@ def _get(pki: Pki, gh: GatehouseProcess, host: str, who: Issued | None, name: st
 
 
 def _public(host: str, upstream: Upstream, **extra: Any) -> dict[str, Any]:
-    return {"from": f"https://{host}", "to": upstream.url, "allow_public_unauthenticated_access": True,
-            **extra}
+    return {
+        "from": f"https://{host}",
+        "to": upstream.url,
+        "allow_public_unauthenticated_access": True,
+        **extra,
+    }
 
 
 def _fingerprint(who: Issued) -> str:
@@ -130,15 +143,25 @@ def test_default_deny_admits_only_valid_certificates(
         assert b"valid client certificate is required" in body, what
     # Nothing invalid reached the upstream, and each denial is one log line with the reason.
     assert len(upstream.requests) == before
-    denials = [r for r in gh.logs() if r.get("message") == "access deny: no valid client certificate"]
-    assert len(denials) == len(cases)
-    assert any("revoked" in str(r.get("why")) for r in denials)
+
+    def denials() -> list[dict[str, Any]]:
+        return [
+            r for r in gh.logs() if r.get("message") == "access deny: no valid client certificate"
+        ]
+
+    wait_until(lambda: len(denials()) >= len(cases), 5.0, what="one denial line per case")
+    assert len(denials()) == len(cases)
+    assert any("revoked" in str(r.get("why")) for r in denials())
     assert not any("Traceback" in line for line in gh.stderr_lines)
 
 
 def test_depth_and_subject_alt_names(start_gatehouse: Start, pki: Pki, upstream: Upstream) -> None:
-    gh = start_gatehouse(pki.config([_public("app.example.test", upstream)],
-                                    match_subject_alt_names=[{"email": r".*@example\.com"}]))
+    gh = start_gatehouse(
+        pki.config(
+            [_public("app.example.test", upstream)],
+            match_subject_alt_names=[{"email": r".*@example\.com"}],
+        )
+    )
     # alice@example.com matches; bob@corp.example does not (full match, not search).
     assert _get(pki, gh, "app.example.test", pki.alice)[0] == 200
     assert _get(pki, gh, "app.example.test", pki.bob)[0] == 495
@@ -161,13 +184,26 @@ def test_client_certificate_criteria_and_route_ca(
     start_gatehouse: Start, pki: Pki, upstream: Upstream
 ) -> None:
     routes = [
-        {"from": "https://pinned.example.test", "to": upstream.url,
-         "policy": {"allow": {"and": [{"client_certificate": {"fingerprint": [_fingerprint(pki.alice)]}}]}}},
-        {"from": "https://spki.example.test", "to": upstream.url,
-         "policy": {"allow": {"and": [{"client_certificate": {"spki_hash": _spki(pki.bob)}}]}}},
+        {
+            "from": "https://pinned.example.test",
+            "to": upstream.url,
+            "policy": {
+                "allow": {
+                    "and": [{"client_certificate": {"fingerprint": [_fingerprint(pki.alice)]}}]
+                }
+            },
+        },
+        {
+            "from": "https://spki.example.test",
+            "to": upstream.url,
+            "policy": {"allow": {"and": [{"client_certificate": {"spki_hash": _spki(pki.bob)}}]}},
+        },
         # This route trusts only the other CA.
-        _public("own.example.test", upstream,
-                tls_downstream_client_ca=base64.b64encode(pki.other.cert_pem).decode()),
+        _public(
+            "own.example.test",
+            upstream,
+            tls_downstream_client_ca=base64.b64encode(pki.other.cert_pem).decode(),
+        ),
     ]
     gh = start_gatehouse(pki.config(routes))
     assert _get(pki, gh, "pinned.example.test", pki.alice)[0] == 200
@@ -184,9 +220,14 @@ def test_policy_enforcement_leaves_it_to_the_policy(
     start_gatehouse: Start, pki: Pki, upstream: Upstream
 ) -> None:
     routes = [
-        {"from": "https://policy.example.test", "to": upstream.url,
-         "policy": [{"allow": {"and": [{"accept": True}]}},
-                    {"deny": {"and": [{"invalid_client_certificate": True}]}}]},
+        {
+            "from": "https://policy.example.test",
+            "to": upstream.url,
+            "policy": [
+                {"allow": {"and": [{"accept": True}]}},
+                {"deny": {"and": [{"invalid_client_certificate": True}]}},
+            ],
+        },
         _public("app.example.test", upstream),
     ]
     gh = start_gatehouse(pki.config(routes, enforcement="policy"))
@@ -202,8 +243,13 @@ def test_policy_enforcement_leaves_it_to_the_policy(
 def test_reject_connection_fails_the_handshake(
     start_gatehouse: Start, pki: Pki, upstream: Upstream
 ) -> None:
-    gh = start_gatehouse(pki.config([_public("app.example.test", upstream)],
-                                    enforcement="reject_connection", crl_file=str(pki.crl_file)))
+    gh = start_gatehouse(
+        pki.config(
+            [_public("app.example.test", upstream)],
+            enforcement="reject_connection",
+            crl_file=str(pki.crl_file),
+        )
+    )
     assert _get(pki, gh, "app.example.test", pki.alice)[0] == 200
     for who in (None, pki.eve, pki.revoked):
         status, _ = _get(pki, gh, "app.example.test", who, name="r")
@@ -211,20 +257,45 @@ def test_reject_connection_fails_the_handshake(
     # openssl s_client: the server ends the handshake (asyncio closes the socket without
     # flushing OpenSSL's alert, so the client reads an EOF instead of "bad certificate").
     cert, key = pki.files(pki.eve, "eve")
-    out = s_client(gh.port, "-servername", "app.example.test", "-cert", cert, "-key", key,
-                   "-CAfile", str(pki.server_ca_file), "-ign_eof",
-                   stdin=b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n")
+    out = s_client(
+        gh.port,
+        "-servername",
+        "app.example.test",
+        "-cert",
+        cert,
+        "-key",
+        key,
+        "-CAfile",
+        str(pki.server_ca_file),
+        "-ign_eof",
+        stdin=b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n",
+    )
     assert b"HTTP/1.1" not in out.stdout
     assert b"unexpected eof" in out.stderr.lower() or b"alert" in out.stderr.lower(), out.stderr
     good_cert, good_key = pki.files(pki.alice, "alice")
-    ok = s_client(gh.port, "-servername", "app.example.test", "-cert", good_cert, "-key", good_key,
-                  "-CAfile", str(pki.server_ca_file), "-ign_eof",
-                  stdin=b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n")
+    ok = s_client(
+        gh.port,
+        "-servername",
+        "app.example.test",
+        "-cert",
+        good_cert,
+        "-key",
+        good_key,
+        "-CAfile",
+        str(pki.server_ca_file),
+        "-ign_eof",
+        stdin=b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n",
+    )
     assert b"HTTP/1.1 200" in ok.stdout
     # The handshake offers the trusted CA's name (browsers choose a certificate by it).
     assert b"client CA" in ok.stdout
-    rejections = [r for r in gh.logs() if "TLS handshake rejected" in str(r.get("message"))]
-    assert len(rejections) >= 2  # eve and the revoked one (no certificate fails earlier)
+
+    def rejections() -> list[dict[str, Any]]:
+        return [r for r in gh.logs() if "TLS handshake rejected" in str(r.get("message"))]
+
+    # eve (twice: curl and s_client) and the revoked one; no certificate fails earlier.
+    wait_until(lambda: len(rejections()) >= 3, 5.0, what="three handshake rejections")
+    assert any("revoked" in str(r.get("why")) for r in rejections())
     assert not any("Traceback" in line for line in gh.stderr_lines)
 
 
@@ -233,18 +304,49 @@ def test_bad_mtls_settings_refuse_to_start(tmp_path: Path, pki: Pki) -> None:
 
     for bad, needle in (
         ({"ca": base64.b64encode(b"not a pem").decode()}, "downstream_mtls.ca"),
-        ({"ca_file": str(pki.ca_file), "crl": base64.b64encode(pki.ca.cert_pem).decode()},
-         "certificate revocation list"),
+        (
+            {"ca_file": str(pki.ca_file), "crl": base64.b64encode(pki.ca.cert_pem).decode()},
+            "certificate revocation list",
+        ),
         ({"ca_file": str(pki.ca_file), "enforcement": "sometimes"}, "enforcement"),
         ({"ca_file": str(pki.ca_file), "match_subject_alt_names": [{"phone": "1"}]}, "SAN type"),
     ):
         cfg = tmp_path / "bad.yaml"
         import yaml
 
-        cfg.write_text(yaml.safe_dump({**pki.config([{"from": "https://app.example.test",
-                                                      "response": {"status": 200}}]),
-                                       "downstream_mtls": bad}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    **pki.config(
+                        [{"from": "https://app.example.test", "response": {"status": 200}}]
+                    ),
+                    "downstream_mtls": bad,
+                }
+            )
+        )
         out = run_cli("check", "-c", str(cfg))
         assert out.returncode != 0, bad
         assert needle in out.stdout + out.stderr, (bad, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
+
+
+def test_http2_connections_carry_the_certificate(
+    start_gatehouse: Start, pki: Pki, upstream: Upstream
+) -> None:
+    gh = start_gatehouse(
+        {**pki.config([_public("app.example.test", upstream)]), "codec_type": "auto"}
+    )
+    cert, key = pki.files(pki.alice, "alice")
+    base = [
+        "--http2",
+        "--cacert",
+        str(pki.server_ca_file),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+    ]
+    out = curl(gh.port, "app.example.test", "/", *base, "--cert", cert, "--key", key)
+    assert out.stdout == b"2 200", out.stderr
+    out = curl(gh.port, "app.example.test", "/", *base)
+    assert out.stdout == b"2 495", out.stderr

@@ -24,7 +24,7 @@ Start = Callable[..., GatehouseProcess]
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         peer = self.connection.getpeercert()  # type: ignore[attr-defined]
         who = "none"
         if peer:
@@ -102,31 +102,60 @@ def test_upstream_mutual_tls_and_custom_ca(
     cert_file, key_file = gatehouse_cert.write(tmp_path, "gh-client")
     routes = [
         # Inline forms (base64), the upstream's CA as tls_custom_ca.
-        _route("inline.test", strict.port, tls_custom_ca=_b64(ca_pem),
-               tls_client_cert=_b64(gatehouse_cert.cert_pem),
-               tls_client_key=_b64(gatehouse_cert.key_pem)),
+        _route(
+            "inline.test",
+            strict.port,
+            tls_custom_ca=_b64(ca_pem),
+            tls_client_cert=_b64(gatehouse_cert.cert_pem),
+            tls_client_key=_b64(gatehouse_cert.key_pem),
+        ),
         # File forms, the upstream's CA as the global certificate_authority.
-        _route("files.test", strict.port, tls_client_cert_file=str(cert_file),
-               tls_client_key_file=str(key_file)),
+        _route(
+            "files.test",
+            strict.port,
+            tls_client_cert_file=str(cert_file),
+            tls_client_key_file=str(key_file),
+        ),
         # No client certificate: the upstream refuses the handshake.
         _route("nocert.test", strict.port, tls_custom_ca=_b64(ca_pem)),
         # A certificate the upstream does not trust.
-        _route("wrongcert.test", strict.port, tls_custom_ca=_b64(ca_pem),
-               tls_client_cert=_b64(wrong_cert.cert_pem), tls_client_key=_b64(wrong_cert.key_pem)),
+        _route(
+            "wrongcert.test",
+            strict.port,
+            tls_custom_ca=_b64(ca_pem),
+            tls_client_cert=_b64(wrong_cert.cert_pem),
+            tls_client_key=_b64(wrong_cert.key_pem),
+        ),
         # The route's own CA replaces the global one: the upstream is not trusted.
-        _route("untrusted.test", strict.port, tls_custom_ca=_b64(stranger_ca.cert_pem),
-               tls_client_cert=_b64(gatehouse_cert.cert_pem),
-               tls_client_key=_b64(gatehouse_cert.key_pem)),
+        _route(
+            "untrusted.test",
+            strict.port,
+            tls_custom_ca=_b64(stranger_ca.cert_pem),
+            tls_client_cert=_b64(gatehouse_cert.cert_pem),
+            tls_client_key=_b64(gatehouse_cert.key_pem),
+        ),
         # The name checked is tls_server_name: another name fails.
-        {**_route("wrongname.test", strict.port, tls_custom_ca=_b64(ca_pem),
-                  tls_client_cert=_b64(gatehouse_cert.cert_pem),
-                  tls_client_key=_b64(gatehouse_cert.key_pem)),
-         "tls_server_name": "elsewhere.internal"},
+        {
+            **_route(
+                "wrongname.test",
+                strict.port,
+                tls_custom_ca=_b64(ca_pem),
+                tls_client_cert=_b64(gatehouse_cert.cert_pem),
+                tls_client_key=_b64(gatehouse_cert.key_pem),
+            ),
+            "tls_server_name": "elsewhere.internal",
+        },
         # tls_skip_verify: neither chain nor name checked.
-        {**_route("skip.test", strict.port, tls_skip_verify=True,
-                  tls_client_cert=_b64(gatehouse_cert.cert_pem),
-                  tls_client_key=_b64(gatehouse_cert.key_pem)),
-         "tls_server_name": "elsewhere.internal"},
+        {
+            **_route(
+                "skip.test",
+                strict.port,
+                tls_skip_verify=True,
+                tls_client_cert=_b64(gatehouse_cert.cert_pem),
+                tls_client_key=_b64(gatehouse_cert.key_pem),
+            ),
+            "tls_server_name": "elsewhere.internal",
+        },
     ]
     gh = start_gatehouse({"certificate_authority": _b64(ca_pem), "routes": routes})
     assert gh.get("/", "inline.test").text == "client=gatehouse"
@@ -142,12 +171,10 @@ def test_upstream_mutual_tls_and_custom_ca(
     assert not any("Traceback" in line for line in gh.stderr_lines)
 
 
-def test_bad_upstream_tls_settings_refuse_to_start(
-    start_gatehouse: Start, tmp_path: Path
-) -> None:
-    from support.gatehouse import run_cli
-
+def test_bad_upstream_tls_settings_refuse_to_start(start_gatehouse: Start, tmp_path: Path) -> None:
     import yaml
+
+    from support.gatehouse import run_cli
 
     ca = Authority()
     issued = ca.issue(client=True)
@@ -155,14 +182,28 @@ def test_bad_upstream_tls_settings_refuse_to_start(
     for bad, needle in (
         ({"tls_custom_ca": _b64(b"garbage")}, "tls_custom_ca"),
         ({"tls_client_cert": _b64(issued.cert_pem)}, "go together"),
-        ({"tls_client_cert": _b64(issued.cert_pem), "tls_client_key": _b64(other.key_pem)},
-         "do not load"),
-        ({"tls_client_cert_file": str(tmp_path / "missing.pem"),
-          "tls_client_key_file": str(tmp_path / "missing.key")}, "cannot read"),
+        (
+            {"tls_client_cert": _b64(issued.cert_pem), "tls_client_key": _b64(other.key_pem)},
+            "do not load",
+        ),
+        (
+            {
+                "tls_client_cert_file": str(tmp_path / "missing.pem"),
+                "tls_client_key_file": str(tmp_path / "missing.key"),
+            },
+            "cannot read",
+        ),
     ):
         cfg = tmp_path / "bad.yaml"
-        cfg.write_text(yaml.safe_dump({"insecure_server": True, "address": "127.0.0.1:0",
-                                       "routes": [_route("x.test", 1, **bad)]}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "insecure_server": True,
+                    "address": "127.0.0.1:0",
+                    "routes": [_route("x.test", 1, **bad)],
+                }
+            )
+        )
         out = run_cli("check", "-c", str(cfg))
         assert out.returncode != 0, bad
         assert needle in out.stdout + out.stderr, (bad, out.stdout, out.stderr)

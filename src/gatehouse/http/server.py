@@ -31,6 +31,7 @@ from ..errors import ClientError, GatehouseError, RequestTimeout
 from .connection import Limits, RequestReader, UpgradeRequested
 from .exchange import Exchange, Phase
 from .messages import RequestHead, Response
+from .peer_cert import peer_chain
 
 log = logging.getLogger("gatehouse.http")
 
@@ -79,26 +80,6 @@ class ServedConnection(Protocol):
 
 Handler = Callable[[Exchange], Awaitable[None]]
 ErrorRenderer = Callable[[GatehouseError, RequestHead | None], Response]
-
-
-#: ``_ssl.ENCODING_DER``: the value ``Certificate.public_bytes`` takes for DER.
-_ENCODING_DER = 2
-
-
-def _peer_chain(ssl_object: object) -> tuple[bytes, ...]:
-    """The certificates the client sent (leaf first, DER); empty without one.
-
-    Read through ``_sslobj.get_unverified_chain`` (public as ``get_unverified_chain``
-    only from Python 3.13): the handshake accepted the chain unverified, on purpose
-    (see ``tls/client_auth``); it is judged per request.
-    """
-    inner = getattr(ssl_object, "_sslobj", None)
-    if inner is None or not isinstance(ssl_object, ssl.SSLObject):
-        return ()
-    if ssl_object.getpeercert(binary_form=True) is None:
-        return ()
-    chain = inner.get_unverified_chain() or ()
-    return tuple(c.public_bytes(_ENCODING_DER) for c in chain if c is not None)
 
 
 class DownstreamProtocol(asyncio.Protocol):
@@ -157,7 +138,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.server_port = local[1] if isinstance(local, tuple) else 0
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         if self.scheme == "https":
-            self.peer_chain = _peer_chain(transport.get_extra_info("ssl_object"))
+            self.peer_chain = peer_chain(transport.get_extra_info("ssl_object"))
         now = _now()
         self._idle_since = now
         self._head_started = now

@@ -45,6 +45,7 @@ from ...errors import (
 )
 from ..exchange import Phase
 from ..messages import RequestHead
+from ..peer_cert import peer_chain
 from .limits import (
     CONNECTION_WINDOW_BYTES,
     MAX_CONCURRENT_STREAMS,
@@ -106,6 +107,8 @@ class H2Protocol(asyncio.Protocol):
         self.client_ip = ""
         self.server_port = 0
         self.scheme = "http"
+        #: The client certificate chain from the TLS handshake (leaf first, DER), unverified.
+        self.peer_chain: tuple[bytes, ...] = ()
         self._write_paused = False
         self._corked = 0
         self._closing = False
@@ -132,6 +135,8 @@ class H2Protocol(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.server_port = local[1] if isinstance(local, tuple) else 0
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        if self.scheme == "https":
+            self.peer_chain = peer_chain(transport.get_extra_info("ssl_object"))
         self._idle_since = _now()
         self.server.connections.add(self)
         sock = transport.get_extra_info("socket")
@@ -237,6 +242,7 @@ class H2Protocol(asyncio.Protocol):
             server_port=self.server_port,
             start_time=now,
         )
+        ex.peer_chain = self.peer_chain
         stream.exchange = ex
         self._served += 1
         self.loop.create_task(self._run(ex))
