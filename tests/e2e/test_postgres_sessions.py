@@ -225,3 +225,45 @@ def test_sign_out_is_refused_by_every_worker_at_once(
         statuses = [fresh_get() for _ in range(200)]
         assert statuses == [401] * 200, f"{statuses.count(200)} requests still let in"
         assert len(pids("access needs-login", mark)) == 2, "refusals did not come from both"
+
+
+def test_outage_keeps_cached_sessions_refuses_sign_out_and_sessions_survive(
+    idp: Any, app_upstream: Any, tmp_path: Path, schema: str, loop_thread: LoopThread
+) -> None:
+    """As with Redis (tests/ops/test_ops_redis_down.py), plus what PostgreSQL adds: the
+    sessions are still there when it comes back."""
+    relay = TcpRelay(loop_thread, 5432).start()
+    config = sso_config(
+        idp,
+        _routes(app_upstream),
+        databroker_storage_type="postgres",
+        databroker_storage_connection_string=pg_url(schema, relay.port),
+        idp_scopes=["openid", "profile", "email"],
+    )
+    try:
+        with GatehouseProcess(config, tmp_path) as gh:
+            alice = Browser(gh.port)
+            assert alice.follow(f"{APP}/").status_code == 200
+            cookie = alice.cookies["app.localhost"]["_gatehouse"]
+            relay.stop()
+            # Past the cache's 5 s freshness, within the 60 s outage grace: still served.
+            deadline = time.monotonic() + 6.0
+            while time.monotonic() < deadline:
+                assert alice.get(f"{APP}/during").status_code == 200
+                time.sleep(0.5)
+            # A sign-out cannot revoke: a clear 503, and the session is not half ended.
+            page = alice.get(f"{APP}/.pomerium/")
+            csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+            out = alice.request("POST", f"{APP}/.pomerium/sign_out", data={"csrf": csrf})
+            assert out.status_code == 503 and "Traceback" not in out.text
+            assert alice.cookies["app.localhost"]["_gatehouse"] == cookie
+            relay.start()
+            # Back, without a restart: the same cookie still works (PostgreSQL kept the
+            # session), and the sign-out now does.
+            wait_until(
+                lambda: _get(gh.port, cookie).status_code == 200, 15, interval=0.2, what="recovery"
+            )
+            _sign_out(alice)
+            assert _get(gh.port, cookie).status_code == 401
+    finally:
+        relay.stop()
