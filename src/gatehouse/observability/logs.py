@@ -28,6 +28,8 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+#: Libraries whose per-request info lines are shown only at debug level.
+QUIET_LIBRARY_LOGGERS = ("httpx", "httpcore")
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -41,17 +43,27 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
+        fields = record.__dict__
+        for key in fields.keys() - _STD_ATTRS:  # the ``extra`` fields, found in C
+            if not key.startswith("_"):
+                out[key] = fields[key]
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        out["pid"] = record.process
+        out["pid"] = _pid[0]
         return json.dumps(out, default=str)
 
 
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    # strftime is most of a line's formatting cost; a second's prefix is made once.
+    whole = int(ts)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int(ts % 1 * 1000):03d}Z"
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
@@ -63,6 +75,17 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    # httpx logs every request at info; IdP calls are counted and timed by the metrics,
+    # and their failures logged by the callers, so that line is only useful for debugging.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
+    # No line shows the caller's file, line or thread: skip finding them for each record
+    # (the "Optimization" section of Python's logging HOWTO).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = False  # a getpid() per record: the formatter knows the pid
 
 
 class AccessLog:
