@@ -489,3 +489,15 @@ def test_without_console_policy_nobody_may_use_it(tmp_path, app_upstream: Upstre
         assert "console_policy does not allow you" in page.text
     finally:
         assert gh.stop() == 0, gh.stderr_text()
+
+
+def test_routes_list_shows_whether_each_upstream_answers(alice: ConsoleUser) -> None:
+    from support.upstream import closed_port
+
+    form = alice.form("/routes/1")
+    form["to"] = f"http://127.0.0.1:{closed_port()}"
+    assert alice.post("/routes/1", form).status_code == 303
+    page = alice.get("/routes").text
+    rows = dict(re.findall(r'<tr data-index="(\d)">.*?<td class="health">(.*?)</td>', page, re.S))
+    assert '<span class="ok">up</span>' in rows["0"]
+    assert '<span class="bad">down</span> <small>Connection refused</small>' in rows["1"]

@@ -46,6 +46,7 @@ from .audit import AuditLog
 from .configfile import ConfigDocument, ConfigFileError, read_only_reason
 from .csrf import CsrfGuard
 from .forms import FIELDS, TABS, apply_form, form_values, submitted_values
+from .health import probe_all
 from .render import render, static
 
 log = logging.getLogger("gatehouse.console")
@@ -212,7 +213,7 @@ class Console:
         if path == "/" and not post:
             return await self._overview(request, session)
         if path == "/routes" and not post:
-            return self._routes(request, session)
+            return await self._routes(request, session)
         if path == "/audit" and not post:
             return self._page("audit.html", session, entries=self.audit.recent(100))
         if path == "/sessions/revoke" and post:
@@ -346,11 +347,14 @@ class Console:
             health=health,
         )
 
-    def _routes(self, request: Request, session: Session) -> Response:
+    async def _routes(self, request: Request, session: Session) -> Response:
         query = request.query_params().get("q", "").strip()
         doc = self._document()
         check = parse_only(doc.text, str(self.path))
         options = check.loaded.options if check.loaded is not None else self.options
+        reach = await probe_all(
+            [(u.host, u.port) for route in options.all_routes for u in route.to or []]
+        )
         rows = []
         for i, route in enumerate(options.all_routes):
             try:
@@ -369,9 +373,10 @@ class Console:
                 "policy": summary,
                 "identity": bool(self.options.route_pass_identity_headers(route)),
             }
+            health = [reach.get((u.host, u.port)) for u in route.to or []]
             if query and not any(query.lower() in str(v).lower() for v in row.values()):
                 continue
-            rows.append(row)
+            rows.append({**row, "health": health})
         return self._page(
             "routes.html",
             session,
