@@ -60,7 +60,7 @@ class AuthOptions(StrictModel):
     )
     #: Extra authorization request parameters (reserved OAuth ones cannot be overridden).
     idp_request_params: dict[str, str] = Field(default_factory=dict)
-    #: Users of the built-in identity provider (`idp_provider: builtin`).
+    #: Users of the built-in identity provider (`idp_provider: builtin`). gatehouse addition.
     idp_users: list[IdpUser] = Field(default_factory=list)
 
     #: Base64 of 32 random bytes from which gatehouse derives internal keys (and the

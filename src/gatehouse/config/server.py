@@ -60,11 +60,12 @@ class ServerOptions(StrictModel):
     #: Longest wait for in-flight requests after SIGTERM before exiting. gatehouse addition.
     shutdown_timeout: Duration = 30.0
 
-    #: Largest request header block (→ 431).
+    #: Largest request header block (→ 431). gatehouse addition (Envoy's fixed limit is
+    #: 60 KiB).
     max_request_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
-    #: Longest request target (→ 414).
+    #: Longest request target (→ 414). gatehouse addition.
     max_url_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
-    #: Largest request body accepted (0 = unlimited, as Pomerium).
+    #: Largest request body accepted, → 413 (0 = unlimited, as Pomerium). gatehouse addition.
     max_request_body_bytes: int = Field(default=0, ge=0)
 
     #: Headers added to every response; secure defaults (X-Frame-Options, X-Content-Type-Options,
@@ -91,7 +92,7 @@ class ServerOptions(StrictModel):
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     #: Write one JSON access-log line per request to stdout. gatehouse addition.
     access_log: bool = True
-    #: Processes serving the same port; `None` means one per CPU core.
+    #: Processes serving the same port; `None` means one per CPU core. gatehouse addition.
     workers: int | None = Field(default=None, ge=1, le=256)
     #: Where generated keys and the SQLite session store live. gatehouse addition.
     data_dir: str = "~/.local/share/gatehouse"
