@@ -1,6 +1,6 @@
 """gatehouse's pages in a real headless Chromium, with JavaScript off, checked by axe-core.
 
-The flows (sign in, session page, 403 with "sign in as someone else", sign-out
+The flows (sign in, session page, routes portal, 403 with "sign in as someone else", sign-out
 confirmation, signed out, 404, 400, verify app) run with JavaScript disabled: none of
 them may need it. Chromium sends every request to gatehouse as its proxy (so
 ``http://app.localhost/`` needs no port and no DNS). Each page's HTML is then checked in
@@ -179,6 +179,11 @@ def test_every_page_works_without_javascript_and_passes_axe(browser: Any) -> Non
     assert "Identity verified" in page.inner_text("#status")
     pages.look("03-verify")
 
+    page.goto("http://app.localhost/.pomerium/routes")
+    names = page.locator("#routes .name").all_inner_texts()
+    assert names == ["app", "verify"]  # payroll is closed to alice
+    pages.look("03b-routes-portal")
+
     response = page.goto("http://payroll.localhost/salaries")
     assert response is not None and response.status == 403
     assert page.inner_text("#user") == "alice@example.com"
@@ -208,7 +213,7 @@ def test_every_page_works_without_javascript_and_passes_axe(browser: Any) -> Non
 
     failing = {name: v for name, v in pages.checked.items() if v}
     assert not failing, json.dumps(failing, indent=2)
-    assert len(pages.checked) == 8
+    assert len(pages.checked) == 9
 
 
 def test_sign_in_as_someone_else_from_a_403(browser: Any) -> None:
