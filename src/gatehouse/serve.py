@@ -34,6 +34,7 @@ from .http.server import HttpServer
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
+from .observability.health_listener import serve_health
 from .observability.logs import AccessLog, setup_logging
 from .observability.metrics import (
     Metrics,
@@ -115,7 +116,7 @@ class Worker:
             metrics.config_loaded(self.loaded.digest)
             self.services.session_event = lambda e: metrics.sessions.labels(e).inc()
             if self.serve_metrics:
-                serve_metrics(options.metrics_address or "")
+                serve_metrics(options.metrics_address or "", options.metrics_credentials)
         self.metrics = metrics
         state = self.build(self.loaded, self.services)
         pool = ConnectionPool(loop)
@@ -387,6 +388,14 @@ def run(
             return 1
     # Before forking, so every worker serves the same generated certificate.
     prepare_fallback(options)
+    if options.health_check_addr:
+        try:
+            serve_health(
+                options.health_check_addr, sock.getsockname()[:2], not options.insecure_server
+            )
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", options.health_check_addr, exc.strerror or exc)
+            return 1
     workers = options.workers or os.cpu_count() or 1
     if workers == 1:
         return _run_worker(config_path, loaded, sock, build, redirect_sock=redirect_sock)
@@ -457,7 +466,9 @@ def _supervise(
     metrics_server = None
     if loaded.options.metrics_address:
         metrics_dir = prepare_multiprocess()
-        metrics_server = serve_metrics(loaded.options.metrics_address)
+        metrics_server = serve_metrics(
+            loaded.options.metrics_address, loaded.options.metrics_credentials
+        )
     for _ in range(count):
         spawn()
     log.info("supervisor started", extra={"workers": count, "pids": list(children)})

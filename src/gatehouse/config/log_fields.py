@@ -132,7 +132,7 @@ class LogFieldOptions(StrictModel):
 
     @field_validator("access_log_fields")
     @classmethod
-    def _access(cls, value: list[str] | None) -> list[str] | None:
+    def _access_log_fields(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             check_fields("access_log_fields", value, ACCESS_FIELDS, ACCESS_REFUSED)
             _check_header_names(value)
@@ -140,7 +140,7 @@ class LogFieldOptions(StrictModel):
 
     @field_validator("authorize_log_fields")
     @classmethod
-    def _authorize(cls, value: list[str] | None) -> list[str] | None:
+    def _authorize_log_fields(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             check_fields("authorize_log_fields", value, AUTHORIZE_FIELDS, AUTHORIZE_REFUSED)
             _check_header_names(value)

@@ -15,6 +15,7 @@ from .auth import AuthOptions
 from .console import ConsoleOptions
 from .identity import IdentityOptions
 from .log_fields import LogFieldOptions
+from .metrics import ListenerOptions
 from .routes import RouteOptions
 from .server import ServerOptions
 from .tls import TLSOptions

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from typing import Any
@@ -137,21 +138,37 @@ class Metrics:
         self.config_info.labels(self._digest).set(1)
 
 
-def serve_metrics(address: str) -> Any:
-    """Serve the metrics on ``address`` (``host:port``) from a background thread."""
-    from prometheus_client import CollectorRegistry, start_http_server
+def serve_metrics(address: str, basic_auth: tuple[str, str] | None = None) -> Any:
+    """Serve the metrics on ``address`` (``host:port``) from a background thread, behind
+    HTTP Basic authentication when ``basic_auth`` (``metrics_basic_auth``) is given."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    from .basic_auth import require_basic_auth
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes are not access-logged
 
     host, _, port = address.rpartition(":")
-    registry = None
+    registry: CollectorRegistry = REGISTRY
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    kwargs: dict[str, Any] = {"addr": host or "0.0.0.0"}  # noqa: S104 - operator's choice
-    if registry is not None:
-        kwargs["registry"] = registry
-    server, _thread = start_http_server(int(port), **kwargs)
+    app = make_wsgi_app(registry)
+    if basic_auth is not None:
+        app = require_basic_auth(app, *basic_auth)
+    bind = host.strip("[]") or "0.0.0.0"  # noqa: S104 - operator's choice
+
+    class _Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+    server = make_server(bind, int(port), app, _Server, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_port}"})  # noqa: S104
     return server
 
