@@ -62,6 +62,7 @@ class Authority:
         """A root CA, or with ``parent`` an intermediate CA it signs."""
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.parent = parent
+        self.cert: x509.Certificate
         now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder = (

@@ -350,3 +350,37 @@ def test_http2_connections_carry_the_certificate(
     assert out.stdout == b"2 200", out.stderr
     out = curl(gh.port, "app.example.test", "/", *base)
     assert out.stdout == b"2 495", out.stderr
+
+
+def test_reload_changes_the_client_ca_without_a_restart(
+    start_gatehouse: Start, pki: Pki, upstream: Upstream
+) -> None:
+    routes = [_public("app.example.test", upstream)]
+    plain = pki.config(routes)
+    del plain["downstream_mtls"]
+    gh = start_gatehouse(plain)
+    # No client CA yet: no certificate is asked for, everyone gets through.
+    assert _get(pki, gh, "app.example.test", None)[0] == 200
+
+    def reload(config: dict[str, Any], n: int) -> None:
+        gh.write_config(config)
+        wait_until(
+            lambda: sum(r.get("message") == "config reloaded" for r in gh.logs()) >= n,
+            10.0,
+            what=f"reload {n}",
+        )
+
+    reload(pki.config(routes), 1)
+    assert _get(pki, gh, "app.example.test", None)[0] == 495
+    assert _get(pki, gh, "app.example.test", pki.alice)[0] == 200
+    # Now only the other CA is trusted, and the handshake requires it.
+    other = pki.other.write(pki.dir, "other-ca")
+    reload(pki.config(routes, ca_file=str(other), enforcement="reject_connection"), 2)
+    assert _get(pki, gh, "app.example.test", pki.alice)[0] == 0
+    assert _get(pki, gh, "app.example.test", pki.eve)[0] == 200
+    # A CA file that does not parse keeps the running config.
+    broken = pki.dir / "broken-ca.crt"
+    broken.write_text("not a certificate")
+    gh.write_config(pki.config(routes, ca_file=str(broken)))
+    gh.wait_log(lambda r: "reload failed" in str(r.get("message")), timeout=10)
+    assert _get(pki, gh, "app.example.test", pki.eve)[0] == 200

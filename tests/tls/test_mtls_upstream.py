@@ -25,7 +25,7 @@ Start = Callable[..., GatehouseProcess]
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        peer = self.connection.getpeercert()  # type: ignore[attr-defined]
+        peer = self.connection.getpeercert()
         who = "none"
         if peer:
             who = dict(x[0] for x in peer["subject"]).get("commonName", "?")
