@@ -36,9 +36,10 @@ def build_console(
         ConfigError: no sign-in configured, a host clash, or ``console_policy`` does not compile.
     """
     from ..proxy.state import shared_secret
-    from .app import Console, console_policy
+    from .app import Console
     from .audit import AuditLog
     from .csrf import CsrfGuard
+    from .policy import console_policy
 
     options = loaded.options
     host = options.console_host or ""

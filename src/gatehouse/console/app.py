@@ -17,7 +17,6 @@ conflict when the file changed since.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 import time
@@ -29,16 +28,13 @@ from urllib.parse import quote, urlsplit
 from ruamel.yaml.comments import CommentedMap
 
 from ..authenticate.endpoints import AuthEndpoints
-from ..authorize.decision import Decision, Outcome
-from ..authorize.dryrun import dry_run_session, evaluate_route
+from ..authorize.decision import Outcome
 from ..authorize.input import PolicyInput
 from ..authorize.policy import Policy, compile_route_policy
 from ..config.loader import LoadedConfig
-from ..config.options import Options
-from ..errors import ConfigError, GatehouseError, InvalidPath
+from ..errors import ConfigError, GatehouseError
 from ..http.messages import Request, Response
 from ..identity import AssertionMinter
-from ..proxy.paths import normalize_request_path
 from ..sessions.model import Session
 from . import overview
 from .apply import by_field, parse_only, validate, wait_for_digest
@@ -47,6 +43,7 @@ from .configfile import ConfigDocument, ConfigFileError, read_only_reason
 from .csrf import CsrfGuard
 from .forms import FIELDS, TABS, apply_form, form_values, submitted_values
 from .health import probe_all
+from .policy import DRY_FIELDS, dry_run_result, policy_summary
 from .render import render, static
 
 log = logging.getLogger("gatehouse.console")
@@ -103,40 +100,6 @@ class EditorPage:
     dry_run: dict[str, Any] | None = None
     dry_inputs: dict[str, str] = field(default_factory=dict)
     legacy: list[str] = field(default_factory=list)
-
-
-def console_policy(options: Options) -> Policy:
-    """Compile ``console_policy`` as a route policy (no rules: nobody is allowed).
-
-    Raises:
-        ConfigError: the policy does not compile; problems are named ``console_policy…``.
-    """
-    from ..config.routes import RouteOptions
-
-    route = RouteOptions.model_validate(
-        {"from": options.console_url, "to": "http://127.0.0.1:1", "policy": options.console_policy}
-    )
-    try:
-        policy = compile_route_policy(route, 0)
-    except ConfigError as exc:
-        raise ConfigError(
-            [p.replace("routes[0].policy", "console_policy", 1) for p in exc.problems]
-        ) from None
-    policy.route = "console"
-    return policy
-
-
-def policy_summary(policy: Policy) -> str:
-    """One line for the routes list: ``allow or: email, groups; deny and: …``."""
-    if policy.allows_everyone:
-        return "public"
-    if not policy.clauses:
-        return "no rules: nobody"
-    parts = []
-    for clause in policy.clauses:
-        names = sorted({c.rsplit("->", 1)[-1].split(":", 1)[0].strip() for c in clause.criteria})
-        parts.append(f"{clause.action} {clause.operator.value}: {', '.join(names) or '-'}")
-    return "; ".join(parts)
 
 
 class Console:
@@ -486,7 +449,7 @@ class Console:
     def _dry_run(self, session: Session, index: int | None, form: dict[str, str]) -> Response:
         doc, page, slot = self._edited(index, form)
         page.tab = "policy"
-        page.dry_inputs = {k: form.get(k, "") for k in _DRY_FIELDS}
+        page.dry_inputs = {k: form.get(k, "") for k in DRY_FIELDS}
         text = doc.dump()
         check = parse_only(text, str(doc.path))
         fields, general = by_field(check.problems, str(doc.path), slot)
@@ -496,7 +459,7 @@ class Console:
         if check.loaded is not None:
             all_index = doc.all_index(slot)
             route = check.loaded.options.all_routes[all_index]
-            page.dry_run = _dry_run_result(route, all_index, page.dry_inputs)
+            page.dry_run = dry_run_result(route, all_index, page.dry_inputs)
             try:
                 page.clauses = list(compile_route_policy(route, all_index).clauses)
             except ConfigError:
@@ -661,63 +624,5 @@ class Console:
         return Response.redirect("/?revoked=" + overview.session_ref(target), 303)
 
 
-_DRY_FIELDS = ("dr_email", "dr_groups", "dr_claims", "dr_method", "dr_path")
-
-
 def _tab(value: str) -> str:
     return value if value in {t for t, _ in TABS} else "general"
-
-
-def _claims(text: str) -> dict[str, Any]:
-    """``name=value`` lines (a JSON value when it parses) or one JSON object."""
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise ValueError("claims: not a JSON object") from None
-        if not isinstance(value, dict):
-            raise ValueError("claims: not a JSON object")
-        return value
-    claims: dict[str, Any] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        key, sep, raw = line.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"claims: expected name=value, got {line.strip()!r}")
-        try:
-            claims[key.strip()] = json.loads(raw)
-        except ValueError:
-            claims[key.strip()] = raw.strip()
-    return claims
-
-
-def _dry_run_result(route: Any, index: int, inputs: dict[str, str]) -> dict[str, Any]:
-    """Decide the dry-run request against the edited route, as ``check-policy`` would."""
-    email = inputs.get("dr_email", "").strip() or None
-    groups = [g.strip() for g in inputs.get("dr_groups", "").split(",") if g.strip()]
-    method = inputs.get("dr_method", "").strip().upper() or "GET"
-    raw_path = inputs.get("dr_path", "").strip() or "/"
-    try:
-        claims = _claims(inputs.get("dr_claims", ""))
-        path = normalize_request_path(raw_path if raw_path.startswith("/") else "/" + raw_path)
-    except InvalidPath as exc:
-        return {"error": f"the proxy would refuse this path (400): {exc}"}
-    except ValueError as exc:
-        return {"error": str(exc)}
-    session = dry_run_session(email, groups, claims)
-    try:
-        decision: Decision = evaluate_route(route, index, path, session, method=method)
-    except ConfigError as exc:
-        return {"error": "; ".join(exc.problems)}
-    return {
-        "outcome": decision.outcome.value,
-        "clauses": decision.clause_results(),
-        "reasons": decision.reasons(),
-        "explain": decision.explain(),
-        "who": "anonymous" if session is None else (session.email or session.user_id),
-        "request": f"{method} {path}",
-    }
