@@ -34,11 +34,11 @@ Expiry of records, one-shot keys and leases uses the caller's clock, as SQLite d
 rows are never returned, and are swept every ``SWEEP_INTERVAL_S``.
 
 Failures: every driver or pool error becomes :class:`ServiceUnavailable` whose message never
-holds the connection string or its password. The pool checks a connection before lending it
-(a PostgreSQL restart leaves every pooled connection dead) and stops retrying a connection
-after ``RECONNECT_TIMEOUT_S``, so the next request starts a fresh attempt: service resumes
-within seconds of PostgreSQL returning, however long it was away. The listener logs the
-outage once when it starts and once when it ends.
+holds the connection string or its password. A call that finds its pooled connection dead
+(a PostgreSQL restart kills them all) moves on to the next one (see :meth:`_run`); the pool
+stops retrying a connection after ``RECONNECT_TIMEOUT_S``, so the next request starts a
+fresh attempt: service resumes within seconds of PostgreSQL returning, however long it was
+away. The listener logs the outage once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -258,7 +258,6 @@ class PostgresStore(SessionStore):
             open=False,
             timeout=POOL_TIMEOUT_S,
             reconnect_timeout=RECONNECT_TIMEOUT_S,
-            check=AsyncConnectionPool.check_connection,
             configure=_configure,
             name="gatehouse-sessions",
         )
@@ -297,7 +296,14 @@ class PostgresStore(SessionStore):
         text = text.replace(self._conninfo, "***")
         return text[:MAX_REASON_CHARS]
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, idempotent: bool = True) -> T:
+        """``fn`` on a pooled connection, within OPERATION_TIMEOUT_S.
+
+        A pooled connection may have died since its last use (a PostgreSQL restart kills
+        them all): it fails at once, and the call moves on to the next connection, up to a
+        new one. An idempotent ``fn`` simply runs again; any other is preceded by an empty
+        query, so it never runs twice (a retried one-shot key would refuse its own use).
+        """
         if self._closed:
             raise ServiceUnavailable("postgres session store: closed")
         try:
@@ -305,11 +311,27 @@ class PostgresStore(SessionStore):
                 if not self._opened:
                     await self._pool.open()
                     self._opened = True
-                wait = DOWN_POOL_TIMEOUT_S if self._down_reason else POOL_TIMEOUT_S
-                async with self._pool.connection(timeout=wait) as conn:
-                    if self._channel is None:
-                        await self._ensure_schema(conn)
-                    return await fn(conn)
+                for attempt in range(POOL_MAX_SIZE + 1):
+                    more = attempt < POOL_MAX_SIZE
+                    wait = DOWN_POOL_TIMEOUT_S if self._down_reason else POOL_TIMEOUT_S
+                    # Leaving the block with a broken connection makes the pool discard it.
+                    async with self._pool.connection(timeout=wait) as conn:
+                        if not idempotent:
+                            try:
+                                await conn.execute("")
+                            except psycopg.OperationalError:
+                                if conn.broken and more:
+                                    continue
+                                raise
+                        try:
+                            if self._channel is None:
+                                await self._ensure_schema(conn)
+                            return await fn(conn)
+                        except psycopg.OperationalError:
+                            if idempotent and conn.broken and more:
+                                continue
+                            raise
+                raise AssertionError("unreachable")  # the last attempt returns or raises
         except PoolTimeout as exc:
             why = self._down_reason or "no connection available"
             raise ServiceUnavailable(f"postgres session store: cannot connect ({why})") from exc
@@ -471,7 +493,7 @@ class PostgresStore(SessionStore):
             cur = await conn.execute(self._sql.consume_once, (key, now + ttl_s, now))
             return cur.rowcount == 1
 
-        return await self._run(q)
+        return await self._run(q, idempotent=False)
 
     async def acquire_lock(self, name: str, ttl_s: float) -> str | None:
         now = self._clock()
@@ -481,7 +503,7 @@ class PostgresStore(SessionStore):
             cur = await conn.execute(self._sql.acquire_lock, (name, token, now + ttl_s, now))
             return cur.rowcount == 1
 
-        return token if await self._run(q) else None
+        return token if await self._run(q, idempotent=False) else None
 
     async def release_lock(self, name: str, token: str) -> None:
         async def q(conn: Conn) -> None:
