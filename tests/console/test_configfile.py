@@ -136,3 +136,16 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         _doc(tmp_path, "- a\n- b\n")
     with pytest.raises(ConfigFileError, match="invalid YAML"):
         _doc(tmp_path, "a: [\n")
+
+
+def test_a_write_is_refused_when_the_file_changed_since_it_was_read(tmp_path: Path) -> None:
+    from gatehouse.console.configfile import ConfigConflict
+
+    doc = _doc(tmp_path, INDENTED)
+    doc.path.write_text(INDENTED + "# someone else\n")
+    with pytest.raises(ConfigConflict):
+        doc.write_if_unchanged(INDENTED + "# mine\n")
+    assert doc.path.read_text().endswith("# someone else\n")
+    fresh = ConfigDocument.read(doc.path)
+    fresh.write_if_unchanged(fresh.text + "# mine\n")
+    assert doc.path.read_text().endswith("# someone else\n# mine\n")

@@ -39,7 +39,7 @@ from ..sessions.model import Session
 from . import overview
 from .apply import by_field, parse_only, validate, wait_for_digest
 from .audit import AuditLog
-from .configfile import ConfigDocument, ConfigFileError, read_only_reason
+from .configfile import ConfigConflict, ConfigDocument, ConfigFileError, read_only_reason
 from .csrf import CsrfGuard
 from .forms import FIELDS, TABS, apply_form, form_values, submitted_values
 from .health import probe_all
@@ -559,19 +559,15 @@ class Console:
         check = await validate(text, str(doc.path))
         if not check.ok or check.loaded is None:
             return check.problems
-        # The file could have changed while the check ran: read it once more.
+        # The file could have changed while the check ran: compared again, under a lock.
         try:
-            latest = ConfigDocument.read(doc.path)
-        except ConfigFileError as exc:
-            raise ConsoleError(500, "Config file unreadable", str(exc)) from None
-        if latest.digest != doc.digest:
+            after = doc.write_if_unchanged(text)
+        except ConfigConflict:
             raise ConsoleError(
                 409,
                 "Conflict",
                 f"{doc.path} changed on disk while the change was checked; nothing was written.",
-            )
-        try:
-            after = doc.write(text)
+            ) from None
         except ConfigFileError as exc:
             raise ConsoleError(409, "Not written", f"Not applied: {exc}") from None
         self.audit.record(

@@ -13,6 +13,7 @@ half of one).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -33,6 +34,10 @@ ROUTE_LISTS = ("routes", "policy")
 
 class ConfigFileError(Exception):
     """The config file cannot be read, parsed or written; the message is for operators."""
+
+
+class ConfigConflict(ConfigFileError):
+    """The file changed on disk since it was read: nothing was written."""
 
 
 def file_digest(data: bytes) -> str:
@@ -154,6 +159,33 @@ class ConfigDocument:
         out = io.StringIO()
         _yaml(self.indent, self.offset).dump(self.data, out)
         return out.getvalue()
+
+    def write_if_unchanged(self, text: str) -> str:
+        """:meth:`write`, only if the file still has the digest it had when read.
+
+        The check and the rename happen under an exclusive ``flock`` of the file's
+        directory, so two consoles (two workers, two machines sharing the directory over
+        a local file system) cannot both pass the check and overwrite each other.
+
+        Raises:
+            ConfigConflict: the file changed since it was read.
+            ConfigFileError: the file or its directory cannot be written.
+        """
+        try:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError as exc:
+            raise ConfigFileError(f"cannot open {self.path.parent}: {exc.strerror}") from None
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            try:
+                now = file_digest(self.path.read_bytes())
+            except OSError as exc:
+                raise ConfigFileError(f"cannot read {self.path}: {exc.strerror}") from None
+            if now != self.digest:
+                raise ConfigConflict(f"{self.path} changed on disk since it was read")
+            return self.write(text)
+        finally:
+            os.close(dir_fd)  # releases the lock
 
     def write(self, text: str) -> str:
         """Replace the file with ``text`` atomically; returns the new file digest.
