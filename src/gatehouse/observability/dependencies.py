@@ -76,6 +76,9 @@ class TimedStore(SessionStore):
     async def close(self) -> None:
         await self.inner.close()
 
+    async def ping(self) -> None:
+        await self._timed("ping", self.inner.ping())
+
     async def get(self, session_id: str) -> Session | None:
         return await self._timed("get", self.inner.get(session_id))
 
