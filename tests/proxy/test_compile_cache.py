@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from gatehouse.config import load_text
+from gatehouse.proxy.compile_cache import RouteCompiler
 from gatehouse.proxy.state import Services, build_state
 
 
@@ -24,7 +25,7 @@ def _state(text: str, services: Services):  # type: ignore[no-untyped-def]
 
 
 def test_reload_compiles_only_changed_routes() -> None:
-    services = Services()
+    services = Services(route_compiler=RouteCompiler())
     hosts = [f"h{i}.example.com" for i in range(50)]
     first = _state(_config(hosts), services)
     assert services.route_compiler.compiled_last == 50
@@ -47,7 +48,7 @@ def test_reload_compiles_only_changed_routes() -> None:
 
 
 def test_global_change_recompiles_every_route() -> None:
-    services = Services()
+    services = Services(route_compiler=RouteCompiler())
     hosts = [f"h{i}.example.com" for i in range(5)]
     _state(_config(hosts), services)
     state = _state(_config(hosts, "set_response_headers: {X-Test: one}"), services)
@@ -57,7 +58,7 @@ def test_global_change_recompiles_every_route() -> None:
 
 
 def test_failed_compile_keeps_previous_routes() -> None:
-    services = Services()
+    services = Services(route_compiler=RouteCompiler())
     hosts = [f"h{i}.example.com" for i in range(5)]
     _state(_config(hosts), services)
     bad = _config(hosts).replace(
@@ -81,7 +82,7 @@ def test_ten_thousand_routes_start_and_reload_quickly() -> None:
     builds in ~0.15 s. Bounds are generous for a shared machine."""
     hosts = [f"h{i}.example.com" for i in range(10_000)]
     text = _config(hosts)
-    services = Services()
+    services = Services(route_compiler=RouteCompiler())
     start = time.process_time()
     state = build_state(load_text(text, "<test>", env={}), services)
     startup = time.process_time() - start
@@ -95,3 +96,13 @@ def test_ten_thousand_routes_start_and_reload_quickly() -> None:
     assert route is not None and route.index == 5000
     assert startup < 3.0, startup
     assert rebuild < 0.6, rebuild
+
+
+def test_check_then_worker_build_compiles_once() -> None:
+    """``gatehouse run`` builds the config in its check and again in the worker: the
+    second build reuses the first's routes (the process shares one compiler)."""
+    text = _config([f"once{i}.example.com" for i in range(20)])
+    build_state(load_text(text, "<test>", env={}), Services())
+    services = Services()
+    build_state(load_text(text, "<test>", env={}), services)
+    assert services.route_compiler.compiled_last == 0

@@ -9,6 +9,10 @@ options reuses every route whose options are unchanged, at whatever position it 
 (the index is the only field that differs); any change to the global options compiles
 every route again, since any route may read them. A config that fails to compile leaves
 the kept set as it was.
+
+One compiler serves the whole process (:func:`shared_compiler`): ``gatehouse run`` checks
+the config (building it once) before its worker builds it again, and workers forked after
+the check inherit what it compiled.
 """
 
 from __future__ import annotations
@@ -68,3 +72,11 @@ class RouteCompiler:
         self._globals, self._kept = globals_key, kept
         self.compiled_last = compiled
         return routes
+
+
+_SHARED = RouteCompiler()
+
+
+def shared_compiler() -> RouteCompiler:
+    """The process's compiler (reuse is keyed by content, so sharing it is always safe)."""
+    return _SHARED

@@ -37,7 +37,7 @@ from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
 from ..tls.downstream import compile_downstream
 from .portal import RoutesPortal
-from .compile_cache import RouteCompiler
+from .compile_cache import RouteCompiler, shared_compiler
 from .router import Route, Router, attach_client_trust, compile_route
 
 log = logging.getLogger("gatehouse")
@@ -58,7 +58,7 @@ class Services:
     #: Called with ``created``/``refreshed``/``revoked`` (metrics), when set.
     session_event: Callable[[str], None] | None = None
     #: Compiled routes kept between reloads (only changed routes are compiled again).
-    route_compiler: RouteCompiler = field(default_factory=RouteCompiler)
+    route_compiler: RouteCompiler = field(default_factory=shared_compiler)
     #: The last config's assertion minter: the next one keeps its cached assertions, so a
     #: reload does not make every active session sign again.
     minter: AssertionMinter | None = None

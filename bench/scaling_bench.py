@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""Benchmark: does gatehouse's cost per request stay flat as the work grows? (issue 15)
+
+Each row runs two gatehouse processes that differ only in size — 1 route vs 10,000, one
+path rule vs 10,000, one session vs 100,000, a 1-rule policy vs 200 rules — both behind
+the same nginx ``return 200`` upstream, drives each with ``wrk`` (a Lua script cycling
+the hosts, paths or cookies of the row, so both sides pay the same client-side work),
+interleaved small, large, large, small..., and prints the proxy's CPU time per request
+(``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
+ratio large/small. A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
+the first proxied request answers) with 1 and 10,000 routes.
+
+Usage::
+
+    python bench/scaling_bench.py                         # every row, -c20 -d5s, 2 rounds
+    python bench/scaling_bench.py --rows hosts,paths -d 10s --rounds 3
+    python bench/scaling_bench.py --src /tmp/before/src   # another checkout's gatehouse
+
+``--src`` puts that source tree first on the gatehouse processes' ``PYTHONPATH`` (the
+default: this checkout's ``src``), so two versions are compared with the same command.
+The sessions row creates its sessions directly in the SQLite store (gatehouse's own
+``SessionManager``, as ``proxy_bench.py --scenario authenticated`` does) and warms the
+large side up by cycling every cookie once before measuring, so the row shows the steady
+state of 100,000 sessions in rotation, not their first sight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import http.client
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from proxy_bench import (
+    _LISTENING,
+    _UPSTREAM_BODY,
+    READY_POLL_S,
+    READY_TIMEOUT_S,
+    UPSTREAM_BODY,
+    BenchError,
+    Proc,
+    Processes,
+    RunResult,
+    cpu_seconds,
+    ensure_tools,
+    parse_wrk,
+    start_nginx,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Hosts of the routes (``h<i>.<suffix>``); a suffix no real name ends with.
+SUFFIX = "scale.localhost"
+
+_LUA = """\
+local lines = {{}}
+for line in io.lines("{path}") do lines[#lines + 1] = line end
+local n, i = #lines, math.random(0, #lines - 1)
+request = function()
+  i = i + 1
+  local host, path, cookie = lines[(i % n) + 1]:match("([^\\t]*)\\t([^\\t]*)\\t?(.*)")
+  local headers = {{Host = host}}
+  if cookie ~= "" then headers["Cookie"] = cookie end
+  return wrk.format("GET", path, headers)
+end
+"""
+
+
+@dataclass
+class Side:
+    """One gatehouse of a row: its config, the requests wrk cycles, and what it measured."""
+
+    name: str
+    config: str
+    requests: list[tuple[str, str, str]]  # (host, path, cookie header value or "")
+    warm_all: bool = False
+    port: int = 0
+    pid: int = 0
+    proc: Proc | None = None
+    results: list[RunResult] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    name: str
+    what: str
+    target: float
+    small: Side
+    large: Side
+
+
+def _route(host: str, upstream: int, extra: str = "") -> str:
+    return f"  - from: http://{host}\n    to: http://127.0.0.1:{upstream}\n{extra}"
+
+
+_PUBLIC = "    allow_public_unauthenticated_access: true\n"
+_BASE = "address: 127.0.0.1:0\ninsecure_server: true\nworkers: 1\naccess_log: false\n"
+
+
+def row_hosts(upstream: int, n: int) -> Row:
+    hosts = [f"h{i}.{SUFFIX}" for i in range(n)]
+    routes = "".join(_route(h, upstream, _PUBLIC) for h in hosts)
+    one = _BASE + "routes:\n" + _route(hosts[0], upstream, _PUBLIC)
+    return Row(
+        "hosts",
+        f"{n:,} routes, requests cycling over {n:,} hosts vs 1 route",
+        1.3,
+        Side("1 route", one, [(hosts[0], "/", "")]),
+        Side(f"{n:,} routes", _BASE + "routes:\n" + routes, [(h, "/", "") for h in hosts]),
+    )
+
+
+def row_paths(upstream: int, n: int) -> Row:
+    host = f"paths.{SUFFIX}"
+    rules = "".join(_route(host, upstream, f"    prefix: /p{i}/\n" + _PUBLIC) for i in range(n))
+    one = _BASE + "routes:\n" + _route(host, upstream, "    prefix: /p0/\n" + _PUBLIC)
+    return Row(
+        "paths",
+        f"the last of {n:,} prefix rules on one host vs 1 rule",
+        1.3,
+        Side("1 rule", one, [(host, "/p0/x", "")]),
+        Side(f"{n:,} rules", _BASE + "routes:\n" + rules, [(host, f"/p{n - 1}/x", "")]),
+    )
+
+
+def _signed_in_base(data_dir: Path) -> str:
+    return _BASE + (
+        "authenticate_service_url: http://authenticate.localhost\n"
+        "idp_provider: oidc\nidp_provider_url: http://127.0.0.1:9\n"
+        "idp_client_id: bench\nidp_client_secret: bench-client-secret-0123456789\n"
+        f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+        f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+        f"signing_key: {_signing_key()}\n"
+        f"data_dir: {data_dir}\ndatabroker_storage_type: sqlite\n"
+    )
+
+
+def _signing_key() -> str:
+    from gatehouse.identity.keys import generate_pem
+
+    return base64.b64encode(generate_pem().encode()).decode()
+
+
+def _make_sessions(config: str, host: str, count: int) -> list[str]:
+    """``count`` signed-in sessions in the config's store; their cookie header values."""
+    from gatehouse.config import load_text
+    from gatehouse.sessions.manager import build_session_manager
+
+    options = load_text(config, "<bench>", env={}).options
+
+    async def make() -> list[str]:
+        manager = build_session_manager(options)
+        await manager.start()
+        try:
+            out = []
+            for i in range(count):
+                session = await manager.create(
+                    user_id=f"user-{i}", email=f"user{i}@example.com", groups=["staff"]
+                )
+                out.append(f"{options.cookie_name}={manager.cookie_value(session, host)}")
+            return out
+        finally:
+            await manager.close()
+
+    return asyncio.run(make())
+
+
+def row_sessions(upstream: int, n: int, tmp: Path) -> Row:
+    host = f"app.{SUFFIX}"
+    extra = "    pass_identity_headers: true\n    allow_any_authenticated_user: true\n"
+    sides = []
+    for name, count in (("1 session", 1), (f"{n:,} sessions", n)):
+        data = tmp / f"sessions-{count}"
+        data.mkdir()
+        config = _signed_in_base(data) + "routes:\n" + _route(host, upstream, extra)
+        print(f"  creating {count:,} sessions ...", file=sys.stderr, flush=True)
+        cookies = _make_sessions(config, host, count)
+        sides.append(Side(name, config, [(host, "/", c) for c in cookies], warm_all=count > 1))
+    return Row(
+        "sessions",
+        f"{n:,} signed-in sessions in rotation vs 1 (session + policy + assertion)",
+        1.5,
+        sides[0],
+        sides[1],
+    )
+
+
+def row_policy(upstream: int, n: int, tmp: Path) -> Row:
+    host = f"app.{SUFFIX}"
+    sides = []
+    for name, count in (("1 rule", 1), (f"{n} rules", n)):
+        data = tmp / f"policy-{count}"
+        data.mkdir()
+        rules = "".join(
+            f"      - allow: {{or: [{{email: {{is: user{i}@example.com}}}}, "
+            f"{{groups: {{has: team-{i}}}}}]}}\n"
+            for i in range(count - 1, -1, -1)  # the user's own rule comes last
+        )
+        extra = "    pass_identity_headers: true\n    policy:\n" + rules
+        config = _signed_in_base(data) + "routes:\n" + _route(host, upstream, extra)
+        cookies = _make_sessions(config, host, 1)
+        sides.append(Side(name, config, [(host, "/", cookies[0])]))
+    return Row(
+        "policy", f"a {n}-rule policy (user matched by the last) vs 1 rule", 1.5, sides[0], sides[1]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _env(src: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(src)}
+
+
+def start_side(procs: Processes, tmp: Path, side: Side, src: Path, tag: str) -> None:
+    config = tmp / f"{tag}.yaml"
+    config.write_text(side.config)
+    argv = [sys.executable, "-m", "gatehouse", "run", "-c", str(config)]
+    proc = procs.start(tag, argv, tmp, env=_env(src))
+
+    def port_of() -> int | None:
+        try:
+            match = _LISTENING.search(proc.stderr.read_bytes())
+        except OSError:
+            return None
+        return int(match.group(1)) if match else None
+
+    side.port = wait_answering(proc, port_of, *side.requests[-1])
+    side.pid = proc.pid
+    side.proc = proc
+
+
+def wait_answering(
+    proc: Proc, port_of: Callable[[], int | None], host: str, path: str, cookie: str
+) -> int:
+    """Poll until ``proc`` proxies ``GET path`` for ``host`` with the upstream's body."""
+    deadline = time.monotonic() + READY_TIMEOUT_S * 4  # 10,000 routes take a while
+    headers = {"Host": host, **({"Cookie": cookie} if cookie else {})}
+    last = "no port yet"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited: " + "\n".join(proc.stderr_tail()))
+        port = port_of()
+        if port is not None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status == 200 and body == UPSTREAM_BODY.encode():
+                    return port
+                last = f"status {resp.status}"
+            except OSError as exc:
+                last = str(exc)
+            finally:
+                conn.close()
+        time.sleep(READY_POLL_S)
+    raise BenchError(f"{proc.name} not answering (last: {last})")
+
+
+def lua_for(tmp: Path, side: Side, tag: str) -> Path:
+    lines = tmp / f"{tag}.requests"
+    lines.write_text("".join(f"{h}\t{p}\t{c}\n" for h, p, c in side.requests))
+    script = tmp / f"{tag}.lua"
+    script.write_text(_LUA.format(path=lines))
+    return script
+
+
+def wrk(port: int, script: Path, args: argparse.Namespace, duration: str) -> str:
+    argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{duration}", "--latency"]
+    argv += ["-s", str(script)]
+    argv.append(f"http://127.0.0.1:{port}/")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def measure(side: Side, script: Path, args: argparse.Namespace, rnd: int) -> RunResult:
+    result = RunResult(side.name, rnd)
+    cpu0 = cpu_seconds(side.pid)
+    out = wrk(side.port, script, args, args.duration)
+    result.proxy_cpu_s = cpu_seconds(side.pid) - cpu0
+    parse_wrk(out, result)
+    if result.non_2xx_3xx:
+        raise BenchError(f"{side.name}: {result.non_2xx_3xx} responses were not 2xx/3xx")
+    result.proxy_cpu_us_per_req = result.proxy_cpu_s / result.requests * 1e6
+    return result
+
+
+def warm_up(side: Side, script: Path, args: argparse.Namespace) -> None:
+    """A short run; for rotations, long enough that every request line was sent once."""
+    if not side.warm_all:
+        wrk(side.port, script, args, "2s")
+        return
+    sent = 0
+    while sent < len(side.requests):
+        result = RunResult(side.name, 0)
+        parse_wrk(wrk(side.port, script, args, "10s"), result)
+        sent += result.requests
+        print(f"    warm-up: {sent:,} of {len(side.requests):,}", file=sys.stderr, flush=True)
+
+
+def run_row(row: Row, procs: Processes, tmp: Path, args: argparse.Namespace) -> float:
+    print(f"\n== {row.name}: {row.what}", flush=True)
+    scripts = {}
+    for tag, side in (("small", row.small), ("large", row.large)):
+        start_side(procs, tmp, side, args.src, f"{row.name}-{tag}")
+        scripts[tag] = lua_for(tmp, side, f"{row.name}-{tag}")
+        warm_up(side, scripts[tag], args)
+    order = [("small", row.small), ("large", row.large)]
+    for rnd in range(args.rounds):
+        for tag, side in order if rnd % 2 == 0 else order[::-1]:
+            r = measure(side, scripts[tag], args, rnd)
+            side.results.append(r)
+            print(
+                f"  round {rnd} {side.name:>16}: {r.rps:9.0f} req/s  "
+                f"{r.proxy_cpu_us_per_req:7.1f} us CPU/req  p99 {r.p99_ms:6.2f} ms",
+                flush=True,
+            )
+    small = _median([r.proxy_cpu_us_per_req for r in row.small.results])
+    large = _median([r.proxy_cpu_us_per_req for r in row.large.results])
+    ratio = large / small
+    mark = "ok" if ratio <= row.target else "OVER TARGET"
+    print(
+        f"  => {row.large.name} / {row.small.name}: {large:.1f} / {small:.1f} us = "
+        f"{ratio:.2f}x (target <= {row.target}x: {mark})",
+        flush=True,
+    )
+    return ratio
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def startup_row(
+    upstream: int, n: int, tmp: Path, args: argparse.Namespace, procs: Processes
+) -> None:
+    print(f"\n== startup: gatehouse check and run with 1 and {n:,} routes", flush=True)
+    for name, row in (
+        ("1 route", row_hosts(upstream, 1).small),
+        (f"{n:,} routes", row_hosts(upstream, n).large),
+    ):
+        config = tmp / f"startup-{len(row.requests)}.yaml"
+        config.write_text(row.config)
+        start = time.monotonic()
+        before = os.times()
+        subprocess.run(
+            [sys.executable, "-m", "gatehouse", "check", "-c", str(config)],
+            env=_env(args.src),
+            check=True,
+            capture_output=True,
+        )
+        after = os.times()
+        check_wall = time.monotonic() - start
+        check_cpu = (after.children_user - before.children_user) + (
+            after.children_system - before.children_system
+        )
+        start = time.monotonic()
+        start_side(procs, tmp, row, args.src, f"startup-{len(row.requests)}")
+        run_wall = time.monotonic() - start
+        run_cpu = cpu_seconds(row.pid)
+        if row.proc is not None:
+            procs.stop(row.proc)
+        print(
+            f"  {name:>14}: check {check_wall:5.2f} s wall ({check_cpu:5.2f} s CPU); "
+            f"run until the first proxied answer {run_wall:5.2f} s wall ({run_cpu:5.2f} s CPU)",
+            flush=True,
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    p.add_argument("--rows", default="hosts,paths,sessions,policy,startup")
+    p.add_argument("-c", "--connections", type=int, default=20)
+    p.add_argument("-d", "--duration", default="5s")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--routes", type=int, default=10_000)
+    p.add_argument("--sessions", type=int, default=100_000)
+    p.add_argument("--rules", type=int, default=200)
+    p.add_argument("--src", type=Path, default=ROOT / "src", help="gatehouse source tree to run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.src = args.src.resolve()
+    sys.path.insert(0, str(ROOT / "src"))  # this checkout's modules make the sessions
+    ensure_tools(need_pyspy=False)
+    rows = args.rows.split(",")
+    procs = Processes()
+    ratios: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="gatehouse-scaling-") as tmp_text:
+        tmp = Path(tmp_text)
+        try:
+            _, upstream = start_nginx(
+                procs,
+                tmp,
+                "upstream",
+                _UPSTREAM_BODY,
+                expect_body=UPSTREAM_BODY.encode(),
+                text=UPSTREAM_BODY.replace("\n", "\\n"),
+            )
+            print(
+                f"gatehouse from {args.src}; wrk -t1 -c{args.connections} "
+                f"-d{args.duration}, {args.rounds} rounds",
+                flush=True,
+            )
+            builders: dict[str, Callable[[], Row]] = {
+                "hosts": lambda: row_hosts(upstream, args.routes),
+                "paths": lambda: row_paths(upstream, args.routes),
+                "sessions": lambda: row_sessions(upstream, args.sessions, tmp),
+                "policy": lambda: row_policy(upstream, args.rules, tmp),
+            }
+            for name in rows:
+                if name == "startup":
+                    startup_row(upstream, args.routes, tmp, args, procs)
+                    continue
+                row = builders[name]()
+                try:
+                    ratios[name] = run_row(row, procs, tmp, args)
+                finally:
+                    for side in (row.small, row.large):
+                        if side.proc is not None:
+                            procs.stop(side.proc)
+        finally:
+            procs.stop_all()
+    print(
+        "\nsummary (CPU per request, large / small): "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
