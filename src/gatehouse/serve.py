@@ -44,6 +44,7 @@ from .observability.metrics import (
     prepare_multiprocess,
     serve_metrics,
 )
+from .observability.metrics_tls import metrics_tls_context
 from .proxy.pipeline import Pipeline
 from .proxy.responses import error_response
 from .proxy.state import ProxyState, Services, build_state
@@ -116,7 +117,11 @@ class Worker:
             metrics.config_loaded(self.loaded.digest)
             self.services.session_event = lambda e: metrics.sessions.labels(e).inc()
             if self.serve_metrics:
-                serve_metrics(options.metrics_address or "", options.metrics_credentials)
+                serve_metrics(
+                    options.metrics_address or "",
+                    options.metrics_credentials,
+                    metrics_tls_context(options),
+                )
         self.metrics = metrics
         state = self.build(self.loaded, self.services)
         pool = ConnectionPool(loop)
@@ -467,7 +472,9 @@ def _supervise(
     if loaded.options.metrics_address:
         metrics_dir = prepare_multiprocess()
         metrics_server = serve_metrics(
-            loaded.options.metrics_address, loaded.options.metrics_credentials
+            loaded.options.metrics_address,
+            loaded.options.metrics_credentials,
+            metrics_tls_context(loaded.options),
         )
     for _ in range(count):
         spawn()

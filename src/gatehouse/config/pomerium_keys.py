@@ -91,12 +91,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "identity_providers": "one identity provider per gatehouse",
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
     "circuit_breaker_thresholds": f"{_ENVOY} circuit breakers",
-    "metrics_certificate": "the metrics listener serves plain HTTP",
-    "metrics_certificate_file": "the metrics listener serves plain HTTP",
-    "metrics_certificate_key": "the metrics listener serves plain HTTP",
-    "metrics_certificate_key_file": "the metrics listener serves plain HTTP",
-    "metrics_client_ca": "the metrics listener serves plain HTTP",
-    "metrics_client_ca_file": "the metrics listener serves plain HTTP",
     "google_cloud_serverless_authentication_service_account": "Google Cloud serverless "
     "authentication is not supported",
     "policy_file": "Pomerium removed it too (\"policy file setting is deprecated\"); "

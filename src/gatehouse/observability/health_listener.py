@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -125,6 +126,10 @@ def serve_health(address: str, listener: tuple[str, int], tls: bool) -> Any:
     class _Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A broken probe connection: one line, never socketserver's traceback.
+            log.warning("health: connection failed: %s", type(sys.exc_info()[1]).__name__)
 
     server = make_server(
         bind, int(port), app(Prober(listener[0], listener[1], tls)), _Server, handler_class=_Quiet

@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import socket
+import ssl
+import sys
 import tempfile
 import threading
 from typing import Any
@@ -138,9 +140,14 @@ class Metrics:
         self.config_info.labels(self._digest).set(1)
 
 
-def serve_metrics(address: str, basic_auth: tuple[str, str] | None = None) -> Any:
+def serve_metrics(
+    address: str,
+    basic_auth: tuple[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
     """Serve the metrics on ``address`` (``host:port``) from a background thread, behind
-    HTTP Basic authentication when ``basic_auth`` (``metrics_basic_auth``) is given."""
+    HTTP Basic authentication when ``basic_auth`` (``metrics_basic_auth``) is given, over
+    TLS with ``tls`` (``metrics_certificate``)."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
@@ -149,6 +156,8 @@ def serve_metrics(address: str, basic_auth: tuple[str, str] | None = None) -> An
     from .basic_auth import require_basic_auth
 
     class _Quiet(WSGIRequestHandler):
+        timeout = METRICS_CLIENT_TIMEOUT_S
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # scrapes are not access-logged
 
@@ -167,11 +176,28 @@ def serve_metrics(address: str, basic_auth: tuple[str, str] | None = None) -> An
     class _Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
 
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A failed handshake or a broken scrape: one line, never socketserver's traceback.
+            log.warning(
+                "metrics: connection failed: %s",
+                type(sys.exc_info()[1]).__name__,
+                extra={"client": str(client_address[0]), "why": str(sys.exc_info()[1])[:200]},
+            )
+
     server = make_server(bind, int(port), app, _Server, handler_class=_Quiet)
+    if tls is not None:
+        # The handshake runs in the request's thread (on its first read, bounded by the
+        # handler's timeout), not in the accept loop a slow client could stall.
+        server.socket = tls.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics listening", extra={"address": f"{host or '0.0.0.0'}:{server.server_port}"})  # noqa: S104
     return server
 
+
+#: Longest a scrape connection may stay silent (TLS handshake included), seconds.
+METRICS_CLIENT_TIMEOUT_S = 10.0
 
 _lock = threading.Lock()
 _instance: Metrics | None = None
