@@ -333,8 +333,11 @@ class PostgresStore(SessionStore):
                             raise
                 raise AssertionError("unreachable")  # the last attempt returns or raises
         except PoolTimeout as exc:
-            why = self._down_reason or "no connection available"
-            raise ServiceUnavailable(f"postgres session store: cannot connect ({why})") from exc
+            if self._down_reason:
+                why = f"cannot connect ({self._down_reason})"
+            else:
+                why = f"no free connection within {POOL_TIMEOUT_S:g} s (all {POOL_MAX_SIZE} busy)"
+            raise ServiceUnavailable(f"postgres session store: {why}") from exc
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise ServiceUnavailable(f"postgres session store: {self._reason(exc)}") from exc
 
