@@ -218,14 +218,19 @@ class Worker:
         path = Path(self.config_path or "")
         last = _stamp(path)
         digest = self.loaded.digest
+        # The first round reads the file at once and compares digests: an edit made
+        # between the load and this task's start has a stamp no round would see change.
+        first = True
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
+            if not first:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
             forced = self.reload_now.is_set()
             self.reload_now.clear()
             stamp = _stamp(path)
-            if stamp == last and not forced:
+            if stamp == last and not forced and not first:
                 continue
+            first = False
             last = stamp
             try:
                 loaded = await asyncio.to_thread(load_file, path)

@@ -41,3 +41,15 @@ def test_reload_serves_new_routes_and_survives_a_broken_edit(
     # The running config keeps serving.
     assert gh.get("/", "one.test").text == "hello from b"
     assert gh.get("/", "two.test").text == "two"
+
+
+def test_an_edit_right_after_start_is_not_missed(
+    start_gatehouse: Callable[..., GatehouseProcess], make_upstream: Callable[..., Upstream]
+) -> None:
+    """The file poll compares with the config loaded at start, not with the file as it was
+    when the poll began: an edit made in between (here, as soon as the process says it is
+    listening) is reloaded too."""
+    a = make_upstream("a")
+    gh = start_gatehouse({"routes": public([{"from": "http://one.test", "to": a.url}])})
+    gh.write_config({"routes": public([{"from": "http://two.test", "to": a.url}])})
+    wait_until(lambda: gh.get("/", "two.test").status_code == 200, 5, what="the edited route")

@@ -37,7 +37,7 @@ def gh(tmp_path: Path, make_upstream: Callable[..., Upstream]) -> Iterator[Gateh
     # Every URL with the bound port, then a hot reload (the listener stays).
     text = re.sub(r"(http://[a-z]+\.localhost)", rf"\1:{proc.port}", proc.config_path.read_text())
     proc.config_path.write_text(text)
-    # SIGHUP, not the file poll: the poll's first look may come after this write.
+    # SIGHUP: reloaded now rather than at the next poll.
     os.kill(proc.pid, signal.SIGHUP)
     try:
         proc.wait_log(lambda r: r.get("message") == "config reloaded", timeout=10)
