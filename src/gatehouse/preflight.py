@@ -73,10 +73,10 @@ def _problems(loaded: LoadedConfig) -> list[str]:
 
         # Every configured certificate loads (none configured: one is generated at start).
         attempt(lambda: load_all(certificate_pairs(options)))
-    if options.metrics_address:
-        from .observability.metrics_tls import metrics_tls_context
+    # Checked even without metrics_address, as Pomerium validates the certificate.
+    from .observability.metrics_tls import metrics_tls_context
 
-        attempt(lambda: metrics_tls_context(options))
+    attempt(lambda: metrics_tls_context(options))
     return loaded.sorted_problems(problems)
 
 

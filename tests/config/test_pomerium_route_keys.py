@@ -125,10 +125,16 @@ def test_host_path_pattern_escaped_backslash_is_literal() -> None:
 def test_log_fields_loaded() -> None:
     options = load(
         access_log_fields=["method", "headers.X-Foo", "headers"],
-        authorize_log_fields="request-id,email,removed-groups-count",
+        authorize_log_fields="request-id,email,removed-groups-count,body,mcp-tool",
     ).options
     assert options.access_log_fields == ["method", "headers.X-Foo", "headers"]
-    assert options.authorize_log_fields == ["request-id", "email", "removed-groups-count"]
+    assert options.authorize_log_fields == [
+        "request-id",
+        "email",
+        "removed-groups-count",
+        "body",
+        "mcp-tool",
+    ]
     assert load().options.access_log_fields is None
 
 
@@ -143,6 +149,7 @@ def test_log_fields_loaded() -> None:
         ("access_log_fields", ["client-certificate"], "'client-certificate' is not supported"),
         ("access_log_fields", ["headers.Bad Name"], "is not a header name"),
         ("authorize_log_fields", ["id-token"], "gatehouse never logs tokens"),
+        ("authorize_log_fields", ["id_token"], "unknown authorize_log_fields field"),
         ("authorize_log_fields", ["nope"], "headers or headers.<Name>"),
     ],
 )

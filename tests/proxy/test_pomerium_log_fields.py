@@ -28,7 +28,20 @@ ACCESS = [
     "headers.X-Trace",
     "headers.Cookie",
 ]
-AUTHORIZE = ["request-id", "method", "path", "host", "ip", "user", "email", "route-id", "query"]
+AUTHORIZE = [
+    "request-id",
+    "method",
+    "path",
+    "host",
+    "ip",
+    "user",
+    "email",
+    "route-id",
+    "query",
+    "body",
+    "mcp-tool",
+    "impersonate-email",
+]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +115,8 @@ def test_authorize_line_for_a_deny(gh: GatehouseProcess) -> None:
     assert rec["user"] == "" and rec["email"] == ""
     assert rec["route-id"] == "route-logs"
     assert rec["query"] == "y=2"
-    assert "session-id" not in rec
+    # Nothing to say (no session, no MCP, no impersonation): left out, as Pomerium does.
+    assert not {"session-id", "body", "mcp-tool", "impersonate-email"} & set(rec)
     access = gh.wait_access(lambda a: a.get("path") == "/secret/x")
     assert access["response-code"] == 403
     assert access["response-code-details"] == "Forbidden"

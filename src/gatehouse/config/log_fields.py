@@ -65,11 +65,16 @@ AUTHORIZE_FIELDS = (
     "cluster-stat-name",
     "query",
     "id-token-claims",
+    "body",
+    "mcp-method",
+    "mcp-tool",
+    "mcp-tool-parameters",
 )
 #: Pomerium's default ``authorize_log_fields``.
 DEFAULT_AUTHORIZE_FIELDS = AUTHORIZE_FIELDS[:18]
 #: Accepted but never written: gatehouse has nothing for them (Pomerium omits them too
-#: when empty: no impersonation, no service accounts, no Envoy route table).
+#: when empty: no impersonation, no service accounts, no Envoy route table, no MCP, and
+#: no request body read for authorization, which Pomerium does only for MCP).
 AUTHORIZE_ALWAYS_EMPTY = frozenset(
     {
         "impersonate-session-id",
@@ -79,14 +84,14 @@ AUTHORIZE_ALWAYS_EMPTY = frozenset(
         "envoy-route-checksum",
         "envoy-route-id",
         "removed-groups-count",
+        "body",
+        "mcp-method",
+        "mcp-tool",
+        "mcp-tool-parameters",
     }
 )
 AUTHORIZE_REFUSED = {
     "id-token": "gatehouse never logs tokens; use id-token-claims",
-    "body": "request bodies are not read for authorization",
-    "mcp-method": "MCP routes are not supported",
-    "mcp-tool": "MCP routes are not supported",
-    "mcp-tool-parameters": "MCP routes are not supported",
 }
 
 
@@ -126,8 +131,9 @@ class LogFieldOptions(StrictModel):
     #: Pomerium's authorize-log fields (default: request-id, check-request-id, method, path,
     #: host, ip, session-id, impersonate-*, removed-groups-count, service-account-id, user,
     #: email, envoy-route-checksum, envoy-route-id, route-checksum, route-id; also query,
-    #: cluster-stat-name, id-token-claims, `headers`, `headers.<Name>`); fields gatehouse has
-    #: no value for are omitted, as Pomerium omits empty ones. Unset = gatehouse's own line.
+    #: cluster-stat-name, id-token-claims, `headers`, `headers.<Name>`); fields gatehouse
+    #: has no value for (impersonation, body, mcp-*) are omitted, as Pomerium omits empty
+    #: ones; id-token is refused. Unset = gatehouse's own line.
     authorize_log_fields: StringList | None = None
 
     @field_validator("access_log_fields")
