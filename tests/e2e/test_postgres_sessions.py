@@ -27,6 +27,8 @@ from support.relay import TcpRelay
 
 from .conftest import secret, sso_config
 
+pytestmark = pytest.mark.e2e
+
 APP = "http://app.localhost"
 ADMIN_URL = "postgres://postgres@127.0.0.1:5432/test"
 #: The documented bound (the 1 s change poll at worst; NOTIFY makes it milliseconds, which
