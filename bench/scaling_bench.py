@@ -133,15 +133,23 @@ def row_paths(upstream: int, n: int) -> Row:
     )
 
 
+#: ``--extra`` config lines, added to every gatehouse config.
+EXTRA: list[str] = []
+
+
 def _signed_in_base(data_dir: Path) -> str:
-    return _BASE + (
-        "authenticate_service_url: http://authenticate.localhost\n"
-        "idp_provider: oidc\nidp_provider_url: http://127.0.0.1:9\n"
-        "idp_client_id: bench\nidp_client_secret: bench-client-secret-0123456789\n"
-        f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
-        f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
-        f"signing_key: {_signing_key()}\n"
-        f"data_dir: {data_dir}\ndatabroker_storage_type: sqlite\n"
+    return (
+        _BASE
+        + "".join(line + "\n" for line in EXTRA)
+        + (
+            "authenticate_service_url: http://authenticate.localhost\n"
+            "idp_provider: oidc\nidp_provider_url: http://127.0.0.1:9\n"
+            "idp_client_id: bench\nidp_client_secret: bench-client-secret-0123456789\n"
+            f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+            f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+            f"signing_key: {_signing_key()}\n"
+            f"data_dir: {data_dir}\ndatabroker_storage_type: sqlite\n"
+        )
     )
 
 
@@ -392,12 +400,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=100_000)
     p.add_argument("--rules", type=int, default=200)
     p.add_argument("--src", type=Path, default=ROOT / "src", help="gatehouse source tree to run")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="a config line for the signed-in rows, e.g. 'session_cache_max_age: 60s'",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.src = args.src.resolve()
+    EXTRA.extend(args.extra)
     sys.path.insert(0, str(ROOT / "src"))  # this checkout's modules make the sessions
     ensure_tools(need_pyspy=False)
     rows = args.rows.split(",")

@@ -227,3 +227,39 @@ async def test_own_invalidation_during_a_read_is_not_cached() -> None:
     release.set()
     await cache.get("a", slow_load)
     assert reads == ["a", "a"]  # re-read, not served from the stale read
+
+
+async def test_options_size_and_age_the_cache() -> None:
+    """``session_cache_max_bytes`` and ``session_cache_max_age`` reach the worker's cache:
+    a record is served from it for the configured age, then read from the store again."""
+    from gatehouse.config import load_text
+    from gatehouse.sessions.manager import build_session_manager
+
+    options = load_text(
+        "insecure_server: true\ndatabroker_storage_type: memory\n"
+        "session_cache_max_age: 30s\nsession_cache_max_bytes: 1048576\n",
+        "<test>",
+        env={},
+    ).options
+    t = [100.0]
+    manager = build_session_manager(options)
+    manager.cache._monotonic = lambda: t[0]  # the cache's clock only
+    await manager.start()
+    try:
+        session = await manager.create(user_id="u", email="u@example.com")
+        reads = 0
+        real_get = manager.store.get
+
+        async def counting_get(session_id: str) -> Session | None:
+            nonlocal reads
+            reads += 1
+            return await real_get(session_id)
+
+        manager.store.get = counting_get  # type: ignore[method-assign]
+        t[0] += 29
+        assert await manager.get(session.id) is not None and reads == 0
+        t[0] += 2
+        assert await manager.get(session.id) is not None and reads == 1
+        assert manager.cache._max_bytes == 1048576
+    finally:
+        await manager.close()

@@ -120,5 +120,10 @@ class AuthOptions(StrictModel):
     #: Memory each worker may use for cached session records (bytes); the least recently
     #: used are evicted first. About 2 KiB a session (4 KiB with IdP tokens). gatehouse addition.
     session_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+    #: How long a worker uses a cached session record before reading the store again
+    #: (0.1 s to 1 h). Sign-outs and refreshes reach every cache without waiting for it;
+    #: this bounds what a missed notification could keep stale. With many sessions in
+    #: rotation, a longer age saves a store read per request. gatehouse addition.
+    session_cache_max_age: Annotated[Duration, Field(ge=0.1, le=3600)] = 5.0
     #: How often upgraded (WebSocket) connections are re-authorized. gatehouse addition.
     websocket_reauthorize_interval: Duration = 60.0

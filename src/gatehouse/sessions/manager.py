@@ -478,6 +478,7 @@ def build_session_manager(
         cache=SessionCache(
             stale_grace_s=options.session_store_outage_grace,
             max_bytes=options.session_cache_max_bytes,
+            max_age_s=options.session_cache_max_age,
         ),
         store=store,
         keys=keys,
