@@ -271,7 +271,9 @@ def test_reject_connection_fails_the_handshake(
         stdin=b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n",
     )
     assert b"HTTP/1.1" not in out.stdout
-    assert b"unexpected eof" in out.stderr.lower() or b"alert" in out.stderr.lower(), out.stderr
+    # An EOF, or a reset when the client's last flight was still unread: never a response.
+    ended = (b"unexpected eof", b"errno=104", b"alert")
+    assert any(e in out.stderr.lower() for e in ended), out.stderr
     good_cert, good_key = pki.files(pki.alice, "alice")
     ok = s_client(
         gh.port,
