@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
+import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from support import wait_until
 from support.gatehouse import GatehouseProcess
-from support.upstream import Respond, Upstream
+from support.upstream import Respond, Upstream, WebSocketEcho
 
 from .clients import curl, s_client
 from .pki import Authority, Issued
@@ -99,7 +104,7 @@ def _get(
     return (int(code) if code.isdigit() else 0), body
 
 
-def _public(host: str, upstream: Upstream, **extra: Any) -> dict[str, Any]:
+def _public(host: str, upstream: Upstream | WebSocketEcho, **extra: Any) -> dict[str, Any]:
     return {
         "from": f"https://{host}",
         "to": upstream.url,
@@ -386,3 +391,34 @@ def test_reload_changes_the_client_ca_without_a_restart(
     gh.write_config(pki.config(routes, ca_file=str(broken)))
     gh.wait_log(lambda r: "reload failed" in str(r.get("message")), timeout=10)
     assert _get(pki, gh, "app.example.test", pki.eve)[0] == 200
+
+
+def test_a_tunnel_closes_when_a_reload_stops_trusting_its_certificate(
+    start_gatehouse: Start, pki: Pki, ws_echo: WebSocketEcho
+) -> None:
+    route = _public("app.example.test", ws_echo, allow_websockets=True)
+    config = {**pki.config([route]), "websocket_reauthorize_interval": "1s"}
+    gh = start_gatehouse(config)
+    ctx = ssl.create_default_context(cafile=str(pki.server_ca_file))
+    ctx.load_cert_chain(*pki.files(pki.alice, "alice"))
+    with connect(
+        f"wss://app.example.test:{gh.port}/ws",
+        sock=socket.create_connection(("127.0.0.1", gh.port), timeout=5),
+        ssl=ctx,
+        server_hostname="app.example.test",
+        open_timeout=5,
+        close_timeout=2,
+    ) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=5) == "hello"
+        # Trust only the other CA now: the next re-authorization closes the tunnel.
+        other = pki.other.write(pki.dir, "other-ca")
+        gh.write_config({**config, "downstream_mtls": {"ca_file": str(other)}})
+        gh.wait_log(lambda r: r.get("message") == "config reloaded", timeout=10)
+        deadline = time.monotonic() + 6.0  # two re-authorization intervals and then some
+        with pytest.raises(ConnectionClosed):
+            while time.monotonic() < deadline:
+                ws.send("ping")
+                ws.recv(timeout=1.0)
+                time.sleep(0.2)
+    gh.wait_log(lambda r: "no longer authorized" in str(r.get("message")), timeout=5)

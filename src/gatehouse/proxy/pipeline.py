@@ -632,6 +632,8 @@ class Pipeline:
             protocol = (exchange.head.upgrade or b"").strip().lower()
             if route is None or protocol not in route.upgrades:
                 return False
+            if route.client_cert_required:  # a reload may have changed the client CA
+                check_client_certificate(exchange, route)
             # Sign-outs reach the session cache through store invalidation (immediate
             # with Redis pub/sub, within the cache's max age otherwise).
             await self._authorize(exchange, target, route, state, _Access())
