@@ -28,6 +28,7 @@ Hierarchy::
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
     │   ├── UpstreamProtocolError       502 garbage instead of HTTP
     │   ├── UpstreamTimeout             504
+    │   ├── UpstreamOverloaded          503 circuit breaker open (circuit_breaker_thresholds)
     │   └── NoHealthyUpstream           503 every endpoint unhealthy, no panic mode
     └── ServiceUnavailable              503 a dependency (store, IdP) is down
 """
@@ -188,6 +189,13 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     title = "Gateway Timeout"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """The route's circuit breaker is open: too many requests in flight and waiting."""
+
+    status = 503
+    title = "Service Unavailable"
 
 
 class NoHealthyUpstream(UpstreamError):

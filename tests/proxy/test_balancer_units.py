@@ -149,3 +149,62 @@ def test_panic_mode_and_no_panic() -> None:
         t.checks[0].healthy = False
     with pytest.raises(NoHealthyUpstream):
         strict.pick()
+
+
+def test_circuit_breaker_slots_line_and_timeouts() -> None:
+    import asyncio
+
+    from gatehouse.config.upstream_health import CircuitBreakerThresholds
+    from gatehouse.errors import UpstreamOverloaded, UpstreamTimeout
+    from gatehouse.proxy.circuit_breaker import CircuitBreaker
+
+    async def scenario() -> None:
+        cb = CircuitBreaker(
+            CircuitBreakerThresholds(max_connections=2, max_requests=5, max_pending_requests=1)
+        )
+        assert cb.limit == 2  # the smaller of max_requests and max_connections
+        await cb.acquire(1)
+        await cb.acquire(1)
+        waiting = asyncio.ensure_future(cb.acquire(5))
+        await asyncio.sleep(0)
+        with pytest.raises(UpstreamOverloaded):
+            await cb.acquire(1)  # the line (1) is full
+        cb.release()  # the slot passes to the waiter
+        await waiting
+        assert cb.in_flight == 2
+        with pytest.raises(UpstreamTimeout):
+            await cb.acquire(0.05)
+        cancelled = asyncio.ensure_future(cb.acquire(5))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        cb.release()
+        cb.release()
+        assert cb.in_flight == 0  # nothing leaked by the timeout or the cancel
+        assert [cb.may_retry() for _ in range(4)] == [True, True, True, False]
+        cb.retry_done()
+        assert cb.may_retry()
+
+    asyncio.run(scenario())
+
+
+def test_global_circuit_breaker_merged_into_routes() -> None:
+    from gatehouse.config.loader import load_text
+
+    text = (
+        "insecure_server: true\n"
+        "circuit_breaker_thresholds: {max_requests: 10, max_retries: 1}\n"
+        "routes:\n"
+        "- from: http://a.test\n  to: http://b:1\n"
+        "  circuit_breaker_thresholds: {max_requests: 2}\n"
+        "- from: http://c.test\n  to: http://d:1\n"
+    )
+    first, second = load_text(text, env={}).options.routes
+    assert first.circuit_breaker_thresholds is not None
+    assert (
+        first.circuit_breaker_thresholds.max_requests,
+        first.circuit_breaker_thresholds.max_retries,
+    ) == (2, 1)
+    assert second.circuit_breaker_thresholds is not None
+    assert second.circuit_breaker_thresholds.max_requests == 10

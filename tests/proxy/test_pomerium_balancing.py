@@ -232,3 +232,43 @@ def test_outlier_ejected_after_consecutive_5xx(
     assert first == {"o1": 3, "o2": 3}
     # o1 answered 500 three times in a row: ejected for base_ejection_time (30 s).
     assert served(gh, "outlier.test", 10) == {"o2": 10}
+
+
+def test_circuit_breaker_queues_then_refuses(
+    up: dict[str, Upstream], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """max_requests 1, max_pending_requests 1: one in flight, one waits, the third 503."""
+    answer(up["c"], lambda req: SlowHead(0.8, Respond(body=b"c", headers=[("X-Upstream", "c")])))
+    config = {
+        "circuit_breaker_thresholds": {"max_requests": 5, "max_pending_requests": 1},
+        "routes": public(
+            [
+                {
+                    "from": "http://cb.test",
+                    "to": up["c"].url,
+                    "circuit_breaker_thresholds": {"max_requests": 1},
+                },
+            ]
+        ),
+    }
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def one(delay: float) -> None:
+        time.sleep(delay)
+        with httpx.Client(base_url=gh.base_url, timeout=10) as c:
+            status = c.get("/", headers={"Host": "cb.test"}).status_code
+        with lock:
+            results.append(status)
+
+    with GatehouseProcess(config, tmp_path_factory.mktemp("cb")) as gh:
+        threads = [threading.Thread(target=one, args=(0.1 * i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [200, 200, 503], results
+        # Only the two admitted requests reached the upstream.
+        served = [r for r in up["c"].requests if r.path == "/"]
+        assert len(served) == 2
+        assert "traceback" not in gh.stderr_text().lower()

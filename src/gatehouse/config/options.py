@@ -19,6 +19,7 @@ from .metrics import ListenerOptions
 from .routes import RouteOptions
 from .server import ServerOptions
 from .tls import TLSOptions
+from .upstream_health import UpstreamLimitOptions
 
 #: Pomerium keys with no meaning in a single-binary proxy; accepted with a warning.
 IGNORED_POMERIUM_KEYS: dict[str, str] = {
@@ -45,6 +46,7 @@ class Options(
     ConsoleOptions,
     LogFieldOptions,
     ListenerOptions,
+    UpstreamLimitOptions,
 ):
     """Everything gatehouse can be told, validated and immutable."""
 

@@ -90,7 +90,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
-    "circuit_breaker_thresholds": f"{_ENVOY} circuit breakers",
     "google_cloud_serverless_authentication_service_account": "Google Cloud serverless "
     "authentication is not supported",
     "policy_file": "Pomerium removed it too (\"policy file setting is deprecated\"); "
@@ -124,7 +123,6 @@ ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "kubernetes_service_account_token_file": "no Kubernetes API impersonation",
     "enable_google_cloud_serverless_authentication": "Google Cloud serverless "
     "authentication is not supported",
-    "circuit_breaker_thresholds": f"{_ENVOY} circuit breakers",
     "regex_priority_order": "routes are matched in the order written",
     "max_request_bytes": "only the global max_request_body_bytes is supported",
     "upstream_tunnel": _ENTERPRISE,

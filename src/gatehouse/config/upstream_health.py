@@ -215,6 +215,56 @@ class OutlierDetection(StrictModel):
         return self
 
 
+class CircuitBreakerThresholds(StrictModel):
+    """Envoy's circuit-breaker thresholds (Pomerium's ``circuit_breaker_thresholds``)."""
+
+    #: Most connections to the route's upstreams at once: with HTTP/1.1 one per request in
+    #: flight, so it caps those like `max_requests` (idle pooled ones are not counted).
+    max_connections: int | None = Field(default=None, ge=0)
+    #: Requests that may wait for a free slot (Envoy's default 1024); beyond, 503.
+    max_pending_requests: int | None = Field(default=None, ge=0)
+    #: Most requests in flight to the route's upstreams at once.
+    max_requests: int | None = Field(default=None, ge=0)
+    #: Most retries (on another endpoint or a fresh connection) in flight at once
+    #: (Envoy's default 3).
+    max_retries: int | None = Field(default=None, ge=0)
+    #: Accepted: gatehouse keeps one connection pool per endpoint.
+    max_connection_pools: int | None = Field(default=None, ge=0)
+
+
+class UpstreamLimitOptions(StrictModel):
+    """The global key, composed into :class:`~gatehouse.config.options.Options`."""
+
+    #: Circuit breaking for every route's upstreams (see below); a route's own
+    #: `circuit_breaker_thresholds` fields override these one by one, as in Pomerium.
+    circuit_breaker_thresholds: CircuitBreakerThresholds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _breakers_into_routes(cls, data: Any) -> Any:
+        """Merge the global thresholds into each route's (Pomerium's
+        ``buildRouteCircuitBreakers``), so a route carries its effective limits."""
+        if not isinstance(data, dict):
+            return data
+        shared = data.get("circuit_breaker_thresholds")
+        if not isinstance(shared, dict) or not shared:
+            return data
+        data = dict(data)
+        for section in ("routes", "policy"):
+            routes = data.get(section)
+            if not isinstance(routes, list):
+                continue
+            merged = []
+            for route in routes:
+                if isinstance(route, dict):
+                    own = route.get("circuit_breaker_thresholds")
+                    own = own if isinstance(own, dict) else {}
+                    route = {**route, "circuit_breaker_thresholds": {**shared, **own}}
+                merged.append(route)
+            data[section] = merged
+        return data
+
+
 class BalancingOptions(StrictModel):
     """The route keys, composed into :class:`~gatehouse.config.routes.RouteOptions`."""
 
@@ -234,6 +284,8 @@ class BalancingOptions(StrictModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
     #: Passive ejection of failing endpoints (see below).
     outlier_detection: OutlierDetection | None = None
+    #: Circuit breaking for this route's upstreams (see below), over the global value.
+    circuit_breaker_thresholds: CircuitBreakerThresholds | None = None
     #: Below this % of healthy endpoints every endpoint is used (Envoy's panic mode);
     #: 0 disables it (then no healthy endpoint means 503). Default 50.
     healthy_panic_threshold: int | None = Field(default=None, ge=0, le=100)

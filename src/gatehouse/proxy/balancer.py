@@ -27,12 +27,15 @@ import asyncio
 import random
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config.routes import RouteOptions, UpstreamURL
 from ..errors import NoHealthyUpstream
 from ..http.upstream import Endpoint
 from . import health
+from .circuit_breaker import CircuitBreaker
 from .hashing import Maglev, Ring
 from .outlier import NO_RESPONSE, Outliers
 
@@ -90,6 +93,7 @@ class Balancer:
         "_hash_tables",
         "_rng",
         "_single",
+        "breaker",
         "choice_count",
         "has_checks",
         "hashing",
@@ -122,6 +126,8 @@ class Balancer:
         self.choice_count = 2
         self.ring_bounds = (1024, 8_388_608)
         self.maglev_size = 65537
+        #: The route's circuit breaker, or ``None`` (no ``circuit_breaker_thresholds``).
+        self.breaker: CircuitBreaker | None = None
 
     @classmethod
     def from_route(cls, route: RouteOptions, tls_context: ssl.SSLContext | None = None) -> Balancer:
@@ -169,6 +175,8 @@ class Balancer:
             balancer.ring_bounds = (ring.minimum_ring_size, ring.maximum_ring_size)
         if route.maglev_lb_config is not None:
             balancer.maglev_size = route.maglev_lb_config.table_size
+        if route.circuit_breaker_thresholds is not None:
+            balancer.breaker = CircuitBreaker(route.circuit_breaker_thresholds)
         balancer.start_checks()
         return balancer
 
@@ -274,6 +282,16 @@ class Balancer:
     @property
     def size(self) -> int:
         return len(self.targets)
+
+
+def start_health_checks(routes: Iterable[Any]) -> None:
+    """Start the active checks of ``routes``' balancers that have not started (routes are
+    compiled outside the event loop: by ``gatehouse run``'s check, or off the loop on a
+    reload, and reused across reloads)."""
+    for route in routes:
+        balancer = getattr(route, "balancer", None)
+        if balancer is not None:
+            balancer.start_checks()
 
 
 def _smooth(candidates: list[Target], weights: list[float]) -> Target:

@@ -25,6 +25,7 @@ from ..http.h2.grpc import is_grpc
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool, UpstreamConnection
 from .balancer import Target
+from .circuit_breaker import CircuitBreaker
 from .forward_h2 import forward_h2
 from .headers import client_response_block, upstream_request_head
 from .router import Route
@@ -33,6 +34,16 @@ log = logging.getLogger("gatehouse.proxy")
 
 #: Connect timeout cap, seconds (the route timeout applies when smaller).
 CONNECT_TIMEOUT_S = 10.0
+
+
+def _may_retry(breaker: CircuitBreaker | None, retries: list[int]) -> bool:
+    """Whether the circuit breaker lets one more retry start (``max_retries``)."""
+    if breaker is None:
+        return True
+    if breaker.may_retry():
+        retries[0] += 1
+        return True
+    return False
 
 
 class Outcome:
@@ -172,7 +183,50 @@ async def forward(
     host_override: bytes | None = None,
     hash_key: bytes | None = None,
 ) -> Outcome:
-    """Proxy ``exchange`` to one of ``route``'s upstreams.
+    """Proxy ``exchange`` to one of ``route``'s upstreams, within the route's circuit
+    breaker when it has one (:mod:`gatehouse.proxy.circuit_breaker`).
+
+    Raises:
+        UpstreamError: the upstream failed before any response was sent to the client,
+            or the circuit breaker refused the request.
+    """
+    balancer = route.balancer
+    breaker = balancer.breaker if balancer is not None else None
+    if breaker is None:
+        return await _forward(
+            exchange, route, pool, None, [0], path, query, original_host, identity_headers,
+            session_cookie, upgrade, host_override, hash_key,
+        )  # fmt: skip
+    await breaker.acquire(route.timeout_s)
+    retries = [0]
+    try:
+        return await _forward(
+            exchange, route, pool, breaker, retries, path, query, original_host,
+            identity_headers, session_cookie, upgrade, host_override, hash_key,
+        )  # fmt: skip
+    finally:
+        for _ in range(retries[0]):
+            breaker.retry_done()
+        breaker.release()
+
+
+async def _forward(
+    exchange: Exchange,
+    route: Route,
+    pool: ConnectionPool,
+    breaker: CircuitBreaker | None,
+    retries: list[int],
+    path: str,
+    query: bytes,
+    original_host: bytes,
+    identity_headers: Sequence[tuple[bytes, bytes]] | None,
+    session_cookie: bytes | None,
+    upgrade: bytes | None,
+    host_override: bytes | None,
+    hash_key: bytes | None,
+) -> Outcome:
+    """Proxy ``exchange`` to one of ``route``'s upstreams (``retries[0]`` counts the
+    retries taken from ``breaker``).
 
     ``upgrade`` is the permitted ``Upgrade`` value to ask for (the client's), or ``None``
     to send a plain request; only then is the upstream's ``101`` turned into a tunnel.
@@ -228,7 +282,11 @@ async def forward(
         except UpstreamConnectError:
             target.active -= 1
             balancer.mark_failed(target)
-            if attempts < min(balancer.size, 3) and exchange.phase is Phase.RECEIVING:
+            if (
+                attempts < min(balancer.size, 3)
+                and exchange.phase is Phase.RECEIVING
+                and _may_retry(breaker, retries)
+            ):
                 tried = target
                 continue
             raise
@@ -290,6 +348,7 @@ async def forward(
                 and not isinstance(err, UpstreamTimeout)
                 and exchange.phase is Phase.RECEIVING
                 and attempts < 3
+                and _may_retry(breaker, retries)
             )
             if retry:
                 log.debug("retrying on a fresh connection after a stale pooled one: %s", err)

@@ -45,6 +45,7 @@ from ..observability.log_fields import access_line, authorize_fields
 from ..observability.logs import AccessLog, now_iso
 from ..observability.metrics import Metrics
 from ..sessions.model import Session
+from .balancer import start_health_checks
 from .forward import Outcome, forward
 from .headers import has_underscore_header
 from .paths import normalize_request_path
@@ -123,6 +124,7 @@ class Pipeline:
         metrics: Metrics | None = None,
     ) -> None:
         self.state = state
+        start_health_checks(state.router.routes)
         self.pool = pool
         self.access_log = access_log
         self.metrics = metrics
@@ -151,6 +153,8 @@ class Pipeline:
     def swap_state(self, state: ProxyState) -> None:
         """Serve new requests from ``state`` (requests in flight keep theirs)."""
         self.state = state
+        # In the loop: routes are compiled outside it (check, reload thread).
+        start_health_checks(state.router.routes)
 
     async def __call__(self, exchange: Exchange) -> None:
         state = self.state
