@@ -171,7 +171,6 @@ CONFIG_KEYS = (
         SigningKeyEntry,
         SubPolicy,
         RewriteHeader,
-        DownstreamMTLS,
         HealthCheck,
         HttpHealthCheck,
         OutlierDetection,
@@ -179,6 +178,7 @@ CONFIG_KEYS = (
         RingHashConfig,
         MaglevConfig,
         StatusRange,
+        DownstreamMTLS,
     )
     | set(IGNORED_POMERIUM_KEYS)
     | set(POMERIUM_ONLY_KEYS)
