@@ -177,6 +177,8 @@ class Balancer:
             balancer.maglev_size = route.maglev_lb_config.table_size
         if route.circuit_breaker_thresholds is not None:
             balancer.breaker = CircuitBreaker(route.circuit_breaker_thresholds)
+        if balancer.hashing and len(targets) > 1:
+            balancer._hashed(targets, None)  # the full table now, while compiling
         balancer.start_checks()
         return balancer
 

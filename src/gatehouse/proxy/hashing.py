@@ -17,6 +17,7 @@ same endpoint in every gatehouse worker and replica, not on the one Envoy would 
 
 from __future__ import annotations
 
+import array
 import bisect
 import hashlib
 import math
@@ -71,7 +72,7 @@ class Ring(Generic[T]):
 class Maglev(Generic[T]):
     """A Maglev lookup table of prime size ``size`` over weighted ``items``."""
 
-    __slots__ = ("_table",)
+    __slots__ = ("_items", "_table")
 
     def __init__(
         self, items: Sequence[T], names: Sequence[str], weights: Sequence[int], size: int = 65537
@@ -101,10 +102,12 @@ class Maglev(Generic[T]):
                 filled += 1
                 if filled == size:
                     break
-        self._table = [items[i] for i in table]
+        # Indices in a compact array (4 bytes an entry), not a list of references.
+        self._items = list(items)
+        self._table = array.array("I", table)
 
     def pick(self, key: bytes) -> T:
-        return self._table[hash64(key) % len(self._table)]
+        return self._items[self._table[hash64(key) % len(self._table)]]
 
     def __len__(self) -> int:
         return len(self._table)
