@@ -10,7 +10,6 @@ session; outcome, per-clause record, reasons and report text must all agree.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -128,22 +127,9 @@ def test_guards_are_necessary_conditions() -> None:
     assert criterion_keys("claim", "dept", "eng") is None
 
 
-def _best_us(fns: list[Any], n: int = 2000, rounds: int = 9) -> list[float]:
-    """Per-call µs of each function, best of interleaved rounds (fair on a busy machine)."""
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            best[i] = min(best[i], (time.perf_counter() - start) / n * 1e6)
-    return best
-
-
-def test_cost_does_not_grow_with_rules_that_cannot_match() -> None:
-    """A 200-rule policy (one allow rule per user, a few deny rules) costs about what a
-    1-rule policy does for the user matched by the last rule (the full evaluator: ~10x)."""
-    one = compile_policy_data([{"allow": {"or": [{"email": "user199@example.com"}]}}])
+def test_a_200_rule_policy_decides_by_its_last_rule() -> None:
+    """The user matched by the last of 200 rules is allowed by the indexed evaluator as by
+    the full one. The cost (flat in rules that cannot match) is bench/scaling_bench.py's."""
     rules: list[dict[str, Any]] = [
         {"allow": {"or": [{"email": {"is": f"user{i}@example.com"}}, {"groups": f"team-{i}"}]}}
         for i in range(196)
@@ -153,12 +139,8 @@ def test_cost_does_not_grow_with_rules_that_cannot_match() -> None:
     many = compile_policy_data(rules)
     session = Session(id="s", user_id="u", email="user199@example.com", expires_at=1e12)
     inp = PolicyInput("GET", "/", session=session, now=1e9)
-    assert many.evaluate(inp).allowed and one.evaluate(inp).allowed
-    base, indexed, full = _best_us(
-        [lambda: one.evaluate(inp), lambda: many.evaluate(inp), lambda: many.evaluate_all(inp)]
-    )
-    assert indexed < 3 * base, (base, indexed)
-    assert full > 3 * indexed, (indexed, full)  # what the index saves
+    assert many.evaluate(inp).allowed and many.evaluate_all(inp).allowed
+    assert not many.evaluate(PolicyInput("POST", "/", session=session, now=1e9)).allowed
 
 
 def test_domain_read_as_the_criterion_reads_it() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from gatehouse.config import load_text
 from gatehouse.proxy.compile_cache import RouteCompiler
 from gatehouse.proxy.state import Services, build_state
@@ -76,26 +74,19 @@ def test_failed_compile_keeps_previous_routes() -> None:
     assert services.route_compiler.compiled_last == 0
 
 
-def test_ten_thousand_routes_start_and_reload_quickly() -> None:
-    """Load + build of 10,000 routes: about 1.1 s of CPU on a quiet machine (was ~5 s with
-    the pure-Python YAML parser and the collector running); a reload changing one route
-    builds in ~0.15 s. Bounds are generous for a shared machine."""
+def test_a_reload_of_ten_thousand_routes_recompiles_only_the_changed_one() -> None:
+    """Start-up and reload times at 10,000 routes are bench/scaling_bench.py's; here, that a
+    one-route edit recompiles one route and the result routes to it."""
     hosts = [f"h{i}.example.com" for i in range(10_000)]
     text = _config(hosts)
     services = Services(route_compiler=RouteCompiler())
-    start = time.process_time()
     state = build_state(load_text(text, "<test>", env={}), services)
-    startup = time.process_time() - start
     assert len(state.router.routes) == 10_000
     loaded = load_text(text.replace("h5000.", "changed."), "<test>", env={})
-    start = time.process_time()
     state = build_state(loaded, services)
-    rebuild = time.process_time() - start
     assert services.route_compiler.compiled_last == 1
     route = state.router.match("changed.example.com", None, "/")
     assert route is not None and route.index == 5000
-    assert startup < 3.0, startup
-    assert rebuild < 0.6, rebuild
 
 
 def test_check_then_worker_build_compiles_once() -> None:

@@ -9,7 +9,6 @@ generates configs mixing exact and wildcard hosts, ports, schemes and every path
 from __future__ import annotations
 
 import re
-import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -161,19 +160,11 @@ def test_ports_follow_the_scheme_default() -> None:
     assert router.match("app.example.com", 80, "/") is None
 
 
-def _timed(fn: object, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()  # type: ignore[operator]
-    return time.perf_counter() - start
+def test_the_last_of_many_routes_is_found() -> None:
+    """10,000 hosts, and the last of 10,000 prefix rules on one host, answer right.
 
-
-def test_lookup_cost_does_not_grow_with_routes() -> None:
-    """10,000 hosts cycled, and the last of 10,000 prefix rules, cost about what one does.
-
-    A generous bound (3x) keeps this stable on a loaded machine; the linear scan it
-    replaces was 10-40x (bench/scaling_bench.py measures the real figures)."""
-    small = build([{"from": "https://h0.example.com", "prefix": "/p0", "to": "http://127.0.0.1:1"}])
+    Their cost (flat in the number of routes) is measured by bench/scaling_bench.py, not
+    here: timed assertions in unit tests fail on a loaded machine."""
     many_hosts = build(
         [{"from": f"https://h{i}.example.com", "to": "http://127.0.0.1:1"} for i in range(10_000)]
     )
@@ -183,22 +174,7 @@ def test_lookup_cost_does_not_grow_with_routes() -> None:
             for i in range(10_000)
         ]
     )
-    names = [f"h{i}.example.com" for i in range(10_000)]
-
-    def cycle_hosts() -> None:
-        for name in names:
-            many_hosts.match(name, None, "/x")
-
-    def one_host() -> None:
-        for _ in names:
-            small.match("h0.example.com", None, "/p0/x")
-
-    def last_path() -> None:
-        for _ in names:
-            many_paths.match("h0.example.com", None, "/p9999/x")
-
-    base = min(_timed(one_host, 1) for _ in range(5))
     assert many_hosts.match("h9999.example.com", None, "/") is many_hosts.routes[-1]
+    assert many_hosts.match("h10000.example.com", None, "/") is None
     assert many_paths.match("h0.example.com", None, "/p9999/x") is many_paths.routes[-1]
-    assert min(_timed(cycle_hosts, 1) for _ in range(5)) < 3 * base
-    assert min(_timed(last_path, 1) for _ in range(5)) < 3 * base
+    assert many_paths.match("h0.example.com", None, "/p10000/x") is None
