@@ -161,7 +161,12 @@ class StateCodec:
         if not state.startswith(_VERSION) or len(state) > MAX_STATE_CHARS:
             raise InvalidState("state is not ours")
         try:
-            raw = base64.urlsafe_b64decode(_pad(state[len(_VERSION) :]))
+            body = state[len(_VERSION) :]
+            raw = base64.urlsafe_b64decode(_pad(body))
+            # Only the canonical spelling (the decoder ignores trailing bits and stray
+            # characters): one state, one string, so every character is authenticated.
+            if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
+                raise InvalidState("state is not canonical base64")
             payload = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _AAD)
             fields = json.loads(payload)
             txn = SignInTransaction(

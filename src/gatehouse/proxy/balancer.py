@@ -90,6 +90,7 @@ class Balancer:
     __slots__ = (
         "__weakref__",
         "_checks_started",
+        "_health",
         "_hash_tables",
         "_rng",
         "_single",
@@ -121,6 +122,7 @@ class Balancer:
         plain = not self.has_checks and outliers is None
         self._single = targets[0] if len(targets) == 1 and plain else None
         self._checks_started = not self.has_checks
+        self._health: health.Subject | None = None
         self._hash_tables: dict[tuple[int, ...], Ring[Target] | Maglev[Target]] = {}
         self._rng = random.Random()
         self.choice_count = 2
@@ -192,7 +194,7 @@ class Balancer:
         except RuntimeError:
             return
         self._checks_started = True
-        health.start(self)
+        self._health = health.start(self)
 
     def pick(self, exclude: Target | None = None, key: bytes | None = None) -> Target:
         """The next endpoint to try (never ``exclude`` when another exists); ``key`` is

@@ -10,8 +10,9 @@ endpoint unhealthy at once (Envoy ignores ``unhealthy_threshold`` for a bad stat
 a timeout or failed connection counts, and ``unhealthy_threshold`` of them in a row make
 it unhealthy. ``healthy_threshold`` passes in a row make an unhealthy endpoint healthy.
 With several entries in ``health_checks`` an endpoint is healthy only while every one
-says so. The task holds its balancer weakly: when a reload retires the route, the
-balancer is collected and the task ends.
+says so. The task holds its balancer weakly (through a :class:`Subject`, since balancers
+are compiled by mypyc and its native classes take no weak references): when a reload
+retires the route, the balancer and its subject are collected and the task ends.
 """
 
 from __future__ import annotations
@@ -52,15 +53,32 @@ class CheckState:
         self.due = time.monotonic() + random.uniform(0, check.initial_jitter)
 
 
-def start(balancer: Balancer) -> None:
-    """Start checking ``balancer``'s endpoints in the running loop."""
-    _spawn(asyncio.get_running_loop(), _run(weakref.ref(balancer)))
+class Subject:
+    """What a check task holds weakly; the balancer keeps it (and it the balancer) alive."""
+
+    __slots__ = ("__weakref__", "balancer")
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
 
 
-async def _run(ref: weakref.ref[Balancer]) -> None:
+def _deref(ref: weakref.ref[Subject]) -> Balancer | None:
+    subject = ref()
+    return subject.balancer if subject is not None else None
+
+
+def start(balancer: Balancer) -> Subject:
+    """Start checking ``balancer``'s endpoints in the running loop; the balancer must keep
+    the returned subject (when both are collected, the checks stop)."""
+    subject = Subject(balancer)
+    _spawn(asyncio.get_running_loop(), _run(weakref.ref(subject)))
+    return subject
+
+
+async def _run(ref: weakref.ref[Subject]) -> None:
     loop = asyncio.get_running_loop()
     while True:
-        balancer = ref()
+        balancer = _deref(ref)
         if balancer is None:
             return
         now = time.monotonic()
@@ -81,7 +99,7 @@ def _spawn(loop: asyncio.AbstractEventLoop, step: Coroutine[Any, Any, None]) -> 
     task.add_done_callback(_RUNNING.discard)
 
 
-async def _check_once(ref: weakref.ref[Balancer], target: Target, state: CheckState) -> None:
+async def _check_once(ref: weakref.ref[Subject], target: Target, state: CheckState) -> None:
     check = state.check
     status = await probe(target, check)
     http = check.http_health_check
@@ -110,7 +128,7 @@ async def _check_once(ref: weakref.ref[Balancer], target: Target, state: CheckSt
             "healthy" if state.healthy else "unhealthy",
             extra={"upstream": target.url_text, "status": status},
         )
-        balancer = ref()
+        balancer = _deref(ref)
         if balancer is not None:
             balancer.health_changed()
 
