@@ -10,6 +10,7 @@ from gatehouse.authenticate.redirects import (
     RedirectSigner,
     is_allowed_programmatic_redirect,
     is_allowed_redirect,
+    redirect_host,
 )
 
 ALLOWED = ["app.example.com", "*.corp.example.com", "authenticate.example.com"]
@@ -183,3 +184,15 @@ def test_signed_url_other_secret() -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(ValueError):
         RedirectSigner(b"short")
+
+
+def test_every_control_non_ascii_and_backslash_character_is_refused() -> None:
+    """Each code point below U+0200 (and a few above) in the path or the query: refused
+    exactly when it is a control, space, DEL, non-ASCII or a backslash."""
+    points = [*range(0x200), 0x2028, 0xFEFF, 0xFFFF, 0x1F600, 0x10FFFF]
+    for point in points:
+        ch = chr(point)
+        unsafe = point <= 0x20 or point >= 0x7F or ch == "\\"
+        for url in (f"https://app.example.com/a{ch}b", f"https://app.example.com/?q={ch}"):
+            expected = None if unsafe else "app.example.com"
+            assert redirect_host(url) == expected, (hex(point), url)

@@ -46,6 +46,8 @@ MAX_REDIRECT_CHARS = 2048
 
 # Authority: a lower-case DNS name or IPv4 address, or a bracketed IPv6 address, then an
 # optional port. Deliberately no userinfo, no percent-encoding, no upper case.
+#: Control characters, space, DEL, anything non-ASCII, and backslash: none may appear.
+_UNSAFE_CHAR_RE = re.compile(r"[\x00-\x20\x7f-\U0010ffff\\]")
 _AUTHORITY_RE = re.compile(
     r"\A(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?\Z"
 )
@@ -154,7 +156,7 @@ def redirect_host(url: str) -> str | None:
     """
     if not isinstance(url, str) or not url or len(url) > MAX_REDIRECT_CHARS:
         return None
-    if any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in url) or "\\" in url:
+    if _UNSAFE_CHAR_RE.search(url) is not None:
         return None
     if url.startswith("https://"):
         scheme, rest = "https", url[8:]
