@@ -60,6 +60,7 @@ from .binding import (
     binding_value,
     is_binding_hash,
 )
+from .clients import DEFAULT_IDP_ID, QUERY_IDP_ID, RouteClient
 from .errors import InvalidRedirect
 from .flow import Authenticator
 from .keys import derive_key
@@ -118,6 +119,7 @@ class AuthEndpoints:
         self.authenticate_host = (urlsplit(url).hostname or "").lower() if url else None
         self.cookie_name = options.cookie_name
         self.csrf_cookie = csrf_cookie_name(options.cookie_name)
+        self._host_idp: dict[str, str] | None = None
 
     # -- tables -------------------------------------------------------------------------
 
@@ -148,25 +150,51 @@ class AuthEndpoints:
         """A browser is sent to sign in and back; any other client gets 401."""
         return self._login_or_401(request)
 
+    def route_idp_id(self, route: RouteClient) -> str:
+        """The IdP id of a route's client (``RouteOptions``; see :mod:`.clients`)."""
+        return DEFAULT_IDP_ID if self.auth is None else self.auth.route_idp_id(route)
+
+    def session_fits(self, session: Session, route: RouteClient) -> bool:
+        """A session is accepted on a route only if made through the route's client."""
+        return session.idp_id == self.route_idp_id(route)
+
+    def host_idp_id(self, host: str) -> str:
+        """The client of the first route on exactly ``host`` (for the ``/.pomerium/``
+        pages and programmatic login, which belong to a host, not a route)."""
+        if self._host_idp is None:
+            table: dict[str, str] = {}
+            for route in self.options.all_routes:
+                name = (urlsplit(route.from_).hostname or "").lower()
+                if name and name not in table:
+                    table[name] = self.route_idp_id(route)
+            self._host_idp = table
+        return self._host_idp.get(host.lower(), DEFAULT_IDP_ID)
+
     def binding_cookie(self, scheme: str) -> str:
         """The name of the sign-in binding cookie on a route host served over ``scheme``."""
         return binding_cookie_name(self.cookie_name, self._secure_scheme(scheme))
 
     def sign_in_redirect(
-        self, original_url: str, scheme: str, binding_cookie: str | None
+        self,
+        original_url: str,
+        scheme: str,
+        binding_cookie: str | None,
+        idp_id: str = DEFAULT_IDP_ID,
     ) -> tuple[str, list[tuple[str, str]]] | None:
         """Where to send a browser that needs to sign in, and the ``Set-Cookie`` header
         binding the sign-in to it (``None``: no IdP configured).
 
         ``binding_cookie`` is the browser's current binding cookie (reused when well
-        formed, so sign-ins started in two tabs both complete)."""
+        formed, so sign-ins started in two tabs both complete); ``idp_id`` names the
+        route's client (signed into the URL, as Pomerium's ``pomerium_idp_id``)."""
         if self.auth is None or self.authenticate_url is None:
             return None
         secure = self._secure_scheme(scheme)
         value = binding_value(binding_cookie)
-        url = self.signer.sign_in_url(
-            self.authenticate_url, original_url, extra=[(QUERY_BINDING, binding_hash(value) or "")]
-        )
+        extra = [(QUERY_BINDING, binding_hash(value) or "")]
+        if idp_id:
+            extra.append((QUERY_IDP_ID, idp_id))
+        url = self.signer.sign_in_url(self.authenticate_url, original_url, extra=extra)
         carrier = Response.redirect(url)
         carrier.set_cookie(
             binding_cookie_name(self.cookie_name, secure),
@@ -231,11 +259,14 @@ class AuthEndpoints:
         binding = params.get(QUERY_BINDING, "")
         if not programmatic:
             self._check_binding(target, binding)
-        # Already signed in on the authenticate host: hand the session over directly.
+        idp_id = params.get(QUERY_IDP_ID, DEFAULT_IDP_ID)
+        # Already signed in on the authenticate host through the same client: hand the
+        # session over directly. Another client's session would only be refused by the
+        # route (Pomerium: a new sign-in when the handle's IdP id differs).
         existing = await self.session_for(
             request.cookies().get(self.cookie_name), None, request.host
         )
-        if existing is not None:
+        if existing is not None and existing.idp_id == idp_id:
             if programmatic:
                 return self._programmatic_redirect(existing, target)
             return self._handoff(existing, target, binding)
@@ -268,6 +299,7 @@ class AuthEndpoints:
             access_token=ident.access_token,
             refresh_token=ident.refresh_token,
             tokens_expire_at=ident.tokens_expire_at,
+            idp_id=done.idp_id,
         )
         log.info("signed in", extra={"user": ident.user_id, "email": ident.email})
         self._event("created")
@@ -414,9 +446,11 @@ class AuthEndpoints:
         # The authenticate host mints the token and redirects to the loopback target
         # itself: no route-host cookie is involved, so nothing here can be forced into
         # another browser.
-        url = self.signer.sign_in_url(
-            self.authenticate_url, target, extra=[(QUERY_PROGRAMMATIC, "1")]
-        )
+        extra = [(QUERY_PROGRAMMATIC, "1")]
+        idp_id = self.host_idp_id(request.host)
+        if idp_id:
+            extra.append((QUERY_IDP_ID, idp_id))
+        url = self.signer.sign_in_url(self.authenticate_url, target, extra=extra)
         return Response.text(url, headers=[("Cache-Control", "no-store")])
 
     def _event(self, event: str) -> None:
@@ -525,6 +559,7 @@ class AuthEndpoints:
                 self._request_url(request),
                 scheme,
                 request.cookies().get(self.binding_cookie(scheme)),
+                self.host_idp_id(request.host),
             )
             if request.accepts_html()
             else None

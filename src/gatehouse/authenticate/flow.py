@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,8 +30,9 @@ from gatehouse.config.options import Options
 from gatehouse.sessions.model import Session
 
 from .binding import QUERY_BINDING
+from .clients import DEFAULT_IDP_ID, QUERY_IDP_ID, ClientIds, RouteClient
 from .discovery import Discovery
-from .errors import IdpUnavailable, InvalidRedirect
+from .errors import IdpUnavailable, InvalidRedirect, TokenRequestRejected
 from .oidc import ClientConfig, parse_callback
 from .providers import quirks_for
 from .redirects import (
@@ -67,6 +68,8 @@ class SignInResult:
     binding: str = ""
     #: ``redirect_url`` is a programmatic login's loopback target, not a route host.
     programmatic: bool = False
+    #: The client the user signed in through (see :mod:`.clients`).
+    idp_id: str = DEFAULT_IDP_ID
 
 
 class Authenticator:
@@ -79,15 +82,51 @@ class Authenticator:
         signer: RedirectSigner,
         allowed_hosts: Callable[[], Iterable[str]],
         programmatic_hosts: Iterable[str] = ("localhost",),
+        client_ids: ClientIds | None = None,
+        make_party: Callable[[ClientConfig], RelyingParty] | None = None,
     ) -> None:
         """``allowed_hosts`` returns the current route hosts plus the authenticate host
         (a callable, so a config reload is seen without rebuilding this object);
-        ``programmatic_hosts`` is ``programmatic_redirect_domain_whitelist``."""
+        ``programmatic_hosts`` is ``programmatic_redirect_domain_whitelist``;
+        ``client_ids`` knows the per-route clients (none: only ``relying_party``'s) and
+        ``make_party`` makes a relying party for one of them."""
         self.relying_party = relying_party
+        self.client_ids = client_ids
+        self._parties: dict[str, RelyingParty] = {DEFAULT_IDP_ID: relying_party}
+        self._make_party = make_party
         self.states = states
         self.signer = signer
         self._allowed_hosts = allowed_hosts
         self._programmatic_hosts = tuple(programmatic_hosts)
+
+    def route_idp_id(self, route: RouteClient) -> str:
+        """The IdP id of a route's client (``RouteOptions``); ``""`` for the global one."""
+        if self.client_ids is None:
+            return DEFAULT_IDP_ID
+        return self.client_ids.for_route(route)
+
+    def knows(self, idp_id: str) -> bool:
+        return idp_id in self._parties or (
+            self.client_ids is not None and idp_id in self.client_ids.clients
+        )
+
+    def relying_party_for(self, idp_id: str) -> RelyingParty:
+        """The relying party of client ``idp_id`` (made on first use; they share discovery
+        and the HTTP client, as they are clients of one IdP).
+
+        Raises:
+            TokenRequestRejected: no such client (any more): sign in again.
+        """
+        party = self._parties.get(idp_id)
+        if party is not None:
+            return party
+        client = self.client_ids.clients.get(idp_id) if self.client_ids is not None else None
+        if client is None or self._make_party is None:
+            raise TokenRequestRejected("no such identity-provider client (config changed)")
+        config = replace(self.relying_party.config, client_id=client[0], client_secret=client[1])
+        party = self._make_party(config)
+        self._parties[idp_id] = party
+        return party
 
     def check_redirect(self, url: str, programmatic: bool = False) -> str:
         """``url`` if it is an allowed redirect target (for a programmatic login: an
@@ -112,6 +151,7 @@ class Authenticator:
             csrf_cookie,
             binding=params.get(QUERY_BINDING, ""),
             programmatic=params.get(QUERY_PROGRAMMATIC) == "1",
+            idp_id=params.get(QUERY_IDP_ID, DEFAULT_IDP_ID),
         )
 
     async def begin(
@@ -121,14 +161,23 @@ class Authenticator:
         *,
         binding: str = "",
         programmatic: bool = False,
+        idp_id: str = DEFAULT_IDP_ID,
     ) -> SignInStart:
         """Start a sign-in that will return to ``redirect_url`` (checked against the allow
-        list); ``binding`` is carried to the hand-off (see :mod:`.binding`)."""
+        list); ``binding`` is carried to the hand-off (see :mod:`.binding`), ``idp_id``
+        names the client to sign in through (see :mod:`.clients`).
+
+        Raises:
+            InvalidRedirect: a target not allowed, or a client not configured.
+        """
         self.check_redirect(redirect_url, programmatic)
+        if not self.knows(idp_id):
+            raise InvalidRedirect("sign-in names an identity-provider client not configured")
+        party = self.relying_party_for(idp_id)
         txn, state, csrf_value = self.states.begin(
-            redirect_url, csrf_cookie, binding=binding, programmatic=programmatic
+            redirect_url, csrf_cookie, binding=binding, programmatic=programmatic, idp_id=idp_id
         )
-        url = await self.relying_party.authorization_url(
+        url = await party.authorization_url(
             state=state, nonce=txn.nonce, code_challenge=txn.code_challenge
         )
         return SignInStart(url, csrf_value, int(DEFAULT_STATE_TTL_S))
@@ -151,22 +200,24 @@ class Authenticator:
         """
         txn = self.states.open(params.get("state", ""), csrf_cookie)
         await consume(self.states, txn, consume_once)
-        meta = await self.relying_party.metadata()
+        # The client the sign-in began with: its secret redeems the code, its id is the
+        # ID token's required audience.
+        party = self.relying_party_for(txn.idp_id)
+        meta = await party.metadata()
         code, _ = parse_callback(params, meta)
-        identity = await self.relying_party.redeem_code(
-            code, code_verifier=txn.code_verifier, nonce=txn.nonce
-        )
+        identity = await party.redeem_code(code, code_verifier=txn.code_verifier, nonce=txn.nonce)
         # Checked again: the allow list may have changed since sign-in began.
         return SignInResult(
             identity,
             self.check_redirect(txn.redirect_url, txn.programmatic),
             txn.binding,
             txn.programmatic,
+            txn.idp_id,
         )
 
     async def refresh(self, session: Session) -> Identity:
         """New tokens and claims for a session (see :meth:`RelyingParty.refresh`)."""
-        return await self.relying_party.refresh(session)
+        return await self.relying_party_for(session.idp_id).refresh(session)
 
     async def sign_out(
         self, session: Session | None, post_logout_redirect_uri: str, state: str = ""
@@ -177,13 +228,16 @@ class Authenticator:
         revocation that fails (IdP down) is logged, never a reason to keep anyone signed
         in. ``None`` means the IdP has no logout endpoint: go to ``post_logout_redirect_uri``.
         """
+        party = self.relying_party
+        if session is not None and self.knows(session.idp_id):
+            party = self.relying_party_for(session.idp_id)
         if session is not None and session.refresh_token:
             try:
-                await self.relying_party.revoke(session.refresh_token, "refresh_token")
+                await party.revoke(session.refresh_token, "refresh_token")
             except IdpUnavailable as exc:
                 log.warning("sign-out: refresh token revocation failed: %s", exc)
         try:
-            return await self.relying_party.end_session_url(
+            return await party.end_session_url(
                 id_token_hint=session.id_token if session is not None else "",
                 post_logout_redirect_uri=post_logout_redirect_uri,
                 state=state,
@@ -212,6 +266,8 @@ def build_authenticator(
     redirect_uri = options.authenticate_service_url.rstrip("/") + options.authenticate_callback_path
     config = ClientConfig.from_options(options, redirect_uri)
     discovery = Discovery(provider_url, quirks, client)
+    client_ids = ClientIds(shared_secret, config.client_id, config.client_secret)
+    client_ids.register(r for r in options.all_routes)
     if allowed_hosts is None:
         hosts = allowed_redirect_hosts(options)
         allowed_hosts = lambda: hosts  # noqa: E731 - a constant list for a fixed config
@@ -221,6 +277,8 @@ def build_authenticator(
         RedirectSigner(shared_secret),
         allowed_hosts,
         options.programmatic_redirect_domain_whitelist,
+        client_ids,
+        lambda cfg: RelyingParty(cfg, discovery, client),
     )
 
 

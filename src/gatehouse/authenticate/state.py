@@ -79,6 +79,8 @@ class SignInTransaction:
     binding: str = ""
     #: A programmatic login: ``redirect_url`` is a loopback URL to receive the token.
     programmatic: bool = False
+    #: The OAuth client this sign-in goes through (:mod:`.clients`; "" the global one).
+    idp_id: str = ""
 
     @property
     def code_challenge(self) -> str:
@@ -106,6 +108,7 @@ class StateCodec:
         *,
         binding: str = "",
         programmatic: bool = False,
+        idp_id: str = "",
     ) -> tuple[SignInTransaction, str, str]:
         """Start a sign-in: ``(transaction, state, csrf_cookie_value)``.
 
@@ -130,6 +133,7 @@ class StateCodec:
             expires_at=now + self._ttl_s,
             binding=binding,
             programmatic=programmatic,
+            idp_id=idp_id,
         )
         return txn, self.seal(txn), csrf_cookie
 
@@ -145,6 +149,7 @@ class StateCodec:
                 int(txn.expires_at),
                 txn.binding,
                 txn.programmatic,
+                txn.idp_id,
             ],
             separators=(",", ":"),
         ).encode()
@@ -179,6 +184,8 @@ class StateCodec:
                 expires_at=float(fields[6]),
                 binding=str(fields[7]),
                 programmatic=fields[8] is True,
+                # States sealed before per-route clients have 9 fields: the global client.
+                idp_id=str(fields[9]) if len(fields) > 9 else "",
             )
         except (InvalidTag, ValueError, TypeError, IndexError) as exc:
             raise InvalidState("state failed authentication") from exc

@@ -112,8 +112,6 @@ NOT_SUPPORTED: dict[str, str] = {
 #: Route keys refused with "not supported by gatehouse (<why>)".
 ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "allowed_groups": "removed from Pomerium; write `groups: {has: ...}` in policy",
-    "idp_client_id": "one identity-provider client per gatehouse",
-    "idp_client_secret": "one identity-provider client per gatehouse",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",

@@ -239,6 +239,12 @@ class RouteOptions(BalancingOptions):
     tls_downstream_client_ca_file: str | None = None
 
     # Identity and policy (used by the identity and authorize packages).
+    #: Sign in to this route with another OAuth client of the same IdP (Pomerium's per-route
+    #: client): a session made through one client is not accepted on a route of another
+    #: (the user signs in again). Unset: the global `idp_client_id`.
+    idp_client_id: str | None = None
+    #: That client's secret; unset: the global `idp_client_secret`.
+    idp_client_secret: str | None = None
     #: Send the signed assertion (and claim headers) upstream; the global value applies when unset.
     pass_identity_headers: bool | None = None
     #: `hostOnly` (default) or `uri` for the assertion's `iss`.

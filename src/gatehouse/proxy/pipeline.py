@@ -445,6 +445,14 @@ class Pipeline:
         head = exchange.head
         auth = state.auth
         policy = route.policy
+        if (
+            session is not None
+            and auth is not None
+            and not auth.session_fits(session, route.options)
+        ):
+            # Made through another route's OAuth client: as no session, so the user signs in
+            # through this route's (Pomerium's ReadSessionHandleAndCheckIDP).
+            session = None
         access.user = session.email or session.user_id if session is not None else None
         if policy is None or policy.allows_everyone:
             access.decision = "allow"
@@ -503,7 +511,9 @@ class Pipeline:
                 raise SignInRequired("sign-in required", None)
             scheme = route.options.from_scheme
             binding = _cookie(head.headers, auth.binding_cookie(scheme).encode("latin-1"))
-            redirect = auth.sign_in_redirect(original, scheme, binding)
+            redirect = auth.sign_in_redirect(
+                original, scheme, binding, auth.route_idp_id(route.options)
+            )
             if redirect is None:
                 raise SignInRequired("sign-in required", None)
             raise SignInRequired("sign-in required", redirect[0], redirect[1])
@@ -704,17 +714,6 @@ class Pipeline:
         )
 
 
-def _hash_key(route: Route, session: Session | None, client_ip: str) -> bytes | None:
-    """What a hashing route's balancer hashes, as Pomerium's hash policy: the SHA-256 of
-    the session id (``x-pomerium-routing-key``), else the client IP."""
-    balancer = route.balancer
-    if balancer is None or not balancer.hashing:
-        return None
-    if session is not None:
-        return hashlib.sha256(session.id.encode()).digest()
-    return client_ip.encode()
-
-
 def check_client_certificate(exchange: Exchange, route: Route) -> None:
     """Pomerium's default ``invalid_client_certificate`` deny rule, answered before the
     policy and before any sign-in (``handleResult``).
@@ -732,6 +731,17 @@ def check_client_certificate(exchange: Exchange, route: Route) -> None:
             extra={"route": route.name, "why": problem, "client": exchange.client_ip},
         )
         raise InvalidClientCertificate(problem)
+
+
+def _hash_key(route: Route, session: Session | None, client_ip: str) -> bytes | None:
+    """What a hashing route's balancer hashes, as Pomerium's hash policy: the SHA-256 of
+    the session id (``x-pomerium-routing-key``), else the client IP."""
+    balancer = route.balancer
+    if balancer is None or not balancer.hashing:
+        return None
+    if session is not None:
+        return hashlib.sha256(session.id.encode()).digest()
+    return client_ip.encode()
 
 
 def parse_target(exchange: Exchange, allow_path_parameters: bool = False) -> Target:

@@ -225,6 +225,10 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
                 raise ConfigError(["internal: no HTTP client for the identity provider"])
             rp_options, client = options, services.http_client
             if options.idp_provider == "builtin":
+                if any(r.idp_client_id or r.idp_client_secret for r in options.all_routes):
+                    raise ConfigError(
+                        ["routes: idp_client_id/idp_client_secret need an external idp_provider"]
+                    )
                 rp_options, client = _mount_builtin(options, secret, services, authenticate_table)
             try:
                 authenticator = build_authenticator(

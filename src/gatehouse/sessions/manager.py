@@ -160,6 +160,7 @@ class SessionManager:
         access_token: str = "",
         refresh_token: str = "",
         tokens_expire_at: float = 0.0,
+        idp_id: str = "",
         now: float | None = None,
     ) -> Session:
         """Store a new session (expires ``cookie_expire`` from now) and cache it.
@@ -183,6 +184,7 @@ class SessionManager:
             id_token=id_token,
             access_token=access_token,
             refresh_token=refresh_token,
+            idp_id=idp_id,
         )
         await self.store.put(session)
         self.cache.put(session)

@@ -41,6 +41,9 @@ class Session:
     id_token: str = ""
     access_token: str = ""
     refresh_token: str = ""
+    #: The OAuth client the user signed in through ("" the global one; a route with its
+    #: own ``idp_client_id`` accepts only its client's sessions).
+    idp_id: str = ""
 
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at

@@ -4,7 +4,9 @@ Stored form (``v`` is the format version; readers refuse versions they do not kn
 
     {"v": 1, "id": ..., "user_id": ..., "email": ..., "name": ..., "groups": [...],
      "claims": {...}, "issued_at": ..., "expires_at": ..., "last_refresh_at": ...,
-     "tokens_expire_at": ..., "tokens": base64url(nonce || AES-GCM(tokens JSON))}
+     "tokens_expire_at": ..., "idp_id": ..., "tokens": base64url(nonce || AES-GCM(tokens JSON))}
+
+(``idp_id`` may be missing from records written before per-route clients: "".)
 
 The tokens' associated data is the session id, so ciphertext moved from one record to
 another does not decrypt. ``last_seen_at`` is not part of the record: stores keep it apart.
@@ -62,6 +64,7 @@ class RecordCodec:
             "expires_at": session.expires_at,
             "last_refresh_at": session.last_refresh_at,
             "tokens_expire_at": session.tokens_expire_at,
+            "idp_id": session.idp_id,
             "tokens": base64.urlsafe_b64encode(sealed).decode(),
         }
         return json.dumps(doc, separators=(",", ":"))
@@ -101,6 +104,8 @@ class RecordCodec:
                 id_token=str(id_token),
                 access_token=str(access_token),
                 refresh_token=str(refresh_token),
+                # Records written before per-route clients: the global client.
+                idp_id=str(doc.get("idp_id", "")),
             )
         except CorruptRecord:
             raise

@@ -8,6 +8,8 @@
 //   TOKEN_AUTH_METHOD               client_secret_basic (default) or client_secret_post
 //   CLIENT_AUTH_METHODS             space-separated methods the provider offers (default: both)
 //   ID_TOKEN_ALG                    RS256 (default) or HS256 (signed with CLIENT_SECRET)
+//   EXTRA_CLIENTS                   space-separated `id:secret` pairs: more clients like the
+//                                   first (same redirect URIs), for per-route clients
 //
 // Listens on 127.0.0.1, port 0; prints "PORT <n>" on stdout once it accepts connections.
 //
@@ -34,17 +36,26 @@ server.listen(0, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${port}`;
   const idTokenAlg = env('ID_TOKEN_ALG', 'RS256');
 
-  const provider = new Provider(issuer, {
-    clients: [{
-      client_id: env('CLIENT_ID', 'gatehouse'),
-      client_secret: env('CLIENT_SECRET', 'gatehouse-test-secret-0123456789abcdef'),
+  const client = (clientId, clientSecret) => ({
+      client_id: clientId,
+      client_secret: clientSecret,
       redirect_uris: words(env('REDIRECT_URIS', 'http://127.0.0.1/oauth2/callback')),
       post_logout_redirect_uris: words(env('POST_LOGOUT_REDIRECT_URIS', 'http://127.0.0.1/.pomerium/signed_out')),
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: env('TOKEN_AUTH_METHOD', 'client_secret_basic'),
       id_token_signed_response_alg: idTokenAlg,
-    }],
+  });
+  const extra = words(env('EXTRA_CLIENTS', '')).map((pair) => {
+    const [id, ...rest] = pair.split(':');
+    return client(id, rest.join(':'));
+  });
+
+  const provider = new Provider(issuer, {
+    clients: [
+      client(env('CLIENT_ID', 'gatehouse'), env('CLIENT_SECRET', 'gatehouse-test-secret-0123456789abcdef')),
+      ...extra,
+    ],
     clientAuthMethods: words(env('CLIENT_AUTH_METHODS', 'client_secret_basic client_secret_post')),
     enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256', 'HS256'] },
     scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
