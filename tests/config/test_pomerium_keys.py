@@ -23,8 +23,8 @@ def test_global_key_refused_by_name() -> None:
 
 
 def test_route_key_refused_by_name() -> None:
-    (problem,) = problems(BASE + ROUTE + "  depends_on: [x.example.com]\n")
-    assert "c.yaml:5: routes[0].depends_on: not supported by gatehouse (" in problem
+    (problem,) = problems(BASE + ROUTE + "  jwt_groups_filter: [x]\n")
+    assert "c.yaml:5: routes[0].jwt_groups_filter: not supported by gatehouse (" in problem
 
 
 def test_tuning_keys_load_with_a_warning() -> None:

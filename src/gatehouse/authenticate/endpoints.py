@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -75,6 +75,9 @@ from .state import csrf_cookie_name
 log = logging.getLogger("gatehouse.authenticate")
 
 QUERY_HANDOFF = "pomerium_handoff"
+#: A route host's step of a ``depends_on`` sign-in: sign in here (if not yet), then on to
+#: the next host, and at the end to ``pomerium_redirect_uri``.
+DEPENDS_ON_PATH = "/.pomerium/depends_on"
 QUERY_JWT = "pomerium_jwt"
 #: The signed-out page's return ticket (OpenID RP-Initiated Logout ``state``).
 QUERY_STATE = "state"
@@ -120,6 +123,7 @@ class AuthEndpoints:
         self.cookie_name = options.cookie_name
         self.csrf_cookie = csrf_cookie_name(options.cookie_name)
         self._host_idp: dict[str, str] | None = None
+        self._host_depends: dict[str, list[str]] | None = None
 
     # -- tables -------------------------------------------------------------------------
 
@@ -138,6 +142,7 @@ class AuthEndpoints:
             USER_JSON_PATH: self.user_json,
             SIGN_OUT_PATH: self.sign_out,
             PROGRAMMATIC_LOGIN_PATH: self.programmatic_login,
+            DEPENDS_ON_PATH: self.depends_on_step,
         }
 
     # -- used by the pipeline and the routes portal ---------------------------------------
@@ -180,15 +185,19 @@ class AuthEndpoints:
         scheme: str,
         binding_cookie: str | None,
         idp_id: str = DEFAULT_IDP_ID,
+        depends_on: Sequence[str] = (),
     ) -> tuple[str, list[tuple[str, str]]] | None:
         """Where to send a browser that needs to sign in, and the ``Set-Cookie`` header
         binding the sign-in to it (``None``: no IdP configured).
 
         ``binding_cookie`` is the browser's current binding cookie (reused when well
         formed, so sign-ins started in two tabs both complete); ``idp_id`` names the
-        route's client (signed into the URL, as Pomerium's ``pomerium_idp_id``)."""
+        route's client (signed into the URL, as Pomerium's ``pomerium_idp_id``); with
+        ``depends_on`` the sign-in returns through :meth:`depends_on_step`."""
         if self.auth is None or self.authenticate_url is None:
             return None
+        if depends_on:
+            original_url = self._chain_url(original_url, original_url)
         secure = self._secure_scheme(scheme)
         value = binding_value(binding_cookie)
         extra = [(QUERY_BINDING, binding_hash(value) or "")]
@@ -452,6 +461,53 @@ class AuthEndpoints:
             extra.append((QUERY_IDP_ID, idp_id))
         url = self.signer.sign_in_url(self.authenticate_url, target, extra=extra)
         return Response.text(url, headers=[("Cache-Control", "no-store")])
+
+    async def depends_on_step(self, request: Request) -> Response:
+        """One host of a ``depends_on`` sign-in (Pomerium chains its route callbacks).
+
+        Each host signs in the usual way: its own binding cookie, the authenticate host's
+        session handed over without the IdP, a hand-off only this browser redeems. Nothing
+        here is signed because nothing needs to be: the hosts come from the config of the
+        route on ``pomerium_redirect_uri``'s host, and that URL passes the same allow list
+        as any sign-in target; walking a browser through it signs it in only as itself.
+        """
+        final = request.query_params().get(QUERY_REDIRECT_URI, "")
+        parts = urlsplit(final)
+        origin = (parts.hostname or "").lower()
+        if self.auth is None or parts.scheme not in ("http", "https") or not origin:
+            raise BadRequest("depends_on step without a valid pomerium_redirect_uri")
+        self.auth.check_redirect(final)
+        hosts = self.host_depends_on(origin)
+        names = [(urlsplit("//" + h).hostname or "") for h in hosts]
+        here = request.host.lower()
+        if here != origin and here not in names:
+            raise BadRequest("depends_on step on a host the route does not name")
+        session = await self._current(request)
+        if session is None or session.idp_id != self.host_idp_id(here):
+            return self._login_or_401(request)
+        position = -1 if here == origin else names.index(here)
+        for host, name in zip(hosts[position + 1 :], names[position + 1 :], strict=True):
+            if name != origin:
+                scheme = self._scheme_for(name, urlsplit("//" + host).port)
+                return Response.redirect(self._chain_url(f"{scheme}://{host}/", final))
+        return Response.redirect(final)
+
+    def host_depends_on(self, host: str) -> list[str]:
+        """``depends_on`` of the first route on exactly ``host`` that has one."""
+        if self._host_depends is None:
+            table: dict[str, list[str]] = {}
+            for route in self.options.all_routes:
+                name = (urlsplit(route.from_).hostname or "").lower()
+                if name and route.depends_on and name not in table:
+                    table[name] = list(dict.fromkeys(route.depends_on))
+            self._host_depends = table
+        return self._host_depends.get(host.lower(), [])
+
+    def _chain_url(self, on: str, final: str) -> str:
+        """The :meth:`depends_on_step` URL on ``on``'s origin, finishing at ``final``."""
+        parts = urlsplit(on)
+        query = urlencode({QUERY_REDIRECT_URI: final}, quote_via=quote)
+        return f"{parts.scheme}://{parts.netloc}{DEPENDS_ON_PATH}?{query}"
 
     def _event(self, event: str) -> None:
         if self._on_session_event is not None:

@@ -115,7 +115,6 @@ ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",
-    "depends_on": "sign-in does not chain across hosts",
     "jwt_groups_filter": "only the global jwt_groups_filter is supported",
     "kubernetes_service_account_token": "no Kubernetes API impersonation",
     "kubernetes_service_account_token_file": "no Kubernetes API impersonation",

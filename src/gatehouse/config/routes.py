@@ -245,6 +245,10 @@ class RouteOptions(BalancingOptions):
     idp_client_id: str | None = None
     #: That client's secret; unset: the global `idp_client_secret`.
     idp_client_secret: str | None = None
+    #: Up to 5 more hosts (`host[:port]`, or URLs: their host is used) the user is signed in
+    #: to in the same sign-in: after this route's, the browser passes through each of them
+    #: (each sign-in still bound to the browser) before returning.
+    depends_on: StringList = Field(default_factory=list)
     #: Send the signed assertion (and claim headers) upstream; the global value applies when unset.
     pass_identity_headers: bool | None = None
     #: `hostOnly` (default) or `uri` for the assertion's `iss`.
@@ -352,6 +356,28 @@ class RouteOptions(BalancingOptions):
         if value is not None:
             check_re2(value)
         return value
+
+    @field_validator("depends_on")
+    @classmethod
+    def _depends_on(cls, value: list[str]) -> list[str]:
+        # Pomerium's Policy.Validate: at most 5; a value with "/" must be a URL (its host).
+        if len(value) > 5:
+            raise ValueError(f"depends_on is limited to 5 additional hosts, got {len(value)}")
+        hosts: list[str] = []
+        for item in value:
+            host = item.strip()
+            if "/" in host:
+                try:
+                    parts = urlsplit(host)
+                except ValueError:
+                    parts = urlsplit("")
+                if not parts.scheme or not parts.netloc:
+                    raise ValueError(f"unsupported depends_on value {item!r}")
+                host = parts.netloc
+            if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", host):
+                raise ValueError(f"depends_on value {item!r} is not a host")
+            hosts.append(host.lower())
+        return hosts
 
     @field_validator("host_rewrite_header")
     @classmethod

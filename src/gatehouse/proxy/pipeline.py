@@ -512,7 +512,11 @@ class Pipeline:
             scheme = route.options.from_scheme
             binding = _cookie(head.headers, auth.binding_cookie(scheme).encode("latin-1"))
             redirect = auth.sign_in_redirect(
-                original, scheme, binding, auth.route_idp_id(route.options)
+                original,
+                scheme,
+                binding,
+                auth.route_idp_id(route.options),
+                route.options.depends_on,
             )
             if redirect is None:
                 raise SignInRequired("sign-in required", None)
