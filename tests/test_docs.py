@@ -40,6 +40,7 @@ from gatehouse.config.pomerium_keys import (
     ALWAYS_ON,
     IGNORED,
     NOT_SUPPORTED,
+    ONLY_VALUE,
     ROUTE_IGNORED,
     ROUTE_NOT_SUPPORTED,
 )
@@ -158,6 +159,7 @@ POMERIUM_ONLY_KEYS = {
     **NOT_SUPPORTED,
     **ROUTE_NOT_SUPPORTED,
     **ALWAYS_ON,
+    **ONLY_VALUE,
 }
 #: Keys a config may hold at any depth: every options model's, and PPL's vocabulary.
 CONFIG_KEYS = (

@@ -59,3 +59,13 @@ def test_tcp_and_ssh_routes_named() -> None:
 def test_enum_values_in_any_case(key: str, value: str, attr: str, expected: str) -> None:
     options = load_text(f"{BASE}{key}: {value}\n", env={}).options
     assert getattr(options, attr) == expected
+
+
+def test_bearer_token_format_default_only() -> None:
+    # Pomerium's default is gatehouse's behaviour (the bearer token passes upstream).
+    text = BASE + "bearer_token_format: Default\n" + ROUTE + "  bearer_token_format: default\n"
+    assert load_text(text, env={}).warnings == ()
+    (problem,) = problems(BASE + "bearer_token_format: idp_identity_token\n")
+    assert "c.yaml:2: bearer_token_format: not supported by gatehouse (only `default`:" in problem
+    (problem,) = problems(BASE + ROUTE + "  bearer_token_format: idp_access_token\n")
+    assert "routes[0].bearer_token_format: not supported by gatehouse (only `default`:" in problem

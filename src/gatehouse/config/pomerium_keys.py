@@ -12,6 +12,8 @@ here, so that a Pomerium config never meets "unknown key":
   refuses them with ``<key>: not supported by gatehouse (<why>)``.
 - :data:`ALWAYS_ON`: switches for what gatehouse always does; ``true`` loads silently,
   ``false`` is refused.
+- :data:`ONLY_VALUE`: keys (global and route) whose one supported value is what gatehouse
+  always does; that value (any case) loads silently, others are refused.
 
 TLS, upgrade and header-hardening keys are owned by their modules and not listed here.
 """
@@ -86,7 +88,6 @@ _ENTERPRISE = "a Pomerium Enterprise feature"
 
 #: Global keys refused with "not supported by gatehouse (<why>)".
 NOT_SUPPORTED: dict[str, str] = {
-    "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
@@ -114,7 +115,6 @@ ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "allowed_groups": "removed from Pomerium; write `groups: {has: ...}` in policy",
     "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
-    "bearer_token_format": "IdP bearer tokens in Authorization are not accepted",
     "jwt_groups_filter": "only the global jwt_groups_filter is supported",
     "kubernetes_service_account_token": "no Kubernetes API impersonation",
     "kubernetes_service_account_token_file": "no Kubernetes API impersonation",
@@ -137,9 +137,22 @@ ALWAYS_ON: dict[str, str] = {
 }
 
 
+#: Keys with one supported value, Pomerium's default: key → (value, why no other).
+ONLY_VALUE: dict[str, tuple[str, str]] = {
+    "bearer_token_format": (
+        "default",
+        "IdP access and identity tokens are not turned into sessions; `Authorization: "
+        "Bearer` passes to the upstream uninterpreted, as with Pomerium's default",
+    ),
+}
+
+
 def not_supported(loc: Location) -> str | None:
     """The refusal for an unknown key at ``loc`` (top level or a route), if it is one."""
     key = str(loc[-1])
+    only = ONLY_VALUE.get(key)
+    if only is not None and (len(loc) == 1 or len(loc) == 3):
+        return f"not supported by gatehouse (only `{only[0]}`: {only[1]})"
     if len(loc) == 1:
         why = NOT_SUPPORTED.get(key) or (ALWAYS_ON.get(key) and f"only true: {ALWAYS_ON[key]}")
     elif len(loc) == 3 and loc[0] in ("routes", "policy") and isinstance(loc[1], int):
@@ -159,6 +172,8 @@ def screen(data: dict[str, Any]) -> list[tuple[Location, str]]:
             warnings.append(((key,), f"{key} ignored: {IGNORED[key]}"))
         elif key in ALWAYS_ON and data[key] is True:
             del data[key]
+        elif _is_only_value(key, data[key]):
+            del data[key]
     for section in ("routes", "policy"):
         routes = data.get(section)
         if not isinstance(routes, list):
@@ -167,9 +182,16 @@ def screen(data: dict[str, Any]) -> list[tuple[Location, str]]:
             if not isinstance(route, dict):
                 continue
             for key in list(route):
-                if key in ROUTE_IGNORED:
+                if _is_only_value(key, route[key]):
+                    del route[key]
+                elif key in ROUTE_IGNORED:
                     del route[key]
                     warnings.append(
                         ((section, i, key), f"{section}[{i}].{key} ignored: {ROUTE_IGNORED[key]}")
                     )
     return warnings
+
+
+def _is_only_value(key: str, value: Any) -> bool:
+    only = ONLY_VALUE.get(key)
+    return only is not None and isinstance(value, str) and value.strip().lower() == only[0]

@@ -23,6 +23,7 @@ from .pomerium_keys import (
     ALWAYS_ON,
     IGNORED,
     NOT_SUPPORTED,
+    ONLY_VALUE,
     ROUTE_IGNORED,
     ROUTE_NOT_SUPPORTED,
 )
@@ -154,6 +155,10 @@ def reference_markdown() -> str:
     out += [f"- `{k}`: {v}" for k, v in {**IGNORED_POMERIUM_KEYS, **IGNORED}.items()]
     out += [f"- `routes[].{k}`: {v}" for k, v in ROUTE_IGNORED.items()]
     out += [f"- `{k}: true`: {v} (`false` is refused)" for k, v in ALWAYS_ON.items()]
+    out += [
+        f"- `{k}` and `routes[].{k}`: `{v}` only; other values are refused: {why}"
+        for k, (v, why) in ONLY_VALUE.items()
+    ]
     out += ["", "## Pomerium keys refused as not supported", ""]
     out += [f"- `{k}`: {v}" for k, v in NOT_SUPPORTED.items()]
     out += [f"- `routes[].{k}`: {v}" for k, v in ROUTE_NOT_SUPPORTED.items()]
