@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from ..config.options import Options
 from ..errors import ConfigError
+from . import sni_guard
 from .client_auth import ClientCertMode, HandshakeGate
 from .client_trust import ClientTrust
 from .hardening import new_server_context
@@ -280,6 +281,7 @@ class SniStore:
             if ctx is not None and ctx is not sock.context:
                 sock.context = ctx
 
+        sni_guard.install()
         front.sni_callback = choose
         self._front = front
         self.client_gate.bind(front)
