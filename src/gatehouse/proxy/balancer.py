@@ -90,8 +90,8 @@ class Balancer:
     __slots__ = (
         "__weakref__",
         "_checks_started",
-        "_health",
         "_hash_tables",
+        "_health",
         "_rng",
         "_single",
         "breaker",

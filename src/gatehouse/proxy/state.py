@@ -36,8 +36,8 @@ from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
 from ..tls.downstream import compile_downstream
-from .portal import RoutesPortal
 from .compile_cache import RouteCompiler, shared_compiler
+from .portal import RoutesPortal
 from .router import Route, Router, attach_client_trust, compile_route
 
 log = logging.getLogger("gatehouse")
