@@ -41,6 +41,8 @@ IGNORED: dict[str, str] = {
     "databroker_cluster_nodes": _SPLIT,
     "databroker_raft_bind_address": _SPLIT,
     "installation_id": "Pomerium Zero's installation id has no meaning here",
+    "override_certificate_name": f"{_SPLIT} (it names the certificate of internal gRPC calls)",
+    "tls_derive": f"{_SPLIT} (it derives certificates for internal calls from the shared secret)",
     "debug_address": "gatehouse has no debug listener; see metrics_address",
     "proxy_log_level": f"{_ENVOY}; log_level applies to everything",
     "envoy_admin_address": _ENVOY,
@@ -80,7 +82,10 @@ IGNORED: dict[str, str] = {
 }
 
 #: Route keys accepted with a warning.
-ROUTE_IGNORED: dict[str, str] = {}
+ROUTE_IGNORED: dict[str, str] = {
+    "tls_upstream_allow_renegotiation": "gatehouse does not renegotiate upstream TLS "
+    "(TLS 1.3 has no renegotiation)",
+}
 
 _SSH = "SSH routes are not supported"
 _MCP = "MCP routes are not supported"
@@ -93,7 +98,9 @@ NOT_SUPPORTED: dict[str, str] = {
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
     "google_cloud_serverless_authentication_service_account": "Google Cloud serverless "
     "authentication is not supported",
-    "policy_file": "Pomerium removed it too (\"policy file setting is deprecated\"); "
+    "forward_auth_url": "Pomerium's forward-auth mode was removed in v0.21; put gatehouse in "
+    "front of the app as its reverse proxy",
+    "policy_file": 'Pomerium removed it too ("policy file setting is deprecated"); '
     "put the routes in the config file under routes",
     "path_with_escaped_slashes_action": "encoded slashes are always refused; see docs/policy.md",
     "blob_storage": _ENTERPRISE,
