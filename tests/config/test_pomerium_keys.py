@@ -69,3 +69,8 @@ def test_bearer_token_format_default_only() -> None:
     assert "c.yaml:2: bearer_token_format: not supported by gatehouse (only `default`:" in problem
     (problem,) = problems(BASE + ROUTE + "  bearer_token_format: idp_access_token\n")
     assert "routes[0].bearer_token_format: not supported by gatehouse (only `default`:" in problem
+
+
+def test_autocert_trusted_ca_in_one_form_only() -> None:
+    (problem,) = problems(BASE + "autocert_trusted_ca: a.pem\nautocert_trusted_ca_file: b.pem\n")
+    assert "use either autocert_trusted_ca or autocert_trusted_ca_file, not both" in problem

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import StrictModel
 from .durations import Duration
@@ -32,6 +32,8 @@ class TLSOptions(StrictModel):
     autocert_eab_mac_key: str | None = None
     #: CA that signs the ACME server's own HTTPS certificate: file, PEM or base64 of PEM.
     autocert_trusted_ca: str | None = None
+    #: A file holding that CA (Pomerium's key for the file form).
+    autocert_trusted_ca_file: str | None = None
     #: Ask for certificates with the OCSP must-staple extension.
     autocert_must_staple: bool = False
     #: Where the ACME account, certificates and the lock live (shared by the workers).
@@ -62,6 +64,12 @@ class TLSOptions(StrictModel):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected [host]:port, e.g. :80")
         return value
+
+    @model_validator(mode="after")
+    def _trusted_ca_once(self) -> TLSOptions:
+        if self.autocert_trusted_ca and self.autocert_trusted_ca_file:
+            raise ValueError("use either autocert_trusted_ca or autocert_trusted_ca_file, not both")
+        return self
 
     @property
     def autocert_directory_url(self) -> str:

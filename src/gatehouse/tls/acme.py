@@ -355,7 +355,9 @@ class AutocertManager:
 
 def _settings(options: Options, directory: Path) -> _Settings:
     trusted = None
-    if options.autocert_trusted_ca:
+    if options.autocert_trusted_ca_file:
+        trusted = options.autocert_trusted_ca_file
+    elif options.autocert_trusted_ca:
         # acme (requests) wants a file: keep the CA beside the account.
         trusted_path = directory / "trusted-ca.pem"
         _write_atomic(trusted_path, pem_source(options.autocert_trusted_ca, "autocert_trusted_ca"))
