@@ -262,3 +262,23 @@ def test_control_programmatic_login_to_loopback(fresh: Stack) -> None:
     response = _get(fresh, f"http://app.localhost/.pomerium/api/v1/login?pomerium_redirect_uri={q}")
     assert response.status_code == 200
     assert response.text.startswith(f"{AUTH}/.pomerium/sign_in?")
+
+
+@pytest.mark.parametrize("target", EVIL_TARGETS)
+def test_depends_on_step_never_redirects_off_site(
+    fresh: Stack, alice: Browser, target: str
+) -> None:
+    """``/.pomerium/depends_on`` is unsigned by design (the hosts come from the config), so
+    its ``pomerium_redirect_uri`` must pass the allow list: signed in or not, every
+    spelling of another site is a 400 with no redirect."""
+    url = (
+        f"http://app.localhost/.pomerium/depends_on?pomerium_redirect_uri={quote(target, safe='')}"
+    )
+    _refused(alice.get(url))
+    _refused(Browser(fresh.port).get(url))
+
+
+def test_control_depends_on_step_to_its_own_host(fresh: Stack, alice: Browser) -> None:
+    target = quote("http://app.localhost/after", safe="")
+    r = alice.get(f"http://app.localhost/.pomerium/depends_on?pomerium_redirect_uri={target}")
+    assert r.status_code == 302 and r.headers["location"] == "http://app.localhost/after"
