@@ -27,6 +27,7 @@ from h2.exceptions import H2Error
 from ...constants import HOP_BY_HOP
 from ..exchange import Exchange, Phase
 from ..messages import RequestHead, Response
+from .flow import take_window
 from .grpc import grpc_message, grpc_status_for, is_grpc
 from .limits import STREAM_SEND_HIGH_WATER, STREAM_SEND_LOW_WATER
 
@@ -206,21 +207,11 @@ class StreamChannel:
                     self.proto.flush()
                     return
                 h2conn.send_headers(sid, head)
-            while pending:
-                window = h2conn.local_flow_control_window(sid)
-                if window <= 0:
-                    if not self.blocked_since:
-                        self.blocked_since = _now()
-                    break
-                chunk = pending[0]
-                n = min(len(chunk), window, h2conn.max_outbound_frame_size)
-                if n == len(chunk):
-                    pending.popleft()
-                else:
-                    pending[0] = chunk[n:]
-                    chunk = chunk[:n]
-                self._pending_bytes -= n
+            while (chunk := take_window(h2conn, sid, pending)) is not None:
+                self._pending_bytes -= len(chunk)
                 h2conn.send_data(sid, chunk)
+            if pending and not self.blocked_since:
+                self.blocked_since = _now()  # the window is closed
             if not pending:
                 self.blocked_since = 0.0
                 if self._end_pending:

@@ -31,6 +31,7 @@ from h2.errors import ErrorCodes
 
 from ...errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
 from ..upstream import Endpoint
+from .flow import take_window
 
 log = logging.getLogger("gatehouse.upstream")
 
@@ -120,18 +121,8 @@ class UpstreamStream:
         sid = self.stream_id
         pending = self._pending
         try:
-            while pending:
-                window = h2conn.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = pending[0]
-                n = min(len(chunk), window, h2conn.max_outbound_frame_size)
-                if n == len(chunk):
-                    pending.popleft()
-                else:
-                    pending[0] = chunk[n:]
-                    chunk = chunk[:n]
-                self._pending_bytes -= n
+            while (chunk := take_window(h2conn, sid, pending)) is not None:
+                self._pending_bytes -= len(chunk)
                 h2conn.send_data(sid, chunk)
             if not pending and self._end_pending:
                 self._end_pending = False
