@@ -23,6 +23,7 @@ Hierarchy::
     │   ├── Unauthenticated             401 no valid session
     │   │   └── SignInRequired          302 to sign in for browsers, 401 for APIs
     │   └── Forbidden                   403 policy denied
+    │       ├── InvalidBearerToken          403 an IdP bearer token failed verification
     │       └── InvalidClientCertificate    495 no valid client certificate (mTLS)
     ├── UpstreamError                   502 the upstream misbehaved
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
@@ -162,6 +163,15 @@ class Forbidden(ClientError):
         self.user = user
         self.route = route
         self.session_id = session_id
+
+
+class InvalidBearerToken(Forbidden):
+    """On a ``bearer_token_format: idp_*`` route, ``Authorization: Bearer`` held a token
+    that failed verification: 403 without evaluating the policy, as Pomerium answers
+    ``ErrInvalidSession`` (``authorize/grpc.go``), never a fall-back to the cookie."""
+
+    title = "Forbidden: invalid bearer token"
+    message = "The bearer token of this request was not accepted."
 
 
 class InvalidClientCertificate(Forbidden):

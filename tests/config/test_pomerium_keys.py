@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gatehouse.config.loader import load_text
+from gatehouse.config.options import sign_in_checks
 from gatehouse.errors import ConfigError
 
 BASE = "insecure_server: true\n"
@@ -61,14 +62,46 @@ def test_enum_values_in_any_case(key: str, value: str, attr: str, expected: str)
     assert getattr(options, attr) == expected
 
 
-def test_bearer_token_format_default_only() -> None:
-    # Pomerium's default is gatehouse's behaviour (the bearer token passes upstream).
-    text = BASE + "bearer_token_format: Default\n" + ROUTE + "  bearer_token_format: default\n"
-    assert load_text(text, env={}).warnings == ()
-    (problem,) = problems(BASE + "bearer_token_format: idp_identity_token\n")
-    assert "c.yaml:2: bearer_token_format: not supported by gatehouse (only `default`:" in problem
-    (problem,) = problems(BASE + ROUTE + "  bearer_token_format: idp_access_token\n")
-    assert "routes[0].bearer_token_format: not supported by gatehouse (only `default`:" in problem
+def test_bearer_token_format_and_audiences_global_and_per_route() -> None:
+    # Pomerium's three values, any case; the route's value and list win over the global ones.
+    text = (
+        BASE
+        + "bearer_token_format: IDP_Access_Token\n"
+        + "idp_access_token_allowed_audiences: [api://one, api://two]\n"
+        + ROUTE
+        + "  bearer_token_format: idp_identity_token\n"
+        + "- from: https://c.example.com\n  to: http://b:80\n"
+        + "  idp_access_token_allowed_audiences: api://three\n"
+        + "- from: https://d.example.com\n  to: http://b:80\n"
+        + "  bearer_token_format: default\n"
+    )
+    loaded = load_text(text, env={})
+    assert loaded.warnings == ()
+    options = loaded.options
+    first, second, third = options.all_routes
+    assert options.route_bearer_token_format(first) == "idp_identity_token"
+    assert options.route_bearer_token_format(second) == "idp_access_token"
+    assert options.route_bearer_token_format(third) == "default"
+    assert options.route_access_token_audiences(first) == ("api://one", "api://two")
+    assert options.route_access_token_audiences(second) == ("api://three",)
+    assert load_text(BASE + ROUTE, env={}).options.bearer_token_format == "default"
+
+
+def test_bearer_token_format_other_values_refused() -> None:
+    # Pomerium's newer `jwt` (tokens of its identity_providers) is not a gatehouse value.
+    (problem,) = problems(BASE + "bearer_token_format: jwt\n")
+    assert problem.startswith("c.yaml:2: bearer_token_format:")
+    assert "idp_identity_token" in problem
+
+
+def test_bearer_token_format_needs_an_identity_provider() -> None:
+    text = BASE + "bearer_token_format: idp_identity_token\n" + ROUTE
+    text += "  bearer_token_format: idp_access_token\n"
+    found = sign_in_checks(load_text(text, env={}).options)
+    assert found == [
+        (("bearer_token_format",), "idp_provider is required to verify IdP tokens"),
+        (("routes", 0, "bearer_token_format"), "idp_provider is required to verify IdP tokens"),
+    ]
 
 
 def test_autocert_trusted_ca_in_one_form_only() -> None:

@@ -28,9 +28,11 @@ from .oidc import ClientConfig, HttpRequest, TokenResponse
 from .tokens import (
     DEFAULT_LEEWAY_S,
     PROTOCOL_CLAIMS,
+    AccessTokenRules,
     IdTokenRules,
     UnknownSigningKey,
     token_header,
+    validate_access_token,
     validate_id_token,
 )
 
@@ -207,6 +209,27 @@ class RelyingParty:
         except UnknownSigningKey:
             keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
             return validate_id_token(token, keys, rules, self._clock())
+
+    async def validate_access_token(
+        self, token: str, audiences: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Validate a JWT access token from this IdP whose ``aud`` is one of ``audiences``;
+        refetches the JWKS once (rate limited) for an unknown kid."""
+        meta = await self.discovery.metadata()
+        rules = AccessTokenRules(
+            issuer=meta.issuer,
+            audiences=audiences,
+            allowed_algs=meta.id_token_signing_alg_values_supported,
+            tenant_issuer=self.config.quirks.tenant_issuer,
+            leeway_s=self._leeway_s,
+        )
+        kid = token_header(token).get("kid")
+        keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
+        try:
+            return validate_access_token(token, keys, rules, self._clock())
+        except UnknownSigningKey:
+            keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
+            return validate_access_token(token, keys, rules, self._clock())
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
         """The userinfo claims (Core §5.3); ``{}`` when the IdP has no userinfo endpoint."""

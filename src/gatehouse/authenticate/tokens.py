@@ -10,6 +10,11 @@ and algorithm are acceptable and which claims must hold:
   present, and required with several audiences) is the client id, ``exp`` is in the
   future and ``iat`` not in the future (both with leeway), ``sub`` is present, and
   ``nonce`` is the one of this sign-in (compared in constant time).
+
+:func:`validate_access_token` checks a JWT access token (``bearer_token_format:
+idp_access_token`` with ``idp_access_token_allowed_audiences``) the same way, except that
+HMAC is never accepted (an access token is no client's to sign with its secret), ``aud``
+must name one of the allowed audiences, and ``azp``/``nonce``/``iat`` are not required.
 """
 
 from __future__ import annotations
@@ -68,6 +73,19 @@ class IdTokenRules:
     leeway_s: int = DEFAULT_LEEWAY_S
 
 
+@dataclass(frozen=True, slots=True)
+class AccessTokenRules:
+    """What a JWT access token must satisfy."""
+
+    issuer: str
+    #: ``idp_access_token_allowed_audiences``: ``aud`` (a string or a list) must hold one.
+    audiences: tuple[str, ...]
+    #: The IdP's announced signing algorithms (its ID token list: the keys are the same).
+    allowed_algs: tuple[str, ...]
+    tenant_issuer: bool = False
+    leeway_s: int = DEFAULT_LEEWAY_S
+
+
 def token_header(token: str) -> Mapping[str, Any]:
     """The protected header of a compact JWS, unverified (to choose the key)."""
     if not isinstance(token, str) or len(token) > MAX_ID_TOKEN_CHARS or token.count(".") != 2:
@@ -108,6 +126,68 @@ def validate_id_token(
     return claims
 
 
+def validate_access_token(
+    token: str, keys: Sequence[Key], rules: AccessTokenRules, now: float
+) -> dict[str, Any]:
+    """Verify a JWT access token and return its claims (RFC 9068 §4, with the audience
+    list of ``idp_access_token_allowed_audiences``).
+
+    Raises:
+        UnknownSigningKey: its ``kid`` is not among ``keys`` (refetch, then call again).
+        InvalidIdToken: anything else is wrong.
+    """
+    header = token_header(token)
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
+        raise InvalidIdToken(f"access token alg {alg!r} is not accepted")
+    if ALGORITHM_KEY_TYPES[alg] is OctKey:
+        # Only the IdP's published keys sign access tokens: an HMAC "signature" could
+        # only be checked against a secret the token's bearer might know.
+        raise InvalidIdToken(f"access token alg {alg!r} (HMAC) is not accepted")
+    if alg not in rules.allowed_algs:
+        raise InvalidIdToken(f"access token alg {alg!r} is not one the IdP announced")
+    secretless = IdTokenRules(rules.issuer, "", "", rules.allowed_algs, None)
+    claims: dict[str, Any] | None = None
+    last: Exception | None = None
+    for key in _candidate_keys(header, alg, keys, secretless):
+        try:
+            claims = dict(jwt.decode(token, key, algorithms=[alg]).claims)
+            break
+        except (JoseError, ValueError) as exc:
+            last = exc
+    if claims is None:
+        raise InvalidIdToken(f"access token signature invalid: {last!r}")
+    issuer = _issuer_for(claims, rules.issuer, rules.tenant_issuer)
+    registry = jwt.JWTClaimsRegistry(
+        now=int(now),
+        leeway=rules.leeway_s,
+        iss={"essential": True, "value": issuer},
+        sub={"essential": True},
+        exp={"essential": True},
+    )
+    try:
+        registry.validate(claims)
+    except JoseError as exc:
+        raise InvalidIdToken(f"access token claims invalid: {exc}") from exc
+    if not isinstance(claims["sub"], str):
+        raise InvalidIdToken("access token sub is not a string")
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if not any(isinstance(a, str) and a in rules.audiences for a in audiences):
+        raise InvalidIdToken(f"access token aud {aud!r} is not an allowed audience")
+    return claims
+
+
+def _issuer_for(claims: Mapping[str, Any], issuer: str, tenant_issuer: bool) -> str:
+    """The issuer a token must name: ``issuer``, with a tenant template filled in."""
+    if tenant_issuer and TENANT_PLACEHOLDER in issuer:
+        tid = claims.get("tid")
+        if not isinstance(tid, str) or not tid or "/" in tid:
+            raise InvalidIdToken("token has no usable tid for a tenant issuer")
+        issuer = issuer.replace(TENANT_PLACEHOLDER, tid)
+    return issuer
+
+
 def _candidate_keys(
     header: Mapping[str, Any], alg: str, keys: Sequence[Key], rules: IdTokenRules
 ) -> list[Key]:
@@ -130,12 +210,7 @@ def _candidate_keys(
 
 
 def _check_claims(claims: dict[str, Any], rules: IdTokenRules, now: float) -> None:
-    issuer = rules.issuer
-    if rules.tenant_issuer and TENANT_PLACEHOLDER in issuer:
-        tid = claims.get("tid")
-        if not isinstance(tid, str) or not tid or "/" in tid:
-            raise InvalidIdToken("ID token has no usable tid for a tenant issuer")
-        issuer = issuer.replace(TENANT_PLACEHOLDER, tid)
+    issuer = _issuer_for(claims, rules.issuer, rules.tenant_issuer)
     registry = jwt.JWTClaimsRegistry(
         now=int(now),
         leeway=rules.leeway_s,

@@ -18,6 +18,12 @@ IdpProvider = Annotated[
     Literal["oidc", "google", "okta", "auth0", "keycloak", "azure", "builtin"],
     any_case(*_PROVIDERS),
 ]
+_BEARER_FORMATS = ("default", "idp_access_token", "idp_identity_token")
+#: Pomerium's ``bearer_token_format`` values (see docs/policy.md, "API access with bearer
+#: tokens"); ``jwt`` (Pomerium's ``identity_providers`` tokens) is not among them.
+BearerTokenFormat = Annotated[
+    Literal["default", "idp_access_token", "idp_identity_token"], any_case(*_BEARER_FORMATS)
+]
 
 
 class IdpUser(StrictModel):
@@ -62,6 +68,15 @@ class AuthOptions(StrictModel):
     idp_request_params: dict[str, str] = Field(default_factory=dict)
     #: Users of the built-in identity provider (`idp_provider: builtin`). gatehouse addition.
     idp_users: list[IdpUser] = Field(default_factory=list)
+    #: How `Authorization: Bearer <token>` is read: `default` passes it to the upstream
+    #: uninterpreted; `idp_identity_token` accepts an ID token of the IdP (for the route's
+    #: client) and `idp_access_token` an IdP access token as the user's session, instead
+    #: of the cookie; a token that fails verification gets 403. See docs/policy.md,
+    #: "API access with bearer tokens".
+    bearer_token_format: BearerTokenFormat = "default"  # noqa: S105 - a format name
+    #: With `idp_access_token`: access tokens must be JWTs signed by the IdP whose `aud`
+    #: is one of these (unset: the IdP's userinfo endpoint must accept the token).
+    idp_access_token_allowed_audiences: StringList | None = None
 
     #: Base64 of 32 random bytes from which gatehouse derives internal keys (and the
     #: assertion key when no `signing_key` is set); generated in `data_dir` when unset;

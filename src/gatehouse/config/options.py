@@ -67,6 +67,19 @@ class Options(
             return route.pass_identity_headers
         return self.pass_identity_headers
 
+    def route_bearer_token_format(self, route: RouteOptions) -> str:
+        """The route's ``bearer_token_format``, else the global one (Pomerium's
+        ``GetBearerTokenFormatForPolicy``)."""
+        return route.bearer_token_format or self.bearer_token_format
+
+    def route_access_token_audiences(self, route: RouteOptions) -> tuple[str, ...] | None:
+        """The route's ``idp_access_token_allowed_audiences``, else the global list
+        (``None``: neither is set)."""
+        audiences = route.idp_access_token_allowed_audiences
+        if audiences is None:
+            audiences = self.idp_access_token_allowed_audiences
+        return None if audiences is None else tuple(audiences)
+
 
 Location = tuple[str | int, ...]
 
@@ -127,4 +140,20 @@ def sign_in_checks(options: Options) -> list[tuple[Location, str]]:
             problems.append(
                 (("idp_provider",), "builtin needs at least one entry in idp_users")
             )
+    else:
+        # A bearer token can only be verified against an IdP: without one, refuse the
+        # config rather than let every token be refused at run time.
+        if options.bearer_token_format != "default":  # noqa: S105 - a format name
+            problems.append(
+                (("bearer_token_format",), "idp_provider is required to verify IdP tokens")
+            )
+        for key in ("routes", "policy"):
+            for i, route in enumerate(getattr(options, key)):
+                if route.bearer_token_format not in (None, "default"):
+                    problems.append(
+                        (
+                            (key, i, "bearer_token_format"),
+                            "idp_provider is required to verify IdP tokens",
+                        )
+                    )
     return problems

@@ -93,7 +93,6 @@ _ENTERPRISE = "a Pomerium Enterprise feature"
 
 #: Global keys refused with "not supported by gatehouse (<why>)".
 NOT_SUPPORTED: dict[str, str] = {
-    "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "runtime_flags": "Pomerium's runtime flags have no gatehouse counterpart",
     "google_cloud_serverless_authentication_service_account": "Google Cloud serverless "
@@ -120,7 +119,6 @@ NOT_SUPPORTED: dict[str, str] = {
 #: Route keys refused with "not supported by gatehouse (<why>)".
 ROUTE_NOT_SUPPORTED: dict[str, str] = {
     "allowed_groups": "removed from Pomerium; write `groups: {has: ...}` in policy",
-    "idp_access_token_allowed_audiences": "IdP access tokens are not accepted as sessions",
     "identity_providers": "one identity provider per gatehouse",
     "jwt_groups_filter": "only the global jwt_groups_filter is supported",
     "kubernetes_service_account_token": "no Kubernetes API impersonation",
@@ -145,13 +143,7 @@ ALWAYS_ON: dict[str, str] = {
 
 
 #: Keys with one supported value, Pomerium's default: key → (value, why no other).
-ONLY_VALUE: dict[str, tuple[str, str]] = {
-    "bearer_token_format": (
-        "default",
-        "IdP access and identity tokens are not turned into sessions; `Authorization: "
-        "Bearer` passes to the upstream uninterpreted, as with Pomerium's default",
-    ),
-}
+ONLY_VALUE: dict[str, tuple[str, str]] = {}
 
 
 def not_supported(loc: Location) -> str | None:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from .auth import BearerTokenFormat
 from .base import HeaderMap, StrictModel, StringList, any_case, normalize_origin_setting
 from .durations import Duration
 from .re2 import check_re2, check_substitution
@@ -245,6 +246,10 @@ class RouteOptions(BalancingOptions):
     idp_client_id: str | None = None
     #: That client's secret; unset: the global `idp_client_secret`.
     idp_client_secret: str | None = None
+    #: The global `bearer_token_format` for this route (unset: the global value).
+    bearer_token_format: BearerTokenFormat | None = None
+    #: The global `idp_access_token_allowed_audiences` for this route (unset: the global list).
+    idp_access_token_allowed_audiences: StringList | None = None
     #: Up to 5 more hosts (`host[:port]`, or URLs: their host is used) the user is signed in
     #: to in the same sign-in: after this route's, the browser passes through each of them
     #: (each sign-in still bound to the browser) before returning.

@@ -9,7 +9,9 @@ header: CGI, WSGI, PHP and Rack turn ``_`` and ``-`` into one variable, so a nam
 ``_`` is compared with ``_`` read as ``-`` (only such names pay for it), and
 ``headers_with_underscores_action: DROP_HEADER`` drops them all. gatehouse's own
 credentials stay behind too: its session cookie, an ``Authorization`` holding a
-programmatic token, and ``X-Pomerium-Authorization``. On routes
+programmatic token, ``X-Pomerium-Authorization``, and on a route whose
+``bearer_token_format`` is an ``idp_*`` one, ``Authorization: Bearer`` (the IdP token
+that was the request's session; see ``authenticate.bearer``). On routes
 that pass identity headers, the client's own assertion is kept as
 ``X-Pomerium-Jwt-Assertion-For`` so a chain of services sees the original caller.
 ``X-Forwarded-For`` is appended to, ``X-Forwarded-Proto``/``X-Forwarded-Host`` are set,
@@ -72,6 +74,12 @@ def is_programmatic_authorization(value: bytes) -> bool:
     if scheme == PROGRAMMATIC_AUTH_SCHEME:
         return True
     return scheme == b"bearer" and rest.lstrip()[:9].lower() == PROGRAMMATIC_BEARER_PREFIX
+
+
+def is_bearer_authorization(value: bytes) -> bool:
+    """True for an ``Authorization`` value of the ``Bearer`` scheme (any case, RFC 6750)."""
+    scheme = value.strip().partition(b" ")[0]
+    return scheme.lower() == b"bearer"
 
 
 def has_underscore_header(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -164,8 +172,11 @@ def upstream_request_head(
                 continue
         if connection_named and name in connection_named:
             continue
-        if name == b"authorization" and is_programmatic_authorization(value):
-            continue  # a gatehouse session token (programmatic login), valid on every route
+        if name == b"authorization" and (
+            is_programmatic_authorization(value)
+            or (route.strip_bearer and is_bearer_authorization(value))
+        ):
+            continue  # a gatehouse session token, or the IdP token that was the session
         if name == b"cookie" and session_cookie is not None and session_cookie in value:
             value = _without_cookie(value, session_cookie)
             if not value:

@@ -19,6 +19,7 @@ from time import monotonic as _now
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ..authenticate.bearer import bearer_token
 from ..authorize.client_cert import client_certificate
 from ..authorize.criteria.certificate import denied_for_certificate
 from ..authorize.decision import Outcome as DecisionOutcome
@@ -298,7 +299,7 @@ class Pipeline:
         # Sessions known without I/O (nearly every request) are decided without a coroutine.
         done, session = self._session_cached(exchange, target, route, state)
         if not done:
-            session = await self._session_loaded(exchange, target, state)
+            session = await self._session_loaded(exchange, target, route, state)
         session = self._decide(exchange, target, route, state, access, session)
         identity: Sequence[tuple[bytes, bytes]] | None = None
         if route.pass_identity_headers:
@@ -385,7 +386,7 @@ class Pipeline:
         """Load the session and evaluate the route's policy; raise unless allowed."""
         done, session = self._session_cached(exchange, target, route, state)
         if not done:
-            session = await self._session_loaded(exchange, target, state)
+            session = await self._session_loaded(exchange, target, route, state)
         return self._decide(exchange, target, route, state, access, session)
 
     def _session_cached(
@@ -401,8 +402,16 @@ class Pipeline:
         if auth is None:
             return True, None
         head = exchange.head
-        cookie = _cookie(head.headers, state.session_cookie or b"")
         authorization = head.get(b"authorization")
+        bearer = state.bearer
+        if bearer is not None and authorization is not None:
+            rule = bearer.rules.get(route.index)
+            if rule is not None:
+                token = bearer_token(authorization)
+                if token is not None:
+                    # The IdP token, not the cookie, is this request's session.
+                    return bearer.cached(rule, token)
+        cookie = _cookie(head.headers, state.session_cookie or b"")
         if cookie is None and authorization is None:
             return True, None
         auth_text = authorization.decode("latin-1") if authorization else None
@@ -412,18 +421,27 @@ class Pipeline:
         return hit, session
 
     async def _session_loaded(
-        self, exchange: Exchange, target: Target, state: ProxyState
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState
     ) -> Session | None:
-        """The request's session from the store, refreshed when due (the I/O path)."""
-        return await self._in_task(self._load_session(exchange, target, state))
+        """The request's session from the store (or a bearer token verified), refreshed
+        when due (the I/O path)."""
+        return await self._in_task(self._load_session(exchange, target, route, state))
 
     async def _load_session(
-        self, exchange: Exchange, target: Target, state: ProxyState
+        self, exchange: Exchange, target: Target, route: Route, state: ProxyState
     ) -> Session | None:
         auth = state.auth
         if auth is None:  # pragma: no cover - _session_cached answers without auth
             return None
         head = exchange.head
+        bearer = state.bearer
+        if bearer is not None:
+            rule = bearer.rules.get(route.index)
+            raw = head.get(b"authorization")
+            if rule is not None and raw is not None:
+                token = bearer_token(raw)
+                if token is not None:
+                    return await bearer.session(rule, token)
         cookie = _cookie(head.headers, state.session_cookie or b"")
         authorization = head.get(b"authorization")
         auth_text = authorization.decode("latin-1") if authorization else None

@@ -89,6 +89,9 @@ class Route:
     client_trust: Any = None
     #: Deny (495) a request without a valid client certificate before the policy.
     client_cert_required: bool = False
+    #: ``bearer_token_format`` is an ``idp_*`` one: ``Authorization: Bearer`` is the
+    #: gatehouse credential here and is not forwarded (``authenticate.bearer``).
+    strip_bearer: bool = False
 
     def matches_host(self, host: str, port: int | None) -> bool:
         if self.port is not None:
@@ -223,6 +226,7 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         origin_check=origin_check == "same-origin",
         allowed_origins=frozenset(allowed_origins),
         pass_identity_headers=options.route_pass_identity_headers(route),
+        strip_bearer=options.route_bearer_token_format(route) != "default",
     )
 
 

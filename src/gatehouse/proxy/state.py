@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..authenticate import build_authenticator
+from ..authenticate.bearer import IDP_ACCESS_TOKEN, BearerRule, BearerSessions
 from ..authenticate.endpoints import AuthEndpoints
 from ..authenticate.flow import Authenticator
 from ..authenticate.redirects import RedirectSigner
@@ -101,6 +102,9 @@ class ProxyState:
     console_host: str | None = None
     console: EndpointHandler | None = None
     decisions: DecisionTally | None = None
+    #: Verifies IdP bearer tokens on the routes whose ``bearer_token_format`` asks for it
+    #: (``None``: no route does).
+    bearer: BearerSessions | None = None
 
 
 def server_settings(options: Options) -> ServerSettings:
@@ -212,6 +216,7 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         WELL_KNOWN_PATH: well_known.pomerium,
     }
     auth_endpoints: AuthEndpoints | None = None
+    bearer: BearerSessions | None = None
     authenticate_host: str | None = None
     authenticate_table: dict[str, EndpointHandler] = {}
     route_table: dict[str, EndpointHandler] = {}
@@ -262,6 +267,7 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
             router.routes, auth_endpoints.request_session, auth_endpoints.sign_in_or_401
         )
         route_table.update(portal.handlers())
+        bearer = _bearer_sessions(options, router, authenticator)
     console: EndpointHandler | None = None
     if options.console_url:
         from ..console import build_console
@@ -289,7 +295,40 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         console_host=options.console_host if console is not None else None,
         console=console,
         decisions=services.decisions if console is not None else None,
+        bearer=bearer,
     )
+
+
+def _bearer_sessions(
+    options: Options, router: Router, authenticator: Authenticator | None
+) -> BearerSessions | None:
+    """The bearer-token verifier for the routes with an ``idp_*`` ``bearer_token_format``.
+
+    Raises:
+        ConfigError: such a route but no identity provider to verify tokens with.
+    """
+    rules: dict[int, BearerRule] = {}
+    for route in router.routes:
+        kind = options.route_bearer_token_format(route.options)
+        if kind == "default":
+            continue
+        if authenticator is None:
+            raise ConfigError(
+                [f"route {route.name}: bearer_token_format {kind} needs an idp_provider"]
+            )
+        rules[route.index] = BearerRule(
+            route=route.name,
+            format=kind,
+            idp_id=authenticator.route_idp_id(route.options),
+            audiences=(
+                options.route_access_token_audiences(route.options)
+                if kind == IDP_ACCESS_TOKEN
+                else None
+            ),
+        )
+    if not rules or authenticator is None:
+        return None
+    return BearerSessions(authenticator, rules)
 
 
 def _mount_builtin(
