@@ -63,7 +63,6 @@ from ..errors import InvalidBearerToken
 from ..sessions.model import Session
 from ..sessions.sizing import session_bytes
 from .errors import AuthenticationError, IdpUnavailable
-from .flow import Authenticator
 from .relying_party import RelyingParty
 from .tokens import MAX_ID_TOKEN_CHARS
 
@@ -124,13 +123,14 @@ class BearerSessions:
 
     def __init__(
         self,
-        authenticator: Authenticator,
+        party_for: Callable[[str], RelyingParty],
         rules: Mapping[int, BearerRule],
         *,
         cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._auth = authenticator
+        #: The relying party of a client by IdP id (``Authenticator.relying_party_for``).
+        self._party_for = party_for
         #: By route index; routes with ``default`` are absent.
         self.rules: dict[int, BearerRule] = dict(rules)
         self._max_bytes = cache_max_bytes
@@ -138,6 +138,8 @@ class BearerSessions:
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
         self._pending: dict[bytes, asyncio.Future[Session]] = {}
+        #: Verifications made (cache misses that reached the IdP's keys or userinfo).
+        self.verifications = 0
 
     def cached(self, rule: BearerRule, token: str) -> tuple[bool, Session | None]:
         """``(True, session)`` for a token verified before and not expired; ``(False,
@@ -183,8 +185,9 @@ class BearerSessions:
             task.exception()  # retrieved: every requester may have gone
 
     async def _verify(self, rule: BearerRule, token: str, key: bytes) -> Session:
+        self.verifications += 1
         try:
-            party = self._auth.relying_party_for(rule.idp_id)
+            party = self._party_for(rule.idp_id)
             claims, until = await self._claims(party, rule, token)
             session = _session(party, rule, key, claims, until, self._clock())
         except IdpUnavailable:

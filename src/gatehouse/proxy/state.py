@@ -328,7 +328,7 @@ def _bearer_sessions(
         )
     if not rules or authenticator is None:
         return None
-    return BearerSessions(authenticator, rules)
+    return BearerSessions(authenticator.relying_party_for, rules)
 
 
 def _mount_builtin(

@@ -10,6 +10,9 @@
 //   ID_TOKEN_ALG                    RS256 (default) or HS256 (signed with CLIENT_SECRET)
 //   EXTRA_CLIENTS                   space-separated `id:secret` pairs: more clients like the
 //                                   first (same redirect URIs), for per-route clients
+//   ID_TOKEN_CLAIMS                 1: put the granted scopes' claims (email, name, groups)
+//                                   in the ID token too, as Google, Entra ID, Okta and
+//                                   Keycloak do (default: userinfo only, Core §5.4)
 //
 // Listens on 127.0.0.1, port 0; prints "PORT <n>" on stdout once it accepts connections.
 //
@@ -76,6 +79,7 @@ server.listen(0, '127.0.0.1', () => {
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
     },
+    conformIdTokenClaims: env('ID_TOKEN_CLAIMS', '') !== '1',
     pkce: { required: () => true },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     ttl: { IdToken: 300, AccessToken: 300, AuthorizationCode: 60, RefreshToken: 3600 },
