@@ -81,7 +81,7 @@ def test_claim_rules(name: str, token_claims: dict[str, Any]) -> None:
 def test_forged_signature() -> None:
     with pytest.raises(InvalidIdToken, match="signature"):
         check(sign(claims(), OTHER))
-    header, payload, signature = sign(claims()).split(".")
+    header, _payload, signature = sign(claims()).split(".")
     tampered = json.dumps(claims(sub="mallory")).encode()
     with pytest.raises(InvalidIdToken):
         check(f"{header}.{b64(tampered)}.{signature}")
