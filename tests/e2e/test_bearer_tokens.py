@@ -250,3 +250,66 @@ def test_token_of_another_client_refused_on_a_per_route_client(
     # Issued to gatehouse's global client: its aud is not the route's client.
     assert curl(gh, SECOND, "/", tokens(idp)["id_token"])[0] == 403
     assert up.requests == []
+
+
+RESOURCE = "api://orders"
+JWT_AT = "http://jwt.localhost"
+OTHER_AUD = "http://other-aud.localhost"
+
+
+@pytest.fixture(scope="module")
+def resource_idp() -> Iterator[ProviderProcess]:
+    """A provider issuing JWT access tokens for RESOURCE (RFC 9068), as Entra ID does."""
+    with run_provider(
+        REDIRECT_URIS=f"{AUTH_URL}/oauth2/callback",
+        POST_LOGOUT_REDIRECT_URIS=f"{AUTH_URL}/.pomerium/signed_out",
+        RESOURCE=RESOURCE,
+    ) as p:
+        yield p
+
+
+def test_jwt_access_token_for_an_allowed_audience(
+    resource_idp: ProviderProcess, tmp_path: Path, make_upstream: Callable[..., Upstream]
+) -> None:
+    up = make_upstream("api")
+    common = {
+        "to": up.url,
+        "pass_identity_headers": True,
+        "policy": ALICE_ONLY,
+        "bearer_token_format": "idp_access_token",
+    }
+    routes = [
+        {"from": JWT_AT, **common},  # the global audiences
+        {"from": OTHER_AUD, "idp_access_token_allowed_audiences": ["api://billing"], **common},
+    ]
+    config = sso_config(resource_idp, routes, idp_access_token_allowed_audiences=[RESOURCE])
+    gh = GatehouseProcess(config, tmp_path)
+    gh.start()
+    try:
+        answer = tokens(resource_idp)
+        access_token = answer["access_token"]
+        assert jwt.get_unverified_header(access_token)["typ"] == "at+jwt"
+        status, body = curl(gh, JWT_AT, "/v1", access_token)
+        assert status == 200, body
+        seen = up.requests[-1]
+        claims = assertion_claims(
+            gh, seen.header("x-pomerium-jwt-assertion") or "", "jwt.localhost"
+        )
+        assert claims["email"] == "alice@example.com"
+        assert seen.header("authorization") is None
+        # The route's own list replaces the global one: api://orders is not allowed there.
+        assert curl(gh, OTHER_AUD, "/v1", access_token)[0] == 403
+        # Refused too: the ID token (aud is the client), a token with its audience
+        # rewritten (signature), and one for the resource signed by someone else.
+        assert curl(gh, JWT_AT, "/v1", answer["id_token"])[0] == 403
+        assert curl(gh, JWT_AT, "/v1", forged(access_token, sub="bob"))[0] == 403
+        other = jwt.encode(
+            {**jwt.decode(access_token, options={"verify_signature": False})},
+            secrets.token_bytes(32),
+            algorithm="HS256",
+            headers={"kid": jwt.get_unverified_header(access_token)["kid"]},
+        )
+        assert curl(gh, JWT_AT, "/v1", other)[0] == 403
+        assert len(up.requests) == 1
+    finally:
+        assert gh.stop() == 0

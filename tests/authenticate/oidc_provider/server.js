@@ -13,6 +13,11 @@
 //   ID_TOKEN_CLAIMS                 1: put the granted scopes' claims (email, name, groups)
 //                                   in the ID token too, as Google, Entra ID, Okta and
 //                                   Keycloak do (default: userinfo only, Core §5.4)
+//   RESOURCE                        a resource indicator (RFC 8707), e.g. api://orders: every
+//                                   access token is then a JWT for it (RFC 9068: aud is the
+//                                   resource, signed with the provider's keys) carrying the
+//                                   user's email and groups, as Entra ID or Keycloak issue
+//                                   them; the resource's scope is `api:read`
 //
 // Listens on 127.0.0.1, port 0; prints "PORT <n>" on stdout once it accepts connections.
 //
@@ -38,6 +43,7 @@ server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const idTokenAlg = env('ID_TOKEN_ALG', 'RS256');
+  const resource = env('RESOURCE', '');
 
   const client = (clientId, clientSecret) => ({
       client_id: clientId,
@@ -78,6 +84,21 @@ server.listen(0, '127.0.0.1', () => {
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
+      resourceIndicators: resource ? {
+        enabled: true,
+        defaultResource: () => resource,
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({
+          scope: 'api:read',
+          audience: resource,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        }),
+      } : { enabled: false },
+    },
+    async extraTokenClaims(_ctx, token) {
+      const user = USERS[token.accountId];
+      return resource && user ? { email: user.email, groups: user.groups } : undefined;
     },
     conformIdTokenClaims: env('ID_TOKEN_CLAIMS', '') !== '1',
     pkce: { required: () => true },
@@ -106,6 +127,9 @@ server.listen(0, '127.0.0.1', () => {
         const missing = prompt.details;
         if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
         if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+        for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+          grant.addResourceScope(indicator, scopes.join(' '));
+        }
         result = { consent: { grantId: await grant.save() } };
       }
       await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
