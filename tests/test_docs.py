@@ -307,6 +307,8 @@ NOT_CONFIG_KEYS = {
     "offline_access", "end_session_endpoint",
     # the programmatic-login query parameter
     "pomerium_jwt",
+    # values of bearer_token_format
+    "idp_identity_token", "idp_access_token",
 }  # fmt: skip
 
 
