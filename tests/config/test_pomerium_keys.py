@@ -87,6 +87,26 @@ def test_bearer_token_format_and_audiences_global_and_per_route() -> None:
     assert load_text(BASE + ROUTE, env={}).options.bearer_token_format == "default"
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [  # Pomerium's table (config/custom_test.go), `jwt` apart
+        ('""', "default"),
+        ("unknown", "default"),
+        ("default", "default"),
+        ("idp_access_token", "idp_access_token"),
+        ("idp_identity_token", "idp_identity_token"),
+    ],
+)
+def test_bearer_token_format_values(value: str, expected: str) -> None:
+    text = BASE + "bearer_token_format: idp_access_token\n" + ROUTE
+    text += f"  bearer_token_format: {value}\n"
+    options = load_text(text, env={}).options
+    # Set on the route (even to unknown), it overrides the global value, as in Pomerium.
+    assert options.route_bearer_token_format(options.routes[0]) == expected
+    global_only = load_text(f"{BASE}bearer_token_format: {value}\n", env={}).options
+    assert global_only.bearer_token_format == expected
+
+
 def test_bearer_token_format_other_values_refused() -> None:
     # Pomerium's newer `jwt` (tokens of its identity_providers) is not a gatehouse value.
     (problem,) = problems(BASE + "bearer_token_format: jwt\n")

@@ -5,9 +5,9 @@ Owned by ``authenticate/``, ``sessions/`` and ``idp/``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..constants import DEFAULT_AUTHENTICATE_CALLBACK_PATH
 from .base import StrictModel, StringList, any_case
@@ -19,10 +19,23 @@ IdpProvider = Annotated[
     any_case(*_PROVIDERS),
 ]
 _BEARER_FORMATS = ("default", "idp_access_token", "idp_identity_token")
+
+
+def _unknown_is_default(value: Any) -> Any:
+    """Pomerium reads ``""`` and ``unknown`` as ``BEARER_TOKEN_FORMAT_UNKNOWN``, which
+    behaves as ``default`` (``config/custom_test.go``; on a route it still overrides the
+    global value)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "unknown"):
+        return "default"
+    return value
+
+
 #: Pomerium's ``bearer_token_format`` values (see docs/policy.md, "API access with bearer
 #: tokens"); ``jwt`` (Pomerium's ``identity_providers`` tokens) is not among them.
 BearerTokenFormat = Annotated[
-    Literal["default", "idp_access_token", "idp_identity_token"], any_case(*_BEARER_FORMATS)
+    Literal["default", "idp_access_token", "idp_identity_token"],
+    any_case(*_BEARER_FORMATS),
+    BeforeValidator(_unknown_is_default),
 ]
 
 
