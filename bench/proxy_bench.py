@@ -85,18 +85,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Scenario:
     """What a benchmark scenario adds to the gatehouse route and to every wrk request.
 
-    ``prepare`` runs once the upstream is up and before gatehouse starts; it may return
-    extra route keys (YAML text, indented under the route) and extra wrk headers.
+    ``prepare`` runs once before anything else starts (it may start helper processes
+    with the :class:`Processes` it is given); it may return extra route keys (YAML text,
+    indented under the route) and extra wrk headers.
     """
 
     name: str
     description: str
-    prepare: Callable[[Path], tuple[str, list[str]]]
+    prepare: Callable[[Path, Processes], tuple[str, list[str]]]
     #: The issue's throughput target for this scenario, as a fraction of plain nginx.
     target_ratio: float = 0.45
 
 
-def _prepare_plain(_tmp: Path) -> tuple[str, list[str]]:
+def _prepare_plain(_tmp: Path, _procs: Processes) -> tuple[str, list[str]]:
     # Pomerium's key for "no sign-in, no policy": without it the route needs a session.
     return "    allow_public_unauthenticated_access: true\n", []
 
@@ -158,12 +159,119 @@ def _authenticated(tmp: Path, store: str) -> tuple[str, list[str]]:
     return route_keys + global_keys, [f"Cookie: _gatehouse={cookie}"]
 
 
-def _prepare_authenticated(tmp: Path) -> tuple[str, list[str]]:
+def _prepare_authenticated(tmp: Path, _procs: Processes) -> tuple[str, list[str]]:
     return _authenticated(tmp, "sqlite")
 
 
-def _prepare_authenticated_redis(tmp: Path) -> tuple[str, list[str]]:
+def _prepare_authenticated_redis(tmp: Path, _procs: Processes) -> tuple[str, list[str]]:
     return _authenticated(tmp, "redis")
+
+
+#: The OpenID provider the tests run (panva's oidc-provider; its ID tokens live 300 s).
+OIDC_PROVIDER_DIR = Path(__file__).resolve().parent.parent / "tests/authenticate/oidc_provider"
+_BEARER_CLIENT = ("bench", "bench-client-secret-0123456789abcdef-0123456789")
+_BEARER_CALLBACK = "http://authenticate.localhost/oauth2/callback"
+
+
+def _prepare_bearer(tmp: Path, procs: Processes) -> tuple[str, list[str]]:
+    """A real ID token in every request's ``Authorization: Bearer`` (no cookie).
+
+    Starts the tests' OpenID provider (``ID_TOKEN_CLAIMS=1``: claims in the ID token),
+    runs one code flow with PKCE for alice, and gives gatehouse the route
+    ``bearer_token_format: idp_identity_token`` with the ``authenticated`` scenario's
+    policy and assertion. The token is verified once (JWKS signature) and then served
+    from gatehouse's token cache: the figure is the cost of a cached bearer request.
+    """
+    import base64
+    import hashlib
+    import secrets as pysecrets
+
+    import httpx
+
+    node = shutil.which("node")
+    if node is None or not (OIDC_PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        raise BenchError(f"needs node and `npm ci` in {OIDC_PROVIDER_DIR} (the tests run it)")
+    client_id, client_secret = _BEARER_CLIENT
+    env = {
+        **os.environ,
+        "CLIENT_ID": client_id,
+        "CLIENT_SECRET": client_secret,
+        "REDIRECT_URIS": _BEARER_CALLBACK,
+        "ID_TOKEN_CLAIMS": "1",
+    }
+    proc = procs.start("oidc-provider", [node, str(OIDC_PROVIDER_DIR / "server.js")], tmp, env)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    port = None
+    while port is None:
+        found = re.search(r"^PORT (\d+)$", proc.stdout.read_text(), re.MULTILINE)
+        if found:
+            port = int(found.group(1))
+        elif not proc.alive() or time.monotonic() > deadline:
+            raise BenchError("the OpenID provider did not start: " + " ".join(proc.stderr_tail()))
+        else:
+            time.sleep(READY_POLL_S)
+    issuer = f"http://127.0.0.1:{port}"
+    verifier = pysecrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    with httpx.Client(timeout=10) as http:
+        meta = http.get(f"{issuer}/.well-known/openid-configuration").json()
+        url = str(
+            httpx.URL(meta["authorization_endpoint"]).copy_merge_params(
+                {
+                    "client_id": client_id,
+                    "response_type": "code",
+                    "redirect_uri": _BEARER_CALLBACK,
+                    "scope": "openid email profile groups",
+                    "state": "bench",
+                    "nonce": "bench",
+                    "login_hint": "alice",
+                    "prompt": "consent",
+                    "code_challenge": challenge,
+                    "code_challenge_method": "S256",
+                }
+            )
+        )
+        for _ in range(20):  # the browser's part: follow the provider to the callback
+            location = http.get(url).headers.get("location")
+            if location is None:
+                raise BenchError("the OpenID provider did not redirect during sign-in")
+            url = str(httpx.URL(url).join(location))
+            if url.startswith(_BEARER_CALLBACK):
+                break
+        answer = http.post(
+            meta["token_endpoint"],
+            data={
+                "grant_type": "authorization_code",
+                "code": httpx.URL(url).params["code"],
+                "redirect_uri": _BEARER_CALLBACK,
+                "code_verifier": verifier,
+            },
+            auth=(client_id, client_secret),
+        )
+    if answer.status_code != 200:
+        raise BenchError(f"token request failed: {answer.status_code} {answer.text[:200]}")
+    id_token = answer.json()["id_token"]
+    global_keys = (
+        "authenticate_service_url: http://authenticate.localhost\n"
+        "idp_provider: oidc\n"
+        f"idp_provider_url: {issuer}\n"
+        f"idp_client_id: {client_id}\n"
+        f"idp_client_secret: {client_secret}\n"
+        f"shared_secret: {base64.b64encode(pysecrets.token_bytes(32)).decode()}\n"
+        f"cookie_secret: {base64.b64encode(pysecrets.token_bytes(32)).decode()}\n"
+        f"data_dir: {tmp / 'data'}\n"
+    )
+    route_keys = (
+        "    bearer_token_format: idp_identity_token\n"
+        "    pass_identity_headers: true\n"
+        "    policy:\n"
+        "      - allow:\n"
+        "          and:\n"
+        "            - email: {is: alice@example.com}\n"
+        "            - groups: {has: staff}\n"
+    )
+    return route_keys + global_keys, [f"Authorization: Bearer {id_token}"]
 
 
 SCENARIOS = {
@@ -178,6 +286,13 @@ SCENARIOS = {
         "authenticated-redis",
         "as authenticated, with the Redis session store on 127.0.0.1:6379",
         _prepare_authenticated_redis,
+        0.35,
+    ),
+    "bearer": Scenario(
+        "bearer",
+        "IdP ID token as Authorization: Bearer (cached after one verification) + policy "
+        "+ signed assertion",
+        _prepare_bearer,
         0.35,
     ),
 }
@@ -1052,7 +1167,7 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     print(f"  workdir: {tmp}")
 
     # First, so that a scenario that cannot run fails before anything starts.
-    route_extra, headers = scenario.prepare(tmp)
+    route_extra, headers = scenario.prepare(tmp, procs)
     upstream, upstream_port = start_nginx(
         procs,
         tmp,
