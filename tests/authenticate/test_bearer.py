@@ -287,15 +287,18 @@ async def test_same_token_other_rule_is_verified_apart(rp: RelyingParty, alice: 
 async def test_cache_bounded_by_memory(rp: RelyingParty, alice: Identity) -> None:
     budget = 64 * 1024
     store = sessions(rp, cache_max_bytes=budget)
+    await store.session(ID_RULE, alice.id_token)
+    # A flood of bad tokens (anyone can send them) stays within its own eighth of the
+    # budget and never evicts a real user's token.
     for i in range(400):
         with pytest.raises(InvalidBearerToken):
             await store.session(ID_RULE, f"garbage-{i}")
-    await store.session(ID_RULE, alice.id_token)
-    assert store.cached_bytes <= budget
-    assert 0 < len(store) < 400
-    # The most recent entry survived; the oldest were evicted.
+    assert store.cached_bytes <= budget + budget // 8
+    assert 1 < len(store) < 400
     assert store.cached(ID_RULE, alice.id_token)[0]
-    assert store.cached(ID_RULE, "garbage-0") == (False, None)
+    assert store.cached(ID_RULE, "garbage-0") == (False, None)  # the oldest: evicted
+    with pytest.raises(InvalidBearerToken):
+        store.cached(ID_RULE, "garbage-399")  # the newest: still refused from the cache
 
 
 async def test_idp_down_is_503_and_not_cached(http: httpx.AsyncClient, alice: Identity) -> None:

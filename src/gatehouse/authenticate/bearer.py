@@ -37,6 +37,8 @@ What Pomerium does (``config/session.go`` ``incomingIDPTokenSessionCreator``,
 - Verified tokens, and refused ones for :data:`REFUSAL_TTL_S`, are cached in this process
   keyed by that hash, least recently used evicted past a memory budget, so a stream of
   API calls verifies a token once; concurrent first requests share one verification.
+  Refusals have a budget of their own (an eighth), so a flood of bad tokens, which anyone
+  can send, never evicts the tokens of real users.
 - Pomerium forwards the ``Authorization`` header to the upstream unchanged (its Lua
   filter strips only ``Pomerium``-scheme values). gatehouse does not: on these routes an
   ``Authorization: Bearer`` value is the gatehouse credential (an ID token would open
@@ -77,7 +79,8 @@ USERINFO_RECHECK_S = 300.0
 #: How long a refused token is answered from the cache (no new verification), seconds:
 #: a client retrying a bad token costs one verification per this interval.
 REFUSAL_TTL_S = 30.0
-#: Memory the cache of verified tokens may use per process, bytes (about 2 KiB a token).
+#: Memory the cache of verified tokens may use per process, bytes (about 2 KiB a token);
+#: refused tokens may use an eighth of it more.
 DEFAULT_CACHE_MAX_BYTES = 32 * 1024 * 1024
 #: Bytes charged for a cached refusal (key, entry, reason).
 _REFUSAL_BYTES = 300
@@ -94,6 +97,40 @@ class BearerRule:
     idp_id: str
     #: ``idp_access_token_allowed_audiences`` (``None``: not set: userinfo decides).
     audiences: tuple[str, ...] | None = None
+
+
+class _LRU:
+    """Entries by key, least recently used evicted once their sizes exceed a budget."""
+
+    __slots__ = ("bytes", "entries", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: OrderedDict[bytes, _Entry] = OrderedDict()
+
+    def get(self, key: bytes, now: float) -> _Entry | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if now >= entry.until:
+            self.drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: bytes, entry: _Entry) -> None:
+        self.drop(key)
+        self.entries[key] = entry
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes and self.entries:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.size
+
+    def drop(self, key: bytes) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
 
 
 class _Entry:
@@ -133,10 +170,9 @@ class BearerSessions:
         self._party_for = party_for
         #: By route index; routes with ``default`` are absent.
         self.rules: dict[int, BearerRule] = dict(rules)
-        self._max_bytes = cache_max_bytes
         self._clock = clock
-        self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._bytes = 0
+        self._accepted = _LRU(cache_max_bytes)
+        self._refused = _LRU(max(cache_max_bytes // 8, 16 * _REFUSAL_BYTES))
         self._pending: dict[bytes, asyncio.Future[Session]] = {}
         #: Verifications made (cache misses that reached the IdP's keys or userinfo).
         self.verifications = 0
@@ -149,16 +185,14 @@ class BearerSessions:
             InvalidBearerToken: the token was refused within :data:`REFUSAL_TTL_S`.
         """
         key = _key(rule, token)
-        entry = self._cache.get(key)
-        if entry is None:
-            return False, None
-        if self._clock() >= entry.until:
-            self._drop(key)
-            return False, None
-        self._cache.move_to_end(key)
-        if entry.session is None:
-            raise self._refused(rule, entry.reason, cached=True)
-        return True, entry.session
+        now = self._clock()
+        entry = self._accepted.get(key, now)
+        if entry is not None:
+            return True, entry.session
+        refused = self._refused.get(key, now) if self._refused.entries else None
+        if refused is not None:
+            raise self._refused_error(rule, refused.reason, cached=True)
+        return False, None
 
     async def session(self, rule: BearerRule, token: str) -> Session:
         """The session for ``token`` on ``rule``'s route, verified (once across racers).
@@ -194,10 +228,12 @@ class BearerSessions:
             raise
         except AuthenticationError as exc:
             reason = str(exc)[:300]
-            self._store(key, _Entry(None, self._clock() + REFUSAL_TTL_S, _REFUSAL_BYTES, reason))
-            raise self._refused(rule, reason, cached=False) from None
+            until = self._clock() + REFUSAL_TTL_S
+            self._refused.put(key, _Entry(None, until, _REFUSAL_BYTES, reason))
+            raise self._refused_error(rule, reason, cached=False) from None
+        self._refused.drop(key)
         size = session_bytes(session) + 64
-        self._store(key, _Entry(session, session.expires_at, size, ""))
+        self._accepted.put(key, _Entry(session, session.expires_at, size, ""))
         return session
 
     async def _claims(
@@ -219,7 +255,9 @@ class BearerSessions:
             raise AuthenticationError("userinfo named no subject for the access token")
         return claims, self._clock() + USERINFO_RECHECK_S
 
-    def _refused(self, rule: BearerRule, reason: str, *, cached: bool) -> InvalidBearerToken:
+    def _refused_error(
+        self, rule: BearerRule, reason: str, *, cached: bool
+    ) -> InvalidBearerToken:
         # The one log line of a refused request (the token itself is never logged).
         log.info(
             "bearer token refused",
@@ -227,26 +265,13 @@ class BearerSessions:
         )
         return InvalidBearerToken("bearer token refused", route=rule.route)
 
-    def _store(self, key: bytes, entry: _Entry) -> None:
-        self._drop(key)
-        self._cache[key] = entry
-        self._bytes += entry.size
-        while self._bytes > self._max_bytes and self._cache:
-            _, old = self._cache.popitem(last=False)
-            self._bytes -= old.size
-
-    def _drop(self, key: bytes) -> None:
-        old = self._cache.pop(key, None)
-        if old is not None:
-            self._bytes -= old.size
-
     @property
     def cached_bytes(self) -> int:
-        """Memory charged to the cache now (for tests and metrics)."""
-        return self._bytes
+        """Memory charged to the cache now (accepted and refused tokens)."""
+        return self._accepted.bytes + self._refused.bytes
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._accepted.entries) + len(self._refused.entries)
 
 
 def _key(rule: BearerRule, token: str) -> bytes:
