@@ -266,6 +266,10 @@ async def test_access_token_through_userinfo(rp: RelyingParty, alice: Identity) 
         await store.session(AT_RULE, alice.id_token)
     with pytest.raises(InvalidBearerToken):
         await store.session(AT_RULE, alice.access_token + "x")
+    # Bytes no bearer token holds are refused before any request to the IdP.
+    for token in ("caf\u00e9", "a b", "a\tb", "a,b", alice.access_token + "\u00ff"):
+        with pytest.raises(InvalidBearerToken):
+            await store.session(AT_RULE, token)
 
 
 async def test_opaque_access_token_refused_when_audiences_are_set(

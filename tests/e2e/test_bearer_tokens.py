@@ -228,6 +228,9 @@ def test_access_token_through_userinfo(
     assert claims["email"] == "alice@example.com"
     assert seen.header("authorization") is None
     assert curl(gh, AT, "/x", answer["access_token"][:-2])[0] == 403
+    # Bytes no token holds (sent as UTF-8): refused, never put into a userinfo request.
+    assert curl(gh, AT, "/x", answer["access_token"] + "\u00e9")[0] == 403
+    assert "Traceback" not in gh.stderr_text()
 
 
 def test_default_format_passes_the_header_through(

@@ -54,6 +54,7 @@ import base64
 import functools
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -82,6 +83,8 @@ REFUSAL_TTL_S = 30.0
 #: Memory the cache of verified tokens may use per process, bytes (about 2 KiB a token);
 #: refused tokens may use an eighth of it more.
 DEFAULT_CACHE_MAX_BYTES = 32 * 1024 * 1024
+#: RFC 6750 §2.1 ``b64token``: what a bearer token may hold (JWTs and opaque tokens alike).
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 #: Bytes charged for a cached refusal (key, entry, reason).
 _REFUSAL_BYTES = 300
 
@@ -244,6 +247,9 @@ class BearerSessions:
             raise AuthenticationError("empty bearer token")
         if len(token) > MAX_ID_TOKEN_CHARS:
             raise AuthenticationError(f"bearer token longer than {MAX_ID_TOKEN_CHARS} characters")
+        if _B64TOKEN.fullmatch(token) is None:
+            # Before any I/O: such bytes must not reach a userinfo request's header.
+            raise AuthenticationError("bearer token is not a b64token (RFC 6750 §2.1)")
         if rule.format == IDP_IDENTITY_TOKEN:
             claims = await party.validate_id_token(token, nonce=None)
             return claims, float(claims["exp"])
