@@ -296,6 +296,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="rounds per target (ABBA), default 2")
     p.add_argument("--size", type=int, default=32, help="message payload bytes (default 32)")
     p.add_argument("--scenario", choices=("plain", "authenticated"), default="plain")
+    p.add_argument(
+        "--baseline-python",
+        help="also measure a second gatehouse run by this interpreter (e.g. the venv of "
+        "an older build), as target 'baseline', interleaved with the others",
+    )
+    p.add_argument(
+        "--baseline-pythonpath",
+        help="PYTHONPATH for the baseline gatehouse (e.g. an older checkout's src)",
+    )
     p.add_argument("--json", help="write every figure to this file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
@@ -361,13 +370,30 @@ def _bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> int:
         "nginx": Target("nginx", nginx_port, nginx, nginx_worker(nginx.pid)),
         "gatehouse": Target("gatehouse", gate_port, gate, gate.pid),
     }
+    base: Proc | None = None
+    if args.baseline_python or args.baseline_pythonpath:
+        extra = {"PYTHONPATH": args.baseline_pythonpath} if args.baseline_pythonpath else {}
+        base, base_port = start_gatehouse(
+            procs,
+            tmp,
+            upstream_port,
+            route_extra,
+            name="baseline",
+            headers=headers,
+            python=args.baseline_python,
+            env_extra=extra,
+        )
+        targets["baseline"] = Target("baseline", base_port, base, base.pid)
     print(
         f"  echo upstream :{upstream_port} (pid {upstream.pid}), nginx :{nginx_port} "
         f"(worker {targets['nginx'].cpu_pid}), gatehouse :{gate_port} (pid {gate.pid})"
     )
 
+    if base is not None:
+        print(f"  baseline gatehouse :{targets['baseline'].port} (pid {base.pid})")
+
     results: list[RunResult] = []
-    order = ["nginx", "gatehouse"]
+    order = list(targets)
     ours = {p.pid for p in procs.procs} | {t.cpu_pid for t in targets.values()}
     for conns in args.conns_list:
         for rnd in range(1, args.rounds + 1):
@@ -393,6 +419,8 @@ def _bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> int:
     }
     gate_exit = procs.stop(gate)
     problems = stderr_problems(gate.stderr)
+    if base is not None:
+        procs.stop(base)
     print()
     for line in table(results, summaries):
         print(line)
@@ -414,6 +442,15 @@ def _bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> int:
             f"{'MET' if met else 'NOT MET'}), msgs/s {rate:.2f}x, CPU/msg {cpu:.2f}x "
             f"({g['proxy_cpu_us_per_msg']:.1f} vs {n['proxy_cpu_us_per_msg']:.1f} us)"
         )
+        if base is not None:
+            b = summaries[(conns, "baseline")]
+            print(
+                f"c={conns}: baseline/nginx p99 "
+                f"{b['p99_us'] / n['p99_us'] if n['p99_us'] else 0.0:.2f}x, "
+                f"gatehouse/baseline p99 {g['p99_us'] / b['p99_us'] if b['p99_us'] else 0.0:.2f}x, "
+                f"CPU/msg {b['proxy_cpu_us_per_msg']:.1f} (baseline) vs "
+                f"{g['proxy_cpu_us_per_msg']:.1f} us"
+            )
     errors = sum(r.errors for r in results)
     anomalies = [f"{errors} echoed message(s) did not match what was sent"] if errors else []
     if gate_exit != 0:
