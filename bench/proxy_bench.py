@@ -590,11 +590,14 @@ routes:
 _LISTENING = re.compile(rb'"message":\s*"listening".*?"address":\s*"[^"]*:(\d+)"')
 
 
-def gatehouse_argv(config: Path, profiler: str | None, prof_out: Path) -> list[str]:
+def gatehouse_argv(
+    config: Path, profiler: str | None, prof_out: Path, python: str | None = None
+) -> list[str]:
     base = ["-m", "gatehouse", "run", "-c", str(config)]
+    python = python or sys.executable
     if profiler == "cprofile":
-        return [sys.executable, "-m", "cProfile", "-o", str(prof_out), *base]
-    return [sys.executable, *base]
+        return [python, "-m", "cProfile", "-o", str(prof_out), *base]
+    return [python, *base]
 
 
 def start_gatehouse(
@@ -605,17 +608,20 @@ def start_gatehouse(
     name: str = "gatehouse",
     profiler: str | None = None,
     headers: list[str] | None = None,
+    python: str | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[Proc, int]:
+    """Start ``gatehouse run`` (by default with this interpreter and environment; another
+    ``python`` and ``env_extra``, e.g. ``PYTHONPATH``, run another build beside it)."""
     config = tmp / f"{name}.yaml"
     config.write_text(
         _GATEHOUSE_CONFIG.format(
             host=BENCH_HOST, upstream_port=upstream_port, route_extra=route_extra
         )
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = procs.start(
-        name, gatehouse_argv(config, profiler, tmp / f"{name}.cprofile"), tmp, env=env
-    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    argv = gatehouse_argv(config, profiler, tmp / f"{name}.cprofile", python)
+    proc = procs.start(name, argv, tmp, env=env)
 
     def port_of() -> int | None:
         with contextlib.suppress(OSError):

@@ -21,7 +21,6 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -131,8 +130,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._request_complete = True
         self._write_paused = False
         self._status = 0
-        self._tunnel_sink: Callable[[bytes], None] | None = None
+        #: Tunnel mode: the client's transport; the upstream's bytes are written to it as
+        #: they come (see ``http/tunnel.py``).
+        self.tunnel_out: asyncio.Transport | None = None
+        #: The client's protocol: paused while we cannot write to the upstream fast enough.
         self.tunnel_peer: object | None = None
+        #: Bytes relayed upstream -> client, and when the last of them came (monotonic s).
+        self.tunnel_bytes = 0
+        self.tunnel_last = 0.0
         self.closed: asyncio.Future[None] = pool.loop.create_future()
 
     # -- asyncio callbacks --------------------------------------------------------------
@@ -169,9 +174,12 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_response_error(UpstreamConnectError("upstream closed the connection"))
 
     def data_received(self, data: bytes) -> None:
-        tunnel = self._tunnel_sink
-        if tunnel is not None:
-            tunnel(data)
+        out = self.tunnel_out
+        if out is not None:
+            self.tunnel_bytes += len(data)
+            self.tunnel_last = time.monotonic()
+            if not out.is_closing():
+                out.write(data)
             return
         if self.sink is None:
             # Bytes with no request outstanding: the connection is not trustworthy.
@@ -360,9 +368,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         sink.on_response_upgrade(101, self._headers, rest)
 
-    def start_tunnel(self, sink: Callable[[bytes], None], peer: object) -> None:
-        self._tunnel_sink = sink
+    def start_tunnel(self, out: asyncio.Transport, peer: object) -> None:
+        """Switch to tunnel mode: from now on the upstream's bytes are written to ``out``
+        (``peer``'s transport), as they come."""
+        self.tunnel_out = out
         self.tunnel_peer = peer
+        self.tunnel_last = time.monotonic()
 
 
 class ConnectionPool:
