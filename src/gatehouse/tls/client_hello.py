@@ -8,7 +8,10 @@ before any extension is parsed. :func:`watch` installs one through :mod:`ctypes`
 listener's front context (the context every handshake starts on, whose callback OpenSSL
 calls); it compares the raw ALPN extension with the single byte string that offers
 exactly ``acme-tls/1`` and, on a match, marks the connection in an ``ex_data`` slot of
-its own. The server-name callback then asks :func:`offered_only_acme`.
+its own. The server-name callback then asks :func:`offered_only_acme`, which for an
+ordinary hello answers from a Python set without calling OpenSSL (the ClientHello
+callback's one call, a few microseconds per handshake, is the whole cost; see
+``bench/tls_bench.py --autocert``).
 
 Comparing bytes instead of parsing keeps it fail-closed: a list with more protocols, a
 malformed or truncated extension, no extension - all differ, and the connection takes
@@ -54,6 +57,13 @@ _SSL_FIELD = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
 
 #: The C object behind every ``ssl.SSLObject`` (not in the type stubs).
 _SSL_SOCKET: type = _ssl._SSLSocket  # type: ignore[attr-defined]
+
+#: Addresses of the Python objects of connections marked and not yet asked about. A hint
+#: only: the mark on the connection's own ``SSL`` is what :func:`offered_only_acme` trusts
+#: (an address left behind by an aborted handshake may be reused by another connection).
+_marked: set[int] = set()
+#: Entries kept at most (each is an aborted acme-tls/1 handshake).
+_MARKED_MAX = 1024
 
 _HELLO_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -121,6 +131,13 @@ def _on_hello(ssl_ptr: int | None, _alert: int | None, _arg: int | None) -> int:
             and ctypes.string_at(data.value, size.value) == ONLY_ACME_ALPN
         ):
             lib.ssl.SSL_set_ex_data(ssl_ptr, lib.index, _MARK)
+            # The Python object of this connection (CPython's app data), so that the
+            # server-name callback of an ordinary handshake needs no call into OpenSSL.
+            owner = lib.ssl.SSL_get_ex_data(ssl_ptr, 0)
+            if owner:
+                if len(_marked) >= _MARKED_MAX:
+                    _marked.clear()  # only aborted handshakes leave entries behind
+                _marked.add(owner)
     except Exception:  # noqa: S110 - the ordinary path is the safe answer
         pass
     return _HELLO_SUCCESS
@@ -167,11 +184,15 @@ def watch(ctx: ssl.SSLContext) -> None:
 
 def offered_only_acme(sock: ssl.SSLObject | ssl.SSLSocket) -> bool:
     """Whether the hello of ``sock`` (in its handshake, on a watched context) was marked."""
-    lib = _LIB
-    if lib is None:
+    if not _marked:
+        return False  # the ordinary handshake: no call into OpenSSL
+    raw = getattr(sock, "_sslobj", None)
+    if id(raw) not in _marked:
         return False
-    pointer = _ssl_pointer(getattr(sock, "_sslobj", None))
-    return bool(pointer and lib.ssl.SSL_get_ex_data(pointer, lib.index))
+    _marked.discard(id(raw))
+    lib = _LIB
+    pointer = _ssl_pointer(raw)
+    return bool(lib is not None and pointer and lib.ssl.SSL_get_ex_data(pointer, lib.index))
 
 
 def ask_no_client_certificate(sock: ssl.SSLObject | ssl.SSLSocket) -> None:
