@@ -328,7 +328,7 @@ class AutocertManager:
         csr = crypto_util.make_csr(key_pem, [host], must_staple=s.must_staple)
         order = acme_client.new_order(csr)
         written: list[Path] = []
-        used = ""
+        used = "none: authorization already valid"
         try:
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
