@@ -9,7 +9,12 @@ Both terminate TLS (the same ECDSA P-256 certificate, TLS 1.3) in front of the s
   request), the same two figures; and ``openssl s_time -new`` (handshakes/s, no request
   proxied beyond ``GET /``).
 
-Usage: ``PYTHONPATH=src .venv/bin/python bench/tls_bench.py [--seconds 10]``.
+With ``--autocert`` a second gatehouse is measured in the same run, serving the same
+certificate with ``autocert`` on (its CA unreachable, so it keeps the configured one):
+every handshake then also passes the ClientHello callback of TLS-ALPN-01. Its figures
+against the first gatehouse's are the cost of that callback on ordinary handshakes.
+
+Usage: ``PYTHONPATH=src .venv/bin/python bench/tls_bench.py [--seconds 10] [--autocert]``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,11 @@ routes:
     to: http://127.0.0.1:{up}
     allow_public_unauthenticated_access: true
 """
+#: Added for ``--autocert``: nothing answers on port 1, so orders fail (and back off).
+AUTOCERT = """autocert: true
+autocert_ca: https://127.0.0.1:1/directory
+autocert_dir: {tmp}/gh-autocert
+"""
 
 
 def start_nginx(tmp: Path, name: str, body: str) -> subprocess.Popen[bytes]:
@@ -102,6 +112,19 @@ def start_nginx(tmp: Path, name: str, body: str) -> subprocess.Popen[bytes]:
     conf = tmp / f"{name}.conf"
     conf.write_text(NGINX.format(tmp=tmp, name=name, body=body))
     return subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
+
+
+def start_gatehouse(
+    tmp: Path, name: str, port: int, cert: Path, key: Path, up: int, extra: str
+) -> subprocess.Popen[bytes]:
+    cfg = tmp / f"{name}.yaml"
+    body = GATEHOUSE.format(port=port, tmp=tmp, cert=cert, key=key, host=HOST, up=up)
+    cfg.write_text(body.replace("gh-data", f"{name}-data") + extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatehouse", "run", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / f"{name}.err", "wb"),  # the child keeps its copy
+    )
 
 
 def wait_https(port: int) -> None:
@@ -167,6 +190,7 @@ def measure(name: str, pid: int, port: int, seconds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--autocert", action="store_true", help="also measure with autocert on")
     opts = parser.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as d:
@@ -177,15 +201,7 @@ def main() -> None:
             procs.append(start_nginx(tmp, "upstream", UPSTREAM.format(port=up)))
             ng = start_nginx(tmp, "proxy", PROXY.format(up=up, port=nport, cert=cert, key=key))
             procs.append(ng)
-            cfg = tmp / "gatehouse.yaml"
-            cfg.write_text(
-                GATEHOUSE.format(port=gport, tmp=tmp, cert=cert, key=key, host=HOST, up=up)
-            )
-            gh = subprocess.Popen(
-                [sys.executable, "-m", "gatehouse", "run", "-c", str(cfg)],
-                stdout=subprocess.DEVNULL,
-                stderr=open(tmp / "gh.err", "wb"),
-            )
+            gh = start_gatehouse(tmp, "gatehouse", gport, cert, key, up, "")
             procs.append(gh)
             wait_https(nport)
             wait_https(gport)
@@ -193,6 +209,14 @@ def main() -> None:
             wrk(gport, 2, False)
             measure("nginx", ng.pid, nport, opts.seconds)
             measure("gatehouse", gh.pid, gport, opts.seconds)
+            if opts.autocert:
+                aport = free_port()
+                extra = AUTOCERT.format(tmp=tmp)
+                acme = start_gatehouse(tmp, "gh-acme", aport, cert, key, up, extra)
+                procs.append(acme)
+                wait_https(aport)
+                wrk(aport, 2, False)
+                measure("gh+acme", acme.pid, aport, opts.seconds)
         finally:
             for p in reversed(procs):
                 p.send_signal(signal.SIGTERM)

@@ -50,3 +50,9 @@ HOP_BY_HOP = frozenset(
         b"content-length",  # re-framed by gatehouse
     }
 )
+
+# -- TLS ---------------------------------------------------------------------------------
+#: The ALPN protocol of ACME's TLS-ALPN-01 validation connections (RFC 8737 §6.2): only
+#: the challenge certificate's context offers it, and a connection that negotiated it is
+#: closed once its handshake is done (RFC 8737 §3: no data follows).
+ACME_TLS_ALPN = "acme-tls/1"

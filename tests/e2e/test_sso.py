@@ -61,6 +61,45 @@ def test_sign_in_lands_on_the_requested_url_with_a_verifiable_assertion(
     assert claims["sub"] and claims["sub"] == claims["user"]
 
 
+def test_set_request_headers_substitute_the_session_tokens_and_assertion(
+    start_sso, app_upstream
+) -> None:  # type: ignore[no-untyped-def]
+    gh = start_sso(
+        routes(
+            app_upstream,
+            pass_identity_headers=False,
+            set_request_headers={
+                "X-Jwt": "${pomerium.jwt}",
+                "X-Id-Token": "$pomerium.id_token",
+                "Authorization": "Bearer ${pomerium.access_token}",
+            },
+        )
+    )
+    browser = Browser(gh.port)
+    assert browser.follow(f"{APP}/").status_code == 200
+    seen = app_upstream.requests[-1]
+    assert seen.header("x-pomerium-jwt-assertion") is None  # not passed on this route
+    token = seen.header("x-jwt")
+    assert token
+    jwks = jwt.PyJWKClient(
+        f"http://127.0.0.1:{gh.port}/.well-known/pomerium/jwks.json",
+        headers={"Host": "app.localhost"},
+    )
+    claims = jwt.decode(
+        token,
+        jwks.get_signing_key_from_jwt(token).key,
+        algorithms=["ES256"],
+        audience="app.localhost",
+        issuer="app.localhost",
+    )
+    assert claims["email"] == "alice@example.com"
+    # The IdP's own ID token (signed by the IdP, for gatehouse's client) and access token.
+    id_claims = jwt.decode(seen.header("x-id-token") or "", options={"verify_signature": False})
+    assert id_claims["iss"].startswith("http://127.0.0.1") and id_claims["sub"] == claims["sub"]
+    bearer = seen.header("authorization") or ""
+    assert bearer.startswith("Bearer ") and len(bearer) > len("Bearer ") + 10
+
+
 def test_second_route_host_needs_no_second_sign_in(start_sso, app_upstream) -> None:  # type: ignore[no-untyped-def]
     gh = start_sso(routes(app_upstream))
     browser = Browser(gh.port)

@@ -4,8 +4,10 @@
 with (all answer 127.0.0.1, so route hosts such as ``app.example.test`` reach gatehouse's
 HTTP-01 listener), then ``pebble`` with an HTTPS certificate from a test CA, and waits until
 its directory answers. Pebble validates HTTP-01 on one fixed port (``http_port``), which the
-test gives gatehouse as ``http_redirect_addr``; ports that pebble must know in advance are
-picked free just before use (pebble cannot bind port 0 and report it).
+test gives gatehouse as ``http_redirect_addr``, and TLS-ALPN-01 on another (``tls_port``),
+which a test gives gatehouse as its ``address``; ports that pebble must know in advance are
+picked free just before use (pebble cannot bind port 0 and report it). Validation is real:
+``PEBBLE_VA_ALWAYS_VALID`` is never passed on.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class Pebble:
     """One pebble (and its DNS) in ``directory``; :meth:`start` / :meth:`stop`, restartable."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, tls_port: int | None = None
+    ) -> None:
         if shutil.which("pebble") is None or shutil.which("pebble-challtestsrv") is None:
             pytest.skip("pebble is not installed (Debian package pebble; scripts/test installs it)")
         self.dir = directory
@@ -48,6 +52,7 @@ class Pebble:
         self.port = port or free_port()
         self.management_port = free_port()
         self.http_port = free_port()
+        self.tls_port = tls_port or free_port()
         self.dns_port = free_port(socket.SOCK_DGRAM)
         self.config = directory / "pebble.json"
         self.config.write_text(
@@ -59,7 +64,7 @@ class Pebble:
                         "certificate": str(cert),
                         "privateKey": str(key),
                         "httpPort": self.http_port,
-                        "tlsPort": free_port(),
+                        "tlsPort": self.tls_port,
                         "ocspResponderURL": "",
                         "externalAccountBindingRequired": False,
                     }
@@ -94,7 +99,7 @@ class Pebble:
             )
         )
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "PEBBLE_VA_ALWAYS_VALID"},
             # No random sleeps before validating, no deliberately rejected nonces.
             "PEBBLE_VA_NOSLEEP": "1",
             "PEBBLE_WFE_NONCEREJECT": "0",

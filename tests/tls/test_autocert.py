@@ -1,11 +1,15 @@
 """``autocert`` end to end against pebble: issue (one order for two workers), HTTP-01 on
-``http_redirect_addr`` and its redirect to HTTPS, restart and reuse, renewal without a
-restart, and a CA that is down (old certificate served, retries with back-off, logged)."""
+``http_redirect_addr`` and its redirect to HTTPS, TLS-ALPN-01 on the TLS listener when
+there is no ``http_redirect_addr`` (only acme-tls/1 hellos get the challenge certificate;
+fuzzed hellos close cleanly), restart and reuse, renewal without a restart, and a CA that
+is down (old certificate served, retries with back-off, logged)."""
 
 from __future__ import annotations
 
 import datetime
+import random
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +20,14 @@ from cryptography.hazmat.primitives import serialization
 
 from gatehouse.config.options import Options
 from gatehouse.tls.acme import ca_directory
+from gatehouse.tls.acme_tlsalpn import challenge_certificate
 from support import wait_until
 from support.gatehouse import GatehouseProcess
 
-from .clients import curl, peer_certificate
+from .clients import curl, peer_certificate, s_client
 from .pebble import Pebble, free_port
 from .pki import Authority
+from .test_hardening import _closed_after, _mutations
 
 Start = Callable[..., GatehouseProcess]
 HOST = "app.example.test"
@@ -125,6 +131,108 @@ def test_issue_once_for_two_workers_then_reuse_after_restart(
     # The stored certificate is served from the first handshake, with no new order.
     assert peer_certificate(again.port, HOST).serial_number == cert.serial_number
     assert _obtained(again) == []
+
+
+ACME_IDENTIFIER = "1.3.6.1.5.5.7.1.31"
+
+
+def _tls_alpn_only(pebble: Pebble, autocert_dir: Path, **extra: Any) -> dict[str, Any]:
+    """Autocert on the port pebble validates TLS-ALPN-01 on, and no HTTP-01 listener."""
+    config = _config(pebble, autocert_dir, address=f"127.0.0.1:{pebble.tls_port}", **extra)
+    del config["http_redirect_addr"]
+    return config
+
+
+def _leaf(out: bytes) -> x509.Certificate:
+    start = out.index(b"-----BEGIN CERTIFICATE-----")
+    end = out.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+    return x509.load_pem_x509_certificate(out[start:end])
+
+
+def _is_challenge(cert: x509.Certificate) -> bool:
+    return any(e.oid.dotted_string == ACME_IDENTIFIER for e in cert.extensions)
+
+
+def _acme_hello(server_name: str) -> bytes:
+    """A real ClientHello record offering exactly ALPN acme-tls/1 (as a CA's validator)."""
+    ctx = ssl.create_default_context()
+    ctx.set_alpn_protocols(["acme-tls/1"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+@pytest.fixture
+def alpn_pebble(tmp_path: Path) -> Iterator[Pebble]:
+    """Pebble validating TLS-ALPN-01 on a port gatehouse will listen on."""
+    p = Pebble(tmp_path / "pebble", tls_port=free_port()).start()
+    yield p
+    p.stop()
+
+
+def test_issued_by_tls_alpn_01_alone_and_only_acme_hellos_see_the_challenge(
+    alpn_pebble: Pebble, start_gatehouse: Start, tmp_path: Path
+) -> None:
+    pebble = alpn_pebble
+    autocert_dir = tmp_path / "autocert"
+    gh = start_gatehouse(_tls_alpn_only(pebble, autocert_dir, workers=2))
+    cert = wait_until(lambda: _issued_by_pebble(gh.port, pebble), 60, 0.2, what="a certificate")
+    obtained = _obtained(gh)
+    assert [r["challenge"] for r in obtained] == ["tls-alpn-01"]
+    # Pebble really connected: a worker logged its validation handshake.
+    assert any(
+        r.get("message") == "autocert: TLS-ALPN-01 validation handshake" and r["host"] == HOST
+        for r in gh.logs()
+    )
+    bundle = tmp_path / "pebble-roots.pem"
+    bundle.write_bytes(pebble.root().public_bytes(serialization.Encoding.PEM))
+    out = curl(gh.port, HOST, "/", "--cacert", str(bundle))
+    assert out.returncode == 0 and out.stdout == b"hello", out.stderr
+    # While a challenge is pending (written by whichever worker orders; either worker may
+    # accept the CA's connection), only a hello offering exactly acme-tls/1 gets it.
+    pending = ca_directory(
+        Options.model_validate(
+            {"autocert_dir": str(autocert_dir), "autocert_ca": pebble.directory_url}
+        )
+    ) / "tls-alpn" / f"{HOST}.pem"
+    pending.write_bytes(challenge_certificate(HOST, "token.thumbprint"))
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    acme = ("-servername", HOST, "-alpn", "acme-tls/1", "-ign_eof")
+    for _ in range(4):  # new connections land on both workers
+        out = s_client(gh.port, *acme, stdin=request)
+        assert _is_challenge(_leaf(out.stdout)), out.stdout[-2000:]
+        assert b"ALPN protocol: acme-tls/1" in out.stdout
+        assert b"HTTP/1.1" not in out.stdout  # closed after the handshake: nothing served
+    for args in ((), ("-alpn", "http/1.1"), ("-alpn", "acme-tls/1,http/1.1")):
+        out = s_client(gh.port, "-servername", HOST, "-ign_eof", *args, stdin=request)
+        leaf = _leaf(out.stdout)
+        assert leaf.serial_number == cert.serial_number, args
+        assert b"HTTP/1.1 200" in out.stdout, args
+    out = s_client(gh.port, "-alpn", "acme-tls/1", stdin=request)  # no server name
+    assert not _is_challenge(_leaf(out.stdout))
+    pending.unlink()  # the order is over: acme-tls/1 hellos get the ordinary certificate
+    out = s_client(gh.port, *acme, stdin=request)
+    assert _leaf(out.stdout).serial_number == cert.serial_number
+    assert b"ALPN protocol" not in out.stdout or b"No ALPN negotiated" in out.stdout
+
+
+def test_fuzzed_hellos_close_cleanly_with_tls_alpn_01_on(
+    alpn_pebble: Pebble, start_gatehouse: Start, tmp_path: Path
+) -> None:
+    gh = start_gatehouse(
+        _tls_alpn_only(alpn_pebble, tmp_path / "autocert", timeout_tls_handshake="1.5s")
+    )
+    rng = random.Random(8737)  # fixed seed: a failure reproduces
+    cases = list(_mutations(_acme_hello(HOST), rng))
+    stuck = [c for c in cases if not _closed_after(gh.port, c)]
+    assert not stuck, f"{len(stuck)} connections not closed, first {stuck[0][:64]!r}"
+    # Still serving; nothing alarming logged (pebble may well have validated meanwhile).
+    assert peer_certificate(gh.port, HOST) is not None
+    assert "Traceback" not in gh.stderr_text(), gh.stderr_text()[-4000:]
+    bad = [r for r in gh.logs() if r.get("level") in ("error", "critical")]
+    assert not bad, bad[:5]
 
 
 def test_renewed_before_expiry_without_restart(

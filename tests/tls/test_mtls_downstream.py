@@ -306,6 +306,36 @@ def test_reject_connection_fails_the_handshake(
     assert not any("Traceback" in line for line in gh.stderr_lines)
 
 
+def test_set_request_headers_substitute_the_client_certificate_and_request_headers(
+    start_gatehouse: Start, pki: Pki, upstream: Upstream
+) -> None:
+    laptop = pki.ca.issue("laptop.example.test", client=True, common_name="carol",
+                          emails=("carol@example.com",))
+    route = _public(
+        "app.example.test",
+        upstream,
+        set_request_headers={
+            "X-Client-Fingerprint": "${pomerium.client_cert_fingerprint}",
+            "X-Client-Dns": "$pomerium.client_cert_san_dns",
+            "X-Client-Email": "${ pomerium . client_cert_san_email }",
+            "Authorization": 'Bearer ${pomerium.request.headers["X-Api-Key"]}',
+            "X-Price": "$$5",
+        },
+    )
+    gh = start_gatehouse(pki.config([route]))
+    cert, key = pki.files(laptop, "laptop")
+    out = curl(gh.port, "app.example.test", "/", "--cacert", str(pki.server_ca_file),
+               "--cert", cert, "--key", key, "-H", "X-Api-Key: k-42",
+               "-H", "X-Client-Fingerprint: forged")
+    assert out.returncode == 0, out.stderr
+    seen = upstream.requests[-1]
+    assert seen.header_all("x-client-fingerprint") == [_fingerprint(laptop)]
+    assert seen.header("x-client-dns") == "laptop.example.test"
+    assert seen.header("x-client-email") == "carol@example.com"
+    assert seen.header("authorization") == "Bearer k-42"
+    assert seen.header("x-price") == "$5"
+
+
 def test_bad_mtls_settings_refuse_to_start(tmp_path: Path, pki: Pki) -> None:
     from support.gatehouse import run_cli
 

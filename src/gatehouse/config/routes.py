@@ -185,7 +185,12 @@ class RouteOptions(BalancingOptions):
     host_path_regex_rewrite_pattern: str | None = None
     #: ...and this substitution (`\1` for groups); an empty result sends the client's Host.
     host_path_regex_rewrite_substitution: str | None = None
-    #: Headers set on the request to the upstream (replacing the client's).
+    #: Headers set on the request to the upstream (replacing the client's). Values may use
+    #: Pomerium's substitutions: `${pomerium.access_token}`, `${pomerium.id_token}`,
+    #: `${pomerium.jwt}`, `${pomerium.client_cert_fingerprint}`,
+    #: `${pomerium.client_cert_san_dns}`, `${pomerium.client_cert_san_email}`,
+    #: `${pomerium.request.headers["Name"]}`; `$$` is a `$`; a value that renders empty
+    #: is not sent.
     set_request_headers: HeaderMap = Field(default_factory=dict)
     #: Headers removed from the request to the upstream.
     remove_request_headers: StringList = Field(default_factory=list)

@@ -17,7 +17,8 @@ class TLSOptions(StrictModel):
     """Certificates obtained from an ACME CA, plain-HTTP redirects, the global upstream CA."""
 
     #: Obtain and renew certificates for every route host and the authenticate host from an
-    #: ACME CA; they are stored in `autocert_dir` and chosen by SNI.
+    #: ACME CA; they are stored in `autocert_dir` and chosen by SNI. Challenges: TLS-ALPN-01
+    #: on the TLS listener always, HTTP-01 too when `http_redirect_addr` is set.
     autocert: bool = False
     #: ACME directory URL; unset = Let's Encrypt (production, or staging with
     #: `autocert_use_staging`).

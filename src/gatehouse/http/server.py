@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from time import monotonic as _now
 from typing import Any, Protocol, cast
 
+from ..constants import ACME_TLS_ALPN
 from ..errors import ClientError, GatehouseError, RequestTimeout
 from .connection import Limits, RequestReader, UpgradeRequested
 from .exchange import Exchange, Phase
@@ -143,7 +144,13 @@ class DownstreamProtocol(asyncio.Protocol):
         self.server_port = local[1] if isinstance(local, tuple) else 0
         self.scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
         if self.scheme == "https":
-            self.peer_chain = peer_chain(transport.get_extra_info("ssl_object"))
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == ACME_TLS_ALPN:
+                # An ACME CA's TLS-ALPN-01 validation: the handshake was the whole answer
+                # (RFC 8737 §3); nothing is served on it.
+                self.transport.close()
+                return
+            self.peer_chain = peer_chain(ssl_object)
         now = _now()
         self._idle_since = now
         self._head_started = now

@@ -182,6 +182,7 @@ async def forward(
     upgrade: bytes | None = None,
     host_override: bytes | None = None,
     hash_key: bytes | None = None,
+    set_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams, within the route's circuit
     breaker when it has one (:mod:`gatehouse.proxy.circuit_breaker`).
@@ -195,14 +196,14 @@ async def forward(
     if breaker is None:
         return await _forward(
             exchange, route, pool, None, [0], path, query, original_host, identity_headers,
-            session_cookie, upgrade, host_override, hash_key,
+            session_cookie, upgrade, host_override, hash_key, set_headers,
         )  # fmt: skip
     await breaker.acquire(route.timeout_s)
     retries = [0]
     try:
         return await _forward(
             exchange, route, pool, breaker, retries, path, query, original_host,
-            identity_headers, session_cookie, upgrade, host_override, hash_key,
+            identity_headers, session_cookie, upgrade, host_override, hash_key, set_headers,
         )  # fmt: skip
     finally:
         for _ in range(retries[0]):
@@ -224,6 +225,7 @@ async def _forward(
     upgrade: bytes | None,
     host_override: bytes | None,
     hash_key: bytes | None,
+    set_headers: Sequence[tuple[bytes, bytes]],
 ) -> Outcome:
     """Proxy ``exchange`` to one of ``route``'s upstreams (``retries[0]`` counts the
     retries taken from ``breaker``).
@@ -252,6 +254,7 @@ async def _forward(
             original_host=original_host,
             identity_headers=identity_headers,
             session_cookie=session_cookie,
+            set_headers=set_headers,
         )
         return Outcome(url, duration_s, reused_h2)
     started = _now()
@@ -316,6 +319,7 @@ async def _forward(
             upgrade=upgrade,
             identity_headers=identity_headers,
             session_cookie=session_cookie,
+            set_headers=set_headers,
         )
         exchange.on_abort(forwarder.client_gone)
         exchange.on_timeout(forwarder.timed_out)

@@ -173,6 +173,7 @@ async def forward_h2(
     original_host: bytes,
     identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
+    set_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> tuple[str, float, bool]:
     """Proxy ``exchange`` over HTTP/2; returns (upstream URL, seconds, reused connection).
 
@@ -223,6 +224,7 @@ async def forward_h2(
         upgrade=None,
         identity_headers=identity_headers,
         session_cookie=session_cookie,
+        set_headers=set_headers,
     )
     te = head.get(b"te")
     headers = h2_request_headers(

@@ -135,6 +135,7 @@ def upstream_request_head(
     upgrade: bytes | None,
     identity_headers: Sequence[tuple[bytes, bytes]] | None,
     session_cookie: bytes | None = None,
+    set_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """Serialise the request head to send upstream (HTTP/1.1, ends with a blank line).
 
@@ -142,7 +143,8 @@ def upstream_request_head(
     ``transfer-encoding: chunked``), or ``None`` for no body. ``identity_headers`` are
     gatehouse's own assertion and claim headers, or ``None`` when the route passes none.
     ``session_cookie`` is gatehouse's cookie name: that cookie is removed, since the
-    session handle is a credential the upstream has no use for.
+    session handle is a credential the upstream has no use for. ``set_headers`` are the
+    route's ``set_request_headers`` rendered for this request (the templated ones).
     """
     connection_named = _tokens(connection)
     remove = route.remove_request_headers
@@ -195,6 +197,11 @@ def upstream_request_head(
     out.append(original_host)
     out.append(b"\r\n")
     for name, value in route.set_request_headers:
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
+    for name, value in set_headers:
         out.append(name)
         out.append(b": ")
         out.append(value)

@@ -48,6 +48,7 @@ from ..observability.metrics import Metrics
 from ..sessions.model import Session
 from .balancer import start_health_checks
 from .forward import Outcome, forward
+from .header_template import RequestFacts, render
 from .headers import has_underscore_header
 from .paths import normalize_request_path
 from .responses import error_response, request_id
@@ -308,6 +309,11 @@ class Pipeline:
             if session is not None and minter is not None:
                 assertion = minter.mint(session, target.host, state.specs[route.index])
                 identity = assertion.wire_headers
+        set_headers = (
+            self._rendered_headers(exchange, target, route, state, session)
+            if route.request_header_templates
+            else ()
+        )
         host_override: bytes | None = None
         options = route.options
         if options.host_rewrite_header or options.host_path_regex_rewrite_pattern:
@@ -326,7 +332,33 @@ class Pipeline:
             upgrade=upgrade,
             host_override=host_override,
             hash_key=_hash_key(route, session, exchange.client_ip),
+            set_headers=set_headers,
         )
+
+    def _rendered_headers(
+        self,
+        exchange: Exchange,
+        target: Target,
+        route: Route,
+        state: ProxyState,
+        session: Session | None,
+    ) -> list[tuple[bytes, bytes]]:
+        """The route's ``set_request_headers`` with ``${pomerium.*}`` substituted."""
+
+        def jwt() -> str:
+            minter = state.minter
+            if session is None or minter is None:
+                return ""
+            return minter.mint(session, target.host, state.specs[route.index]).jwt
+
+        facts = RequestFacts(
+            access_token=session.access_token if session is not None else "",
+            id_token=session.id_token if session is not None else "",
+            jwt=jwt,
+            peer_chain=exchange.peer_chain,
+            headers=exchange.head.headers,
+        )
+        return render(route.request_header_templates, facts)
 
     def _upgrade_for(
         self, exchange: Exchange, target: Target, route: Route, upgrade: bytes
@@ -396,7 +428,12 @@ class Pipeline:
         (nearly every request: no cookie, or a cached session that needs no refresh);
         ``(False, None)`` when it must be read from the store or refreshed."""
         policy = route.policy
-        if policy is not None and policy.allows_everyone and not route.pass_identity_headers:
+        if (
+            policy is not None
+            and policy.allows_everyone
+            and not route.pass_identity_headers
+            and not route.request_header_templates
+        ):
             return True, None  # public, and no identity to forward: no session needed
         auth = state.auth
         if auth is None:

@@ -23,6 +23,7 @@ from ..constants import CREDENTIAL_HEADERS
 from ..tls.downstream import DownstreamTrust
 from ..tls.upstream import has_https_upstream, upstream_context
 from .balancer import Balancer
+from .header_template import HeaderTemplate, is_template, parse
 from .route_index import MATCH_ANY, MATCH_PATH, MATCH_PREFIX, MATCH_REGEX, HostIndex
 
 #: ``headers_with_underscores_action`` compiled (Envoy's values).
@@ -92,6 +93,9 @@ class Route:
     #: ``bearer_token_format`` is an ``idp_*`` one: ``Authorization: Bearer`` is the
     #: gatehouse credential here and is not forwarded (``authenticate.bearer``).
     strip_bearer: bool = False
+    #: ``set_request_headers`` values with ``$`` substitutions, rendered per request
+    #: (the plain ones are in ``set_request_headers``).
+    request_header_templates: tuple[tuple[bytes, HeaderTemplate], ...] = ()
 
     def matches_host(self, host: str, port: int | None) -> bool:
         if self.port is not None:
@@ -172,6 +176,10 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
     set_response = _encode_headers(response_headers)
     remove = {h.lower().encode("latin-1") for h in route.remove_request_headers}
     remove.update(k for k, _ in set_request)
+    templates = tuple(
+        (k, parse(v.decode("latin-1"))) for k, v in set_request if is_template(v.decode("latin-1"))
+    )
+    set_request = tuple((k, v) for k, v in set_request if b"$" not in v)
     # Identity headers gatehouse writes under configured names, in the spelling an upstream
     # framework reads them in (``_`` and ``-`` alike), and credentials only gatehouse reads.
     remove.update(h.lower().replace("_", "-").encode("latin-1") for h in options.jwt_claims_headers)
@@ -227,6 +235,7 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         allowed_origins=frozenset(allowed_origins),
         pass_identity_headers=options.route_pass_identity_headers(route),
         strip_bearer=options.route_bearer_token_format(route) != "default",
+        request_header_templates=templates,
     )
 
 

@@ -7,6 +7,7 @@ directory per CA under ``autocert_dir``::
     <autocert_dir>/<ca>/certs/<host>.pem            key + chain, replaced atomically
     <autocert_dir>/<ca>/certs/<host>.retry          failures so far and the next attempt
     <autocert_dir>/<ca>/challenges/<token>          HTTP-01 answers (any worker serves them)
+    <autocert_dir>/<ca>/tls-alpn/<host>.pem         TLS-ALPN-01 certificates (likewise)
     <autocert_dir>/<ca>/lock                        held while ordering
 
 Each manager tends its hosts in a loop: a certificate on disk that changed is loaded into
@@ -16,6 +17,11 @@ machine place one order, not one each. A failed order is logged and retried with
 exponential back-off, shared through the ``.retry`` file; meanwhile the old certificate
 (or the generated fallback) keeps being served. ``acme`` is synchronous: orders run in a
 daemon thread, so a shutdown never waits on a CA.
+
+Challenges (as Pomerium with certmagic): TLS-ALPN-01 (RFC 8737) on the TLS listener
+always, HTTP-01 only when ``http_redirect_addr`` is set (it is answered there). HTTP-01
+is tried first when both are possible; after a failed order the next attempt starts with
+the other one (as certmagic moves on to another challenge type).
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ from josepy.jwk import JWKEC
 
 from ..config.options import Options
 from ..errors import ConfigError
+from .acme_tlsalpn import (
+    TLS_ALPN_01,
+    AlpnResponder,
+    challenge_certificate,
+    challenge_path,
+)
 from .certificates import (
     CertificatePem,
     LoadedCertificate,
@@ -69,6 +81,8 @@ AUTOCERT_HTTP_TIMEOUT_S = 30
 #: Renew when less than this fraction of a certificate's lifetime is left (Let's Encrypt:
 #: renew 30 days before the end of 90).
 RENEW_FRACTION = 1 / 3
+#: The challenge type answered on ``http_redirect_addr`` (RFC 8555 §8.3).
+HTTP_01 = "http-01"
 #: Tokens are base64url (RFC 8555 §8.1); anything else is not a challenge of ours.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
@@ -122,6 +136,8 @@ class _Settings:
     trusted_ca_file: str | None
     must_staple: bool
     renew_before_s: float | None
+    #: HTTP-01 can be answered (``http_redirect_addr`` is set).
+    http_challenge: bool
 
 
 class AutocertManager:
@@ -134,6 +150,9 @@ class AutocertManager:
             (self.dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._settings = _settings(options, self.dir)
         self.hosts = autocert_hosts(options)
+        #: Answers the CA's TLS-ALPN-01 validation handshakes on the TLS listener.
+        self.alpn = AlpnResponder(self.dir, self.hosts)
+        store.set_validation(self.alpn)
         self._stamps: dict[str, tuple[float, int]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -145,6 +164,7 @@ class AutocertManager:
         """A reloaded config: new hosts are ordered at once."""
         self._settings = _settings(options, self.dir)
         self.hosts = autocert_hosts(options)
+        self.alpn.hosts = frozenset(self.hosts)
         for host in self.hosts:
             self._load_stored(host)
         self._wake.set()
@@ -243,8 +263,9 @@ class AutocertManager:
             if retry_at > time.time():
                 return
             started = time.monotonic()
+            kinds = self._challenge_kinds(failures)
             try:
-                bundle = self._order(host)
+                bundle, kind = self._order(host, kinds)
             except Exception as exc:
                 failures += 1
                 wait = min(AUTOCERT_RETRY_MAX_S, AUTOCERT_RETRY_FIRST_S * 2 ** (failures - 1))
@@ -260,6 +281,7 @@ class AutocertManager:
                         "host": host,
                         "ca": self._settings.directory_url,
                         "error": f"{type(exc).__name__}: {exc}"[:500],
+                        "challenges": kinds,
                         "failures": failures,
                         "retry_in_s": wait,
                     },
@@ -270,11 +292,31 @@ class AutocertManager:
                 (self.dir / "certs" / f"{host}.retry").unlink()
             log.info(
                 "autocert: certificate obtained",
-                extra={"host": host, "seconds": round(time.monotonic() - started, 2)},
+                extra={
+                    "host": host,
+                    "challenge": kind,
+                    "seconds": round(time.monotonic() - started, 2),
+                },
             )
 
-    def _order(self, host: str) -> bytes:
-        """One ACME order for ``host`` answered by HTTP-01; returns key + full chain PEM."""
+    def _challenge_kinds(self, failures: int) -> list[str]:
+        """The challenge types this worker can answer, preferred first (module docstring)."""
+        kinds = []
+        if self._settings.http_challenge:
+            kinds.append(HTTP_01)
+        if self.store.validating:
+            kinds.append(TLS_ALPN_01)
+        if kinds:
+            shift = failures % len(kinds)
+            kinds = kinds[shift:] + kinds[:shift]
+        return kinds
+
+    def _order(self, host: str, kinds: list[str]) -> tuple[bytes, str]:
+        """One ACME order for ``host``, answered by the first of ``kinds`` the CA offers.
+
+        Returns:
+            key + full chain PEM, and the challenge type that was answered.
+        """
         s = self._settings
         acme_client = self._client()
         key = ec.generate_private_key(ec.SECP256R1())
@@ -286,22 +328,21 @@ class AutocertManager:
         csr = crypto_util.make_csr(key_pem, [host], must_staple=s.must_staple)
         order = acme_client.new_order(csr)
         written: list[Path] = []
+        used = "none: authorization already valid"
         try:
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue
-                chall = next(
-                    (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)),
-                    None,
-                )
-                if chall is None:
-                    raise errors.Error(f"the CA offers no http-01 challenge for {host}")
-                response, validation = chall.response_and_validation(acme_client.net.key)
-                token = chall.chall.encode("token")
-                answer = self.dir / "challenges" / token
-                _write_atomic(answer, validation.encode())
+                chall, used = _pick_challenge(authz.body.challenges, kinds, host)
+                key_authorization = chall.chall.key_authorization(acme_client.net.key)
+                if used == HTTP_01:
+                    answer = self.dir / "challenges" / chall.chall.encode("token")
+                    _write_atomic(answer, key_authorization.encode())
+                else:
+                    answer = challenge_path(self.dir, host)
+                    _write_atomic(answer, challenge_certificate(host, key_authorization))
                 written.append(answer)
-                acme_client.answer_challenge(chall, response)
+                acme_client.answer_challenge(chall, chall.chall.response(acme_client.net.key))
             deadline = datetime.datetime.now() + datetime.timedelta(
                 seconds=AUTOCERT_ORDER_DEADLINE_S
             )
@@ -310,7 +351,7 @@ class AutocertManager:
             for path in written:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        return key_pem + done.fullchain_pem.encode()
+        return key_pem + done.fullchain_pem.encode(), used
 
     def _client(self) -> client.ClientV2:
         s = self._settings
@@ -353,6 +394,29 @@ class AutocertManager:
         return acme_client
 
 
+def _pick_challenge(
+    offered: list[messages.ChallengeBody], kinds: list[str], host: str
+) -> tuple[messages.ChallengeBody, str]:
+    """The first of ``kinds`` among the CA's ``offered`` challenges.
+
+    Raises:
+        errors.Error: none of them is offered.
+    """
+    by_type = {
+        c.chall.typ: c
+        for c in offered
+        if isinstance(c.chall, challenges.KeyAuthorizationChallenge)
+    }
+    for kind in kinds:
+        if kind in by_type:
+            return by_type[kind], kind
+    raise errors.Error(
+        f"no challenge gatehouse can answer for {host}: the CA offers "
+        f"{sorted(c.chall.typ for c in offered if hasattr(c.chall, 'typ'))}, "
+        f"this configuration answers {kinds}"
+    )
+
+
 def _settings(options: Options, directory: Path) -> _Settings:
     trusted = None
     if options.autocert_trusted_ca_file:
@@ -370,6 +434,7 @@ def _settings(options: Options, directory: Path) -> _Settings:
         trusted_ca_file=trusted,
         must_staple=options.autocert_must_staple,
         renew_before_s=options.autocert_renew_before,
+        http_challenge=bool(options.http_redirect_addr),
     )
 
 

@@ -8,28 +8,34 @@ self-signed one) — and compiles them into one immutable lookup table: exact DN
 unknown server name. The listener's context calls :meth:`SniStore.select` from OpenSSL's
 server-name callback and switches the connection to the chosen context; replacing a layer
 (config reload, a renewed certificate) builds a new table and swaps it in, so new
-handshakes see it and established connections keep theirs.
+handshakes see it and established connections keep theirs. With autocert, a
+:class:`ValidationResponder` is asked first (TLS-ALPN-01's validation handshakes, see
+:mod:`gatehouse.tls.acme_tlsalpn`); it answers ``None`` for every ordinary hello.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ..config.options import Options
 from ..errors import ConfigError
-from . import sni_guard
+from . import client_hello, sni_guard
 from .client_auth import ClientCertMode, HandshakeGate
 from .client_trust import ClientTrust
 from .hardening import new_server_context
+
+log = logging.getLogger("gatehouse.tls")
 
 #: Layers of certificates, highest priority first.
 LAYERS = ("config", "acme", "fallback")
@@ -178,6 +184,14 @@ def load_all(pems: list[CertificatePem]) -> list[LoadedCertificate]:
     return loaded
 
 
+class ValidationResponder(Protocol):
+    """Picks a validation certificate for a handshake (autocert's TLS-ALPN-01)."""
+
+    def validation_context(
+        self, sock: ssl.SSLObject | ssl.SSLSocket, server_name: str
+    ) -> ssl.SSLContext | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Table:
     exact: dict[str, ssl.SSLContext]
@@ -195,6 +209,28 @@ class SniStore:
         #: What handshakes ask of clients; every served context is bound to it.
         self.client_gate = HandshakeGate()
         self._front: ssl.SSLContext | None = None
+        self._validation: ValidationResponder | None = None
+
+    def set_validation(self, responder: ValidationResponder | None) -> None:
+        """Let ``responder`` answer validation handshakes before the ordinary choice."""
+        self._validation = responder
+        if self._front is not None:
+            self._watch(self._front)
+
+    @property
+    def validating(self) -> bool:
+        """Whether validation handshakes can be answered (a responder is installed)."""
+        return self._validation is not None
+
+    def _watch(self, front: ssl.SSLContext) -> None:
+        if self._validation is None:
+            return
+        try:
+            client_hello.watch(front)
+        except ConfigError as exc:
+            # Ordinary handshakes are unaffected; autocert then offers no TLS-ALPN-01.
+            log.error("; ".join(exc.problems))
+            self._validation = None
 
     def set_client_rule(
         self, mode: ClientCertMode, trust: ClientTrust | None, ca_pem: bytes
@@ -277,15 +313,36 @@ class SniStore:
         def choose(
             sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
         ) -> None:
-            ctx = self.select(server_name)
+            ctx = None
+            responder = self._validation
+            if responder is not None and server_name:
+                ctx = _validation_context(responder, sock, server_name)
+            if ctx is None:
+                ctx = self.select(server_name)
             if ctx is not None and ctx is not sock.context:
                 sock.context = ctx
 
         sni_guard.install()
         front.sni_callback = choose
+        self._watch(front)
         self._front = front
         self.client_gate.bind(front)
         return front
+
+
+def _validation_context(
+    responder: ValidationResponder, sock: ssl.SSLObject | ssl.SSLSocket, server_name: str
+) -> ssl.SSLContext | None:
+    # In OpenSSL's server-name callback: an exception would fail the handshake with a
+    # traceback on stderr. Log it once and serve the ordinary certificate instead.
+    try:
+        return responder.validation_context(sock, server_name)
+    except Exception as exc:
+        log.error(
+            "tls: validation certificate check failed; ordinary certificate served",
+            extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+        )
+        return None
 
 
 def _load_chain(ctx: ssl.SSLContext, pem: CertificatePem) -> None:

@@ -56,7 +56,7 @@ class ClientCertMode(enum.Enum):
     REQUIRE = "require"
 
 
-def _mapped_library(stem: str) -> str:
+def mapped_library(stem: str) -> str:
     """The path of the ``stem`` library this process has loaded (the one ``_ssl`` uses)."""
     try:
         with open("/proc/self/maps") as maps:
@@ -84,8 +84,8 @@ _LIBS: _OpenSSL | None = None
 def _libs() -> _OpenSSL:
     global _LIBS
     if _LIBS is None:
-        libssl = ctypes.CDLL(_mapped_library("libssl"))
-        libcrypto = ctypes.CDLL(_mapped_library("libcrypto"))
+        libssl = ctypes.CDLL(mapped_library("libssl"))
+        libcrypto = ctypes.CDLL(mapped_library("libcrypto"))
         libssl.SSL_CTX_get_options.restype = ctypes.c_uint64
         libssl.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
         libssl.SSL_CTX_set_cert_verify_callback.restype = None
