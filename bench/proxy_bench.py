@@ -23,8 +23,13 @@ issue's target (>= 0.45x nginx's requests/s, p99 <= 3x nginx's) is stated for th
 Every process started here is stopped at exit, also on Ctrl-C and on errors.
 
 Fairness choices (both proxies do the same work where it can be configured):
-  * one worker process each; HTTP/1.1 keep-alive on both sides; nginx keeps up to 64 idle
-    upstream connections (``keepalive 64``, ``proxy_set_header Connection ""``);
+  * one worker process each; HTTP/1.1 keep-alive on both sides; nginx keeps as many idle
+    upstream connections as gatehouse's pool does (``keepalive`` =
+    ``POOL_MAX_IDLE_PER_ENDPOINT``, ``proxy_set_header Connection ""``);
+  * both can hold every connection a run needs: the open-files limit is raised to its hard
+    limit for every process started here, and nginx's ``worker_connections`` covers the
+    client connections plus as many upstream ones (with too few, nginx drops connections
+    mid-request: wrk's "read" errors at -c5000);
   * both write one JSON access-log line per request to a file, buffered (gatehouse: 64 KiB or
     0.2 s; nginx: ``buffer=64k flush=200ms``);
   * nginx sets the same X-Forwarded-* request headers gatehouse sets;
@@ -360,7 +365,8 @@ worker_processes {workers};
 {user}
 pid {tmp}/{name}.pid;
 error_log {tmp}/{name}.error.log warn;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {worker_connections}; }}
 http {{
     client_body_temp_path {tmp}/{name}-tmp/client;
     proxy_temp_path {tmp}/{name}-tmp/proxy;
@@ -392,7 +398,7 @@ _PROXY_BODY = """\
     access_log {tmp}/nginx-proxy.access.log bench buffer=64k flush=200ms;
     upstream bench_upstream {{
         server 127.0.0.1:{upstream_port};
-        keepalive 64;
+        keepalive {keepalive};
         keepalive_requests 100000000;
     }}
     server {{
@@ -408,6 +414,42 @@ _PROXY_BODY = """\
         }}
     }}
 """
+
+
+#: Client connections of the run (set by ``main``), for nginx's connection limits.
+_RUN_CONNECTIONS = [50]
+#: Descriptors an nginx worker or gatehouse needs beyond two per client connection.
+SPARE_FDS = 1024
+
+
+def _worker_connections() -> int:
+    # Each client connection may hold an upstream one while its request is in flight.
+    return max(8192, 2 * _RUN_CONNECTIONS[0] + SPARE_FDS)
+
+
+def _gatehouse_pool_idle() -> int:
+    """Idle upstream connections gatehouse keeps per endpoint (nginx gets the same)."""
+    from gatehouse.http.upstream import POOL_MAX_IDLE_PER_ENDPOINT
+
+    return POOL_MAX_IDLE_PER_ENDPOINT
+
+
+def _nofile() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_nofile_limit(connections: int) -> None:
+    """Raise this process's open-files limit (inherited by everything started here) to the
+    hard limit, and fail early when even that cannot hold a run of ``connections``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    need = 2 * connections + SPARE_FDS
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise BenchError(
+            f"-c{connections} needs about {need} open files per proxy; the hard limit is "
+            f"{hard} (raise it with ulimit -Hn or limits.conf)"
+        )
 
 
 def _const(port: int) -> Callable[[], int | None]:
@@ -430,6 +472,8 @@ def start_nginx(
         # As root, nginx's workers would switch to "nobody" and could not write in our tmp dir.
         user = "user root;" if os.geteuid() == 0 else ""
         conf = _NGINX_COMMON.format(
+            worker_connections=_worker_connections(),
+            nofile=_nofile(),
             workers=workers,
             user=user,
             tmp=tmp,
@@ -1051,6 +1095,8 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
     print(f"  workdir: {tmp}")
 
+    _RUN_CONNECTIONS[0] = args.connections
+    raise_nofile_limit(args.connections)
     # First, so that a scenario that cannot run fails before anything starts.
     route_extra, headers = scenario.prepare(tmp)
     upstream, upstream_port = start_nginx(
@@ -1069,6 +1115,7 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         _PROXY_BODY,
         expect_body=UPSTREAM_BODY.encode(),
         upstream_port=upstream_port,
+        keepalive=_gatehouse_pool_idle(),
     )
     gate, gate_port = start_gatehouse(procs, tmp, upstream_port, route_extra, headers=headers)
     targets = {

@@ -29,6 +29,7 @@ from pathlib import Path
 from .config.loader import LoadedConfig, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
+from .fdlimit import raise_open_files_limit
 from .http.h2.select import Codec, alpn_protocols
 from .http.server import HttpServer
 from .http.upstream import ConnectionPool
@@ -386,6 +387,7 @@ def run(
             log.error("config error: %s", problem)
         log.error("not starting: %d config problem%s", len(problems), "s" * (len(problems) != 1))
         return 1
+    raise_open_files_limit()  # before forking: the workers inherit it
     if sock is None:
         try:
             sock = bind_socket(options)

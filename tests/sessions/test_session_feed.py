@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.ops.ops_helpers import RedisServer
-from tests.sessions.test_session_stores import StoreFactory, make_session, until
 
 from gatehouse.errors import ServiceUnavailable
 from gatehouse.sessions.cache import SessionCache
@@ -29,6 +27,9 @@ from gatehouse.sessions.redis import FEED_PROBE_TIMEOUT_S, RedisStore
 from gatehouse.sessions.serialize import RecordCodec
 from gatehouse.sessions.sqlite import SQLiteStore
 from gatehouse.sessions.store import SessionStore
+from ops.ops_helpers import RedisServer
+
+from .test_session_stores import StoreFactory, make_session, until
 
 pytestmark = pytest.mark.anyio
 
