@@ -31,7 +31,7 @@ from .config.options import Options
 from .errors import ConfigError, GatehouseError
 from .fdlimit import raise_open_files_limit
 from .http.h2.select import Codec, alpn_protocols
-from .http.server import HttpServer
+from .http.server import LISTEN_BACKLOG, HttpServer
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
@@ -80,7 +80,7 @@ def bind_socket(options: Options, address: str | None = None) -> socket.socket:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))  # noqa: S104
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
