@@ -603,6 +603,9 @@ class RunResult:
     latency_max_ms: float = 0.0
     non_2xx_3xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    #: Connections the kernel dropped from full accept queues during the run (machine-wide
+    #: TcpExt ListenOverflows): each costs its client a 1-3 s SYN retransmission.
+    listen_overflows: int = 0
     proxy_cpu_s: float = 0.0
     proxy_cpu_us_per_req: float = 0.0
     proxy_cpu_share: float = 0.0
@@ -673,6 +676,23 @@ class Target:
     cpu_pid: int  # the process whose CPU time is the proxy's work
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
+def somaxconn() -> int:
+    """``net.core.somaxconn``: the kernel's cap on a listener's accept queue."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    return 0
+
+
 def steal_s() -> float:
     """CPU seconds the hypervisor took from this machine so far (``/proc/stat`` steal)."""
     return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / CLK_TCK
@@ -705,8 +725,9 @@ def measured_run(
     cpu0, up0 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
     exclude = {os.getpid(), upstream_cpu_pid, target.cpu_pid, *ours}
     others0, steal0 = others_cpu_s(exclude), steal_s()
-    wrk0, t0 = children_cpu_s(), time.monotonic()
+    wrk0, t0, overflows0 = children_cpu_s(), time.monotonic(), listen_overflows()
     out = run_wrk(target.port, args, args.duration, headers)
+    result.listen_overflows = listen_overflows() - overflows0
     cpu1, up1 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
     wrk1, t1 = children_cpu_s(), time.monotonic()
     others1, steal1 = others_cpu_s(exclude), steal_s()
@@ -1097,6 +1118,13 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
 
     _RUN_CONNECTIONS[0] = args.connections
     raise_nofile_limit(args.connections)
+    if 0 < somaxconn() < args.connections:
+        print(
+            f"  note: {args.connections} clients connect at once, more than net.core.somaxconn "
+            f"({somaxconn()}) can queue: some handshakes are dropped at each wrk start and "
+            "those clients wait 1-3 s (wrk timeouts, counted per run as accept-queue "
+            "overflows); sysctl -w net.core.somaxconn=65535 for clean tail figures"
+        )
     # First, so that a scenario that cannot run fails before anything starts.
     route_extra, headers = scenario.prepare(tmp)
     upstream, upstream_port = start_nginx(
@@ -1229,8 +1257,9 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         )
     anomalies = [
         f"{r.target} round {r.round}: {r.non_2xx_3xx} non-2xx/3xx, socket errors {r.socket_errors}"
+        + (f", accept-queue overflows {r.listen_overflows}" if r.listen_overflows else "")
         for r in results
-        if r.non_2xx_3xx or any(r.socket_errors.values())
+        if r.non_2xx_3xx or any(r.socket_errors.values()) or r.listen_overflows
     ]
     if not all(alive.values()):
         anomalies.append(f"a proxy died during the runs: {alive}")
