@@ -23,8 +23,13 @@ issue's target (>= 0.45x nginx's requests/s, p99 <= 3x nginx's) is stated for th
 Every process started here is stopped at exit, also on Ctrl-C and on errors.
 
 Fairness choices (both proxies do the same work where it can be configured):
-  * one worker process each; HTTP/1.1 keep-alive on both sides; nginx keeps up to 64 idle
-    upstream connections (``keepalive 64``, ``proxy_set_header Connection ""``);
+  * one worker process each; HTTP/1.1 keep-alive on both sides; nginx keeps as many idle
+    upstream connections as gatehouse's pool does (``keepalive`` =
+    ``POOL_MAX_IDLE_PER_ENDPOINT``, ``proxy_set_header Connection ""``);
+  * both can hold every connection a run needs: the open-files limit is raised to its hard
+    limit for every process started here, and nginx's ``worker_connections`` covers the
+    client connections plus as many upstream ones (with too few, nginx drops connections
+    mid-request: wrk's "read" errors at -c5000);
   * both write one JSON access-log line per request to a file, buffered (gatehouse: 64 KiB or
     0.2 s; nginx: ``buffer=64k flush=200ms``);
   * nginx sets the same X-Forwarded-* request headers gatehouse sets;
@@ -475,7 +480,8 @@ worker_processes {workers};
 {user}
 pid {tmp}/{name}.pid;
 error_log {tmp}/{name}.error.log warn;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {worker_connections}; }}
 http {{
     client_body_temp_path {tmp}/{name}-tmp/client;
     proxy_temp_path {tmp}/{name}-tmp/proxy;
@@ -507,7 +513,7 @@ _PROXY_BODY = """\
     access_log {tmp}/nginx-proxy.access.log bench buffer=64k flush=200ms;
     upstream bench_upstream {{
         server 127.0.0.1:{upstream_port};
-        keepalive 64;
+        keepalive {keepalive};
         keepalive_requests 100000000;
     }}
     server {{
@@ -523,6 +529,42 @@ _PROXY_BODY = """\
         }}
     }}
 """
+
+
+#: Client connections of the run (set by ``main``), for nginx's connection limits.
+_RUN_CONNECTIONS = [50]
+#: Descriptors an nginx worker or gatehouse needs beyond two per client connection.
+SPARE_FDS = 1024
+
+
+def _worker_connections() -> int:
+    # Each client connection may hold an upstream one while its request is in flight.
+    return max(8192, 2 * _RUN_CONNECTIONS[0] + SPARE_FDS)
+
+
+def _gatehouse_pool_idle() -> int:
+    """Idle upstream connections gatehouse keeps per endpoint (nginx gets the same)."""
+    from gatehouse.http.upstream import POOL_MAX_IDLE_PER_ENDPOINT
+
+    return POOL_MAX_IDLE_PER_ENDPOINT
+
+
+def _nofile() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_nofile_limit(connections: int) -> None:
+    """Raise this process's open-files limit (inherited by everything started here) to the
+    hard limit, and fail early when even that cannot hold a run of ``connections``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    need = 2 * connections + SPARE_FDS
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise BenchError(
+            f"-c{connections} needs about {need} open files per proxy; the hard limit is "
+            f"{hard} (raise it with ulimit -Hn or limits.conf)"
+        )
 
 
 def _const(port: int) -> Callable[[], int | None]:
@@ -545,6 +587,8 @@ def start_nginx(
         # As root, nginx's workers would switch to "nobody" and could not write in our tmp dir.
         user = "user root;" if os.geteuid() == 0 else ""
         conf = _NGINX_COMMON.format(
+            worker_connections=_worker_connections(),
+            nofile=_nofile(),
             workers=workers,
             user=user,
             tmp=tmp,
@@ -680,6 +724,9 @@ class RunResult:
     latency_max_ms: float = 0.0
     non_2xx_3xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    #: Connections the kernel dropped from full accept queues during the run (machine-wide
+    #: TcpExt ListenOverflows): each costs its client a 1-3 s SYN retransmission.
+    listen_overflows: int = 0
     proxy_cpu_s: float = 0.0
     proxy_cpu_us_per_req: float = 0.0
     proxy_cpu_share: float = 0.0
@@ -750,6 +797,23 @@ class Target:
     cpu_pid: int  # the process whose CPU time is the proxy's work
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return 0
+
+
+def somaxconn() -> int:
+    """``net.core.somaxconn``: the kernel's cap on a listener's accept queue."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    return 0
+
+
 def steal_s() -> float:
     """CPU seconds the hypervisor took from this machine so far (``/proc/stat`` steal)."""
     return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / CLK_TCK
@@ -782,8 +846,9 @@ def measured_run(
     cpu0, up0 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
     exclude = {os.getpid(), upstream_cpu_pid, target.cpu_pid, *ours}
     others0, steal0 = others_cpu_s(exclude), steal_s()
-    wrk0, t0 = children_cpu_s(), time.monotonic()
+    wrk0, t0, overflows0 = children_cpu_s(), time.monotonic(), listen_overflows()
     out = run_wrk(target.port, args, args.duration, headers)
+    result.listen_overflows = listen_overflows() - overflows0
     cpu1, up1 = cpu_seconds(target.cpu_pid), cpu_seconds(upstream_cpu_pid)
     wrk1, t1 = children_cpu_s(), time.monotonic()
     others1, steal1 = others_cpu_s(exclude), steal_s()
@@ -1172,6 +1237,15 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
     print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
     print(f"  workdir: {tmp}")
 
+    _RUN_CONNECTIONS[0] = args.connections
+    raise_nofile_limit(args.connections)
+    if 0 < somaxconn() < args.connections:
+        print(
+            f"  note: {args.connections} clients connect at once, more than net.core.somaxconn "
+            f"({somaxconn()}) can queue: some handshakes are dropped at each wrk start and "
+            "those clients wait 1-3 s (wrk timeouts, counted per run as accept-queue "
+            "overflows); sysctl -w net.core.somaxconn=65535 for clean tail figures"
+        )
     # First, so that a scenario that cannot run fails before anything starts.
     route_extra, headers = scenario.prepare(tmp, procs)
     upstream, upstream_port = start_nginx(
@@ -1190,6 +1264,7 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         _PROXY_BODY,
         expect_body=UPSTREAM_BODY.encode(),
         upstream_port=upstream_port,
+        keepalive=_gatehouse_pool_idle(),
     )
     gate, gate_port = start_gatehouse(procs, tmp, upstream_port, route_extra, headers=headers)
     targets = {
@@ -1303,8 +1378,9 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         )
     anomalies = [
         f"{r.target} round {r.round}: {r.non_2xx_3xx} non-2xx/3xx, socket errors {r.socket_errors}"
+        + (f", accept-queue overflows {r.listen_overflows}" if r.listen_overflows else "")
         for r in results
-        if r.non_2xx_3xx or any(r.socket_errors.values())
+        if r.non_2xx_3xx or any(r.socket_errors.values()) or r.listen_overflows
     ]
     if not all(alive.values()):
         anomalies.append(f"a proxy died during the runs: {alive}")

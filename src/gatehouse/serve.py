@@ -29,8 +29,9 @@ from pathlib import Path
 from .config.loader import LoadedConfig, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
+from .fdlimit import raise_open_files_limit
 from .http.h2.select import Codec, alpn_protocols
-from .http.server import HttpServer
+from .http.server import LISTEN_BACKLOG, HttpServer
 from .http.upstream import ConnectionPool
 from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
@@ -79,7 +80,7 @@ def bind_socket(options: Options, address: str | None = None) -> socket.socket:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))  # noqa: S104
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -386,6 +387,7 @@ def run(
             log.error("config error: %s", problem)
         log.error("not starting: %d config problem%s", len(problems), "s" * (len(problems) != 1))
         return 1
+    raise_open_files_limit()  # before forking: the workers inherit it
     if sock is None:
         try:
             sock = bind_socket(options)

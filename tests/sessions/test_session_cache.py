@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import tracemalloc
 from types import MappingProxyType
@@ -231,7 +232,8 @@ async def test_own_invalidation_during_a_read_is_not_cached() -> None:
 
 async def test_options_size_and_age_the_cache() -> None:
     """``session_cache_max_bytes`` and ``session_cache_max_age`` reach the worker's cache:
-    a record is served from it for the configured age, then read from the store again."""
+    while the store's change feed is quiet, a record is served from it for the configured
+    age, then read from the store again."""
     from gatehouse.config import load_text
     from gatehouse.sessions.manager import build_session_manager
 
@@ -244,6 +246,8 @@ async def test_options_size_and_age_the_cache() -> None:
     t = [100.0]
     manager = build_session_manager(options)
     manager.cache._monotonic = lambda: t[0]  # the cache's clock only
+    # A feed that has never confirmed anything (the memory store's is always current).
+    manager.store.changes_confirmed_at = lambda: -math.inf  # type: ignore[method-assign]
     await manager.start()
     try:
         session = await manager.create(user_id="u", email="u@example.com")

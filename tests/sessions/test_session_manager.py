@@ -244,6 +244,8 @@ async def test_store_down_cached_sessions_keep_working_briefly(  # type: ignore[
     t = [0.0]
     store = RedisStore(redis_url, records, prefix=redis_prefix)
     cache = SessionCache(max_age_s=1, stale_grace_s=30, monotonic=lambda: t[0])
+    # On the cache's clock, the outage (feed quiet too) begins at 0.
+    store.changes_confirmed_at = lambda: 0.0  # type: ignore[method-assign]
     m = await managers(store, cache=cache)
     s = await m.create(user_id="u")
     cookie = m.cookie_value(s, HOST)

@@ -148,10 +148,12 @@ class AuthOptions(StrictModel):
     #: Memory each worker may use for cached session records (bytes); the least recently
     #: used are evicted first. About 2 KiB a session (4 KiB with IdP tokens). gatehouse addition.
     session_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
-    #: How long a worker uses a cached session record before reading the store again
-    #: (0.1 s to 1 h). Sign-outs and refreshes reach every cache without waiting for it;
-    #: this bounds what a missed notification could keep stale. With many sessions in
-    #: rotation, a longer age saves a store read per request. gatehouse addition.
+    #: The most a worker's cached session record may lag the store (0.1 s to 1 h).
+    #: Sign-outs and refreshes reach every cache without waiting for it. While the store's
+    #: change feed keeps confirming it has delivered every change (SQLite and PostgreSQL
+    #: polls, a PING on the Redis subscription), a record is read once and served until it
+    #: changes or expires; when the feed goes quiet, records are read again after this
+    #: long, so it bounds what a lost notification could keep stale. gatehouse addition.
     session_cache_max_age: Annotated[Duration, Field(ge=0.1, le=3600)] = 5.0
     #: How often upgraded (WebSocket) connections are re-authorized. gatehouse addition.
     websocket_reauthorize_interval: Duration = 60.0

@@ -39,6 +39,12 @@ log = logging.getLogger("gatehouse.http")
 #: Drive proxied requests without a Task on 3.11 (3.12+ uses eager tasks instead).
 _DRIVE_INLINE = sys.version_info < (3, 12)
 
+#: Accept queue of the listening socket (connections). The kernel caps it at
+#: net.core.somaxconn (4096 on current Linux), as Go's listeners ask for; 2048 overflowed
+#: when 5,000 clients connected at once, and each dropped handshake cost its client a
+#: 1-3 s retransmission.
+LISTEN_BACKLOG = 65535
+
 #: How often connections are checked against their deadlines, seconds.
 SWEEP_INTERVAL_S = 0.1
 
@@ -574,7 +580,7 @@ class HttpServer:
                 factory,
                 sock=sock,
                 ssl=ssl_context,
-                backlog=2048,
+                backlog=LISTEN_BACKLOG,
                 ssl_handshake_timeout=handshake,
             )
         else:
@@ -585,7 +591,7 @@ class HttpServer:
                 ssl=ssl_context,
                 reuse_port=reuse_port or None,
                 reuse_address=True,
-                backlog=2048,
+                backlog=LISTEN_BACKLOG,
                 ssl_handshake_timeout=handshake,
             )
         self._servers.append(server)

@@ -32,8 +32,13 @@ log = logging.getLogger("gatehouse.upstream")
 
 #: Idle pooled connections older than this are closed (many apps close at 5-75 s), seconds.
 POOL_IDLE_TIMEOUT_S = 30.0
-#: Idle connections kept per endpoint; more are closed on release.
-POOL_MAX_IDLE_PER_ENDPOINT = 256
+#: Idle connections kept per endpoint; more are closed on release. Well above the
+#: requests in flight at once under heavy load: with 5,000 clients, one loop iteration
+#: starts and finishes thousands of upstream requests, and with a small cap (256) every
+#: burst closed thousands of connections that the next burst reopened (a connect, a close
+#: and a TIME_WAIT port each; the ephemeral ports ran short and CPU per request tripled).
+#: Unused ones still close after POOL_IDLE_TIMEOUT_S.
+POOL_MAX_IDLE_PER_ENDPOINT = 4096
 #: Largest upstream response head accepted, bytes.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 

@@ -112,6 +112,9 @@ class TimedStore(SessionStore):
     async def catch_up(self) -> None:
         await self._timed("catch_up", self.inner.catch_up())
 
+    def changes_confirmed_at(self) -> float:
+        return self.inner.changes_confirmed_at()
+
     def add_invalidation_listener(self, listener: InvalidationListener) -> None:
         self.inner.add_invalidation_listener(listener)
 

@@ -1,12 +1,25 @@
 """A per-process cache of session records in front of the store.
 
-The hot path reads sessions from here; the store is asked at most once per ``max_age_s``
-per session (a few seconds), and concurrent misses for one session share one store read.
-Entries are dropped as soon as the store reports an invalidation (sign-out, refresh),
-so revocation is seen within the invalidation latency (in process: immediately; SQLite:
-the poll interval; Redis: pub/sub), not the cache age. Bounded by memory
-(``session_cache_max_bytes``, each entry charged :func:`~.sizing.session_bytes`): the least
-recently used entries go first, one at a time, never the whole cache at once.
+The hot path reads sessions from here, and concurrent misses for one session share one
+store read. Entries are dropped as soon as the store reports an invalidation (sign-out,
+refresh), so revocation is seen within the invalidation latency (in process: immediately;
+SQLite and PostgreSQL on one machine: the revocation stamp; SQLite: the poll interval;
+Redis: pub/sub; PostgreSQL: LISTEN/NOTIFY), not the cache age.
+
+How long an entry is trusted: a cached record can be out of date only by a change the
+store has not delivered yet. A store with a change feed says when it last knew it had
+delivered everything (:meth:`~.store.SessionStore.changes_confirmed_at`; the SQLite and
+PostgreSQL poll, a PING answered on the Redis subscription). An entry is fresh while it is
+younger than ``max_age_s`` *or* the feed was confirmed within ``max_age_s``: so with a live
+feed a record is read once and then served until it is invalidated, evicted or expires
+(100,000 sessions in rotation cost no store reads), and a record is never more than
+``max_age_s`` behind the store, also when the feed silently stops (a dead subscription: its
+confirmations stop, and every entry ages out as if there were no feed). A flush
+(invalidations may have been missed) withdraws the feed's trust from every entry it holds.
+
+Bounded by memory (``session_cache_max_bytes``, each entry charged
+:func:`~.sizing.session_bytes`): the least recently used entries go first, one at a time,
+never the whole cache at once.
 
 Negative results ("no such session") are kept only ``negative_max_age_s`` (default
 0.5 s): enough to blunt a burst of requests with a dead cookie, short enough that a
@@ -17,7 +30,8 @@ result is returned to its caller but never cached (an invalidation counter is co
 so a revoked session cannot come back into the cache.
 
 Store down: when the store raises :class:`~gatehouse.errors.ServiceUnavailable`, a
-session that this process confirmed within ``stale_grace_s`` (default 60 s) keeps
+session that this process read or had confirmed by the change feed within
+``stale_grace_s`` (default 60 s) keeps
 working from the cache, so a short store outage does not sign everyone out; sessions not
 in the cache (and negative entries) are not served stale: the request gets the 503.
 Entries invalidated before the outage are gone and stay gone. The price is that a
@@ -29,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -55,6 +70,13 @@ class _Entry:
     session: Session | None
     fetched_at: float  # monotonic
     size: int  # bytes charged against the budget
+    #: The cache's flush generation when read: only entries of the current one may be
+    #: kept fresh by the change feed.
+    generation: int
+
+
+def _no_feed() -> float:
+    return -math.inf
 
 
 class SessionCache:
@@ -82,6 +104,14 @@ class SessionCache:
         #: Sessions invalidated while a read of them was in flight: that read is not cached.
         #: Per session, so a busy stream of other users' sign-outs does not stop caching.
         self._tainted: set[str] = set()
+        #: When the store last confirmed it had delivered every change (monotonic);
+        #: see :meth:`follow`.
+        self._feed: Callable[[], float] = _no_feed
+
+    def follow(self, confirmed_at: Callable[[], float]) -> None:
+        """Trust entries while ``confirmed_at()`` (the store's change-feed confirmation,
+        monotonic) is within ``max_age_s``, as well as while they are young."""
+        self._feed = confirmed_at
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,7 +143,7 @@ class SessionCache:
                 del self._entries[key]
                 self._bytes -= entry.size
             elif entry.fetched_at > expired_at:
-                self._entries[key] = _Entry(entry.session, expired_at, entry.size)
+                self._entries[key] = _Entry(entry.session, expired_at, entry.size, -1)
 
     def put(self, session: Session) -> None:
         """Cache a record this process just wrote (created or refreshed)."""
@@ -128,12 +158,26 @@ class SessionCache:
         """``(True, record)`` when the cache holds a fresh answer (``None``: known absent),
         else ``(False, None)``. Synchronous: the signed-in hot path needs no coroutine."""
         entry = self._entries.get(session_id)
-        if entry is not None:
-            limit = self._max_age_s if entry.session is not None else self._negative_max_age_s
-            if self._monotonic() - entry.fetched_at < limit:
-                self._entries.move_to_end(session_id)
-                return True, entry.session
+        if entry is None:
+            return False, None
+        now = self._monotonic()
+        if entry.session is None:
+            fresh = now - entry.fetched_at < self._negative_max_age_s
+        else:
+            fresh = now - entry.fetched_at < self._max_age_s or (
+                entry.generation == self._generation and now - self._feed() < self._max_age_s
+            )
+        if fresh:
+            self._entries.move_to_end(session_id)
+            return True, entry.session
         return False, None
+
+    def expire(self, session_id: str) -> None:
+        """Make one entry stale (re-read on next use), keeping it for the outage grace."""
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            entry.fetched_at = min(entry.fetched_at, self._monotonic() - self._max_age_s)
+            entry.generation = -1
 
     async def get(
         self, session_id: str, load: Callable[[str], Awaitable[Session | None]]
@@ -180,7 +224,7 @@ class SessionCache:
             if (
                 entry is not None
                 and entry.session is not None
-                and started - entry.fetched_at < self._stale_grace_s
+                and started - self._known_at(entry) < self._stale_grace_s
                 and session_id in self._entries  # not invalidated meanwhile
             ):
                 log.warning("session store unavailable: serving a cached session")
@@ -190,12 +234,19 @@ class SessionCache:
             self._store(session_id, session, self._monotonic())
         return session
 
+    def _known_at(self, entry: _Entry) -> float:
+        """When the entry was last known to match the store: read then, or confirmed since
+        by the change feed (unless flushed)."""
+        if entry.generation == self._generation:
+            return max(entry.fetched_at, self._feed())
+        return entry.fetched_at
+
     def _store(self, session_id: str, session: Session | None, now: float) -> None:
         size = NEGATIVE_ENTRY_BYTES if session is None else session_bytes(session)
         old = self._entries.get(session_id)
         if old is not None:
             self._bytes -= old.size
-        self._entries[session_id] = _Entry(session, now, size)
+        self._entries[session_id] = _Entry(session, now, size, self._generation)
         self._entries.move_to_end(session_id)
         self._bytes += size
         # Least recently used first; the entry just stored stays even if alone over budget.

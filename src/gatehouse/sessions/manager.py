@@ -113,6 +113,7 @@ class SessionManager:
             ServiceUnavailable: the store cannot be reached.
         """
         self.store.add_invalidation_listener(self.cache.invalidate)
+        self.cache.follow(self.store.changes_confirmed_at)
         try:
             await self.store.start()
         finally:
@@ -217,6 +218,8 @@ class SessionManager:
         hit, session = self.cache.lookup(handle.session_id)
         if not hit:
             return False, None
+        if session is not None and self._idle(session, handle.session_id, t):
+            return False, None  # only the store knows the activity of other processes
         return True, self._live(session, handle.session_id, t)
 
     async def get(self, session_id: str, now: float | None = None) -> Session | None:
@@ -226,6 +229,11 @@ class SessionManager:
         if stamp is not None and stamp.read() != self._seen_stamp:
             await self._catch_up(stamp)
         session = await self.cache.get(session_id, self.store.get)
+        if session is not None and self._idle(session, session_id, t):
+            # Idle by what this process saw; the user may have been active through other
+            # workers or replicas since the record was cached: ask the store once.
+            self.cache.expire(session_id)
+            session = await self.cache.get(session_id, self.store.get)
         return self._live(session, session_id, t)
 
     async def _catch_up(self, stamp: SharedStamp) -> None:
@@ -259,6 +267,14 @@ class SessionManager:
             self._catching_up = None
         if not task.cancelled():
             task.exception()  # retrieved here so a failure is not reported twice
+
+    def _idle(self, session: Session, session_id: str, t: float) -> bool:
+        """Whether ``session`` has been idle longer than the idle timeout as far as this
+        process knows (its cached record and its own recent activity)."""
+        if self.idle_timeout_s <= 0:
+            return False
+        last = max(session.last_seen_at, session.issued_at, self._touched.get(session_id, 0.0))
+        return t - last > self.idle_timeout_s
 
     def _live(self, session: Session | None, session_id: str, t: float) -> Session | None:
         """``session`` unless expired or idle too long (recording activity when due)."""

@@ -6,6 +6,7 @@ delivered synchronously to listeners in this process.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -25,6 +26,10 @@ class MemoryStore(SessionStore):
         self._seen: dict[str, float] = {}
         self._once: dict[str, float] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+
+    def changes_confirmed_at(self) -> float:
+        # Every change is delivered synchronously, in this one process: always current.
+        return math.inf
 
     async def get(self, session_id: str) -> Session | None:
         entry = self._sessions.get(session_id)

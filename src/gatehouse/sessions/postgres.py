@@ -518,6 +518,9 @@ class PostgresStore(SessionStore):
     def revocation_stamp(self) -> SharedStamp | None:
         return self._stamp
 
+    def changes_confirmed_at(self) -> float:
+        return self._confirmed_at
+
     async def catch_up(self) -> None:
         await self.read_changes()
 
@@ -534,6 +537,7 @@ class PostgresStore(SessionStore):
                 now_db = float(found[0][0]) if found else 0.0
                 return now_db, [(int(r[1]), str(r[2])) for r in found if r[1] is not None]
 
+            started = time.monotonic()  # every change committed before it is in `rows`
             now_db, rows = await self._run(q)
             mono = time.monotonic()
             if mono - self._last_read_ok > CHANGE_RETENTION_S / 2:
@@ -548,6 +552,7 @@ class PostgresStore(SessionStore):
             horizon = mono - 3 * READ_OVERLAP_S
             for seq in [s for s, at in self._delivered.items() if at < horizon]:
                 del self._delivered[seq]
+            self._confirmed_at = max(self._confirmed_at, started)
 
     async def sweep(self) -> None:
         """Delete expired sessions, one-shot keys, leases and old change rows."""

@@ -12,6 +12,13 @@ Keys (``prefix`` defaults to ``gatehouse:``), each with a TTL so Redis forgets f
 A background task holds the subscription. If it drops (Redis restarted, network), the
 task reconnects with backoff and, once subscribed again, tells listeners to drop
 everything: messages published meanwhile are lost, so nothing cached can be trusted.
+
+Every :data:`FEED_PROBE_INTERVAL_S` the task sends a PING on the subscribed connection.
+Redis answers in order with the messages it pushes there, so its PONG proves that every
+invalidation published before the PING has been received (the store's
+:meth:`~.store.SessionStore.changes_confirmed_at`); a PING unanswered for
+:data:`FEED_PROBE_TIMEOUT_S` means the connection is dead even if no error says so (a
+silent network partition), and the task reconnects.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import logging
 import math
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -44,6 +52,10 @@ CONNECT_TIMEOUT_S = 1.0
 SOCKET_TIMEOUT_S = 2.0
 #: Most session keys one console listing reads (SCAN is bounded so a huge store costs one page).
 LIST_SCAN_MAX = 2000
+#: How often the subscription proves it is live and caught up (PING/PONG), seconds.
+FEED_PROBE_INTERVAL_S = 1.0
+#: A PING on the subscription unanswered this long: reconnect (seconds).
+FEED_PROBE_TIMEOUT_S = 3.0
 #: Longest pause between resubscribe attempts (seconds).
 MAX_RESUBSCRIBE_BACKOFF_S = 2.0
 
@@ -219,23 +231,54 @@ class RedisStore(SessionStore):
         await self._call(lambda: self._redis.eval(_RELEASE, 1, key, token))
 
     # -- invalidation subscription ----------------------------------------------------------
+    def changes_confirmed_at(self) -> float:
+        return self._confirmed_at
+
+    async def _follow(self, pubsub: Any) -> None:
+        """Deliver invalidations and probe the subscription until it fails.
+
+        Raises:
+            RedisError: the connection failed, or a probe went unanswered.
+        """
+        probes = 0
+        probe: bytes | None = None  # the outstanding PING's payload
+        probe_sent = last_probe = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if probe is None and now - last_probe >= FEED_PROBE_INTERVAL_S:
+                probes += 1
+                probe = b"gatehouse-feed-%d" % probes
+                probe_sent = last_probe = now
+                await pubsub.ping(probe)
+            elif probe is not None and now - probe_sent > FEED_PROBE_TIMEOUT_S:
+                raise RedisConnectionError("subscription did not answer PING")
+            message = await pubsub.get_message(timeout=FEED_PROBE_INTERVAL_S / 2)
+            if message is None:
+                continue
+            kind = message.get("type")
+            data = message.get("data")
+            if kind == "message":
+                self._notify(data.decode() if isinstance(data, bytes) else str(data))
+            elif kind == "pong" and probe is not None and data in (probe, probe.decode()):
+                self._confirmed_at = max(self._confirmed_at, probe_sent)
+                probe = None
+
     async def _subscribe_loop(self) -> None:
         backoff = 0.05
         first = True
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
+                subscribing = time.monotonic()
                 await pubsub.subscribe(self._channel)
                 if not first:
                     self._notify(None)  # we may have missed messages while away
                 first = False
+                # Everything published from here on reaches us (and before: flushed above).
+                self._confirmed_at = max(self._confirmed_at, subscribing)
                 self._subscribed.set()
                 backoff = 0.05
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        data = message["data"]
-                        self._notify(data.decode() if isinstance(data, bytes) else str(data))
+                await self._follow(pubsub)
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
                 log.warning("session invalidation subscription lost: %s", type(exc).__name__)

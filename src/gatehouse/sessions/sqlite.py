@@ -301,6 +301,9 @@ class SQLiteStore(SessionStore):
     def revocation_stamp(self) -> SharedStamp | None:
         return self._stamp
 
+    def changes_confirmed_at(self) -> float:
+        return self._confirmed_at
+
     async def catch_up(self) -> None:
         await self.poll_changes()
 
@@ -313,9 +316,11 @@ class SQLiteStore(SessionStore):
             ).fetchall()
             return [(int(r[0]), str(r[1])) for r in rows]
 
+        started = time.monotonic()  # the read's snapshot holds every commit before this
         for seq, session_id in await self._run(q):
             self._last_seq = max(self._last_seq, seq)
             self._notify(session_id)
+        self._confirmed_at = max(self._confirmed_at, started)
 
     async def sweep(self) -> None:
         """Delete expired sessions, one-shot keys, leases and old change rows."""

@@ -15,6 +15,11 @@ Invalidation listeners are called with a session id, or with ``None`` meaning "d
 everything": sent when the store cannot be sure it saw every change (e.g. after the Redis
 subscription reconnects, or after a PostgreSQL outage longer than its change retention).
 
+A store with a change feed also says when it last knew that every change made anywhere
+before that moment had reached its listeners (:meth:`SessionStore.changes_confirmed_at`):
+the session cache trusts its entries while that confirmation is recent, instead of
+re-reading each record every few seconds.
+
 A store shared by the processes of one machine may also offer a revocation stamp
 (:meth:`SessionStore.revocation_stamp`): changed after every delete, it lets each
 process notice a sign-out with one memory read and :meth:`SessionStore.catch_up` before
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 from collections.abc import Callable
 
 from .model import Session
@@ -42,6 +48,8 @@ class SessionStore(abc.ABC):
     def __init__(self, records: RecordCodec) -> None:
         self._records = records
         self._listeners: list[InvalidationListener] = []
+        #: Set by stores with a change feed; see :meth:`changes_confirmed_at`.
+        self._confirmed_at = -math.inf
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:  # noqa: B027 - optional hook
@@ -102,6 +110,12 @@ class SessionStore(abc.ABC):
         """The machine-wide stamp this store changes after each revocation, if it has one
         (see :mod:`.stamp`); ``None``: revocations arrive only through listeners."""
         return None
+
+    def changes_confirmed_at(self) -> float:
+        """The latest ``time.monotonic()`` reading before which every change (delete,
+        replace) committed by any process or replica has been delivered to the listeners;
+        ``-inf`` when the store cannot tell (cached records then age out by time alone)."""
+        return -math.inf
 
     async def catch_up(self) -> None:  # noqa: B027 - optional hook
         """Deliver to listeners every invalidation the store already holds (called when the
