@@ -131,7 +131,9 @@ async def test_id_token_becomes_the_session(rp: RelyingParty, alice: Identity) -
     assert session.claims["aud"] == "gatehouse"
     assert session.expires_at == session.claims["exp"]
     assert session.refresh_token == ""  # never refreshed
-    assert session.id_token == ""  # the raw token is not kept
+    # Kept in memory only (never stored) so ${pomerium.id_token} can forward it.
+    assert session.id_token == alice.id_token
+    assert session.access_token == ""
     # Cached: the next requests are answered without a verification.
     assert store.cached(ID_RULE, alice.id_token) == (True, session)
     assert await store.session(ID_RULE, alice.id_token) is session

@@ -32,6 +32,7 @@ AT = "http://at.localhost"
 OPEN = "http://open.localhost"
 PUBLIC = "http://public.localhost"
 SECOND = "http://second.localhost"
+RELAY = "http://relay.localhost"
 SECOND_ID = "gatehouse-second"
 SECOND_SECRET = "second-client-secret-0123456789abcdef-0123456789"
 ALICE_ONLY = [{"allow": {"or": [{"email": {"is": "alice@example.com"}}]}}]
@@ -147,6 +148,13 @@ def gatehouse(
         {"from": OPEN, **common},  # the global format: default
         {"from": PUBLIC, "to": up.url, "allow_public_unauthenticated_access": True},
         {
+            "from": RELAY,
+            "bearer_token_format": "idp_access_token",
+            # The one explicit line that hands the upstream the caller's token.
+            "set_request_headers": {"Authorization": "Bearer ${pomerium.access_token}"},
+            **common,
+        },
+        {
             "from": SECOND,
             "bearer_token_format": "idp_identity_token",
             "idp_client_id": SECOND_ID,
@@ -231,6 +239,22 @@ def test_access_token_through_userinfo(
     # Bytes no token holds (sent as UTF-8): refused, never put into a userinfo request.
     assert curl(gh, AT, "/x", answer["access_token"] + "\u00e9")[0] == 403
     assert "Traceback" not in gh.stderr_text()
+
+
+def test_token_forwarded_only_when_the_route_says_so(
+    idp: ProviderProcess, gatehouse: tuple[GatehouseProcess, Upstream]
+) -> None:
+    # An API that checks the access token itself: set_request_headers renders the token
+    # the request was verified with (the session's), never one the client slipped in.
+    gh, up = gatehouse
+    access_token = tokens(idp)["access_token"]
+    status, body = curl(gh, RELAY, "/orders", access_token)
+    assert status == 200, body
+    assert up.requests[-1].header("authorization") == f"Bearer {access_token}"
+    # A bad token is refused before anything is rendered or forwarded.
+    before = len(up.requests)
+    assert curl(gh, RELAY, "/orders", access_token[:-2])[0] == 403
+    assert len(up.requests) == before
 
 
 def test_default_format_passes_the_header_through(

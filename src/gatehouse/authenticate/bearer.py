@@ -44,7 +44,8 @@ What Pomerium does (``config/session.go`` ``incomingIDPTokenSessionCreator``,
   ``Authorization: Bearer`` value is the gatehouse credential (an ID token would open
   every route of the same client if the upstream replayed it), so it is removed
   (``Route.strip_bearer``); the upstream gets the signed assertion, and an upstream that
-  needs the token itself can be sent it with ``set_request_headers``.
+  needs the token itself is sent it by ``set_request_headers: {Authorization: "Bearer
+  ${pomerium.access_token}"}`` (or ``${pomerium.id_token}``): the session carries it.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ class BearerSessions:
         try:
             party = self._party_for(rule.idp_id)
             claims, until = await self._claims(party, rule, token)
-            session = _session(party, rule, key, claims, until, self._clock())
+            session = _session(party, rule, key, claims, until, self._clock(), token)
         except IdpUnavailable:
             raise
         except AuthenticationError as exc:
@@ -295,6 +296,7 @@ def _session(
     claims: dict[str, Any],
     until: float,
     now: float,
+    token: str,
 ) -> Session:
     quirks = party.config.quirks
     name = claims.get("name")
@@ -310,6 +312,10 @@ def _session(
         expires_at=until,
         last_refresh_at=now,
         idp_id=rule.idp_id,
+        # ``${pomerium.id_token}`` / ``${pomerium.access_token}`` in set_request_headers
+        # render the token the request came with, so forwarding it is one explicit line.
+        id_token=token if rule.format == IDP_IDENTITY_TOKEN else "",
+        access_token=token if rule.format == IDP_ACCESS_TOKEN else "",
     )
 
 
