@@ -114,6 +114,37 @@ def test_keep_alive_connection_is_reused_and_forms_are_sent() -> None:
     run(main)
 
 
+def nagle_answer(body: bytes) -> Respond:
+    """Head and body in two sends with Nagle's algorithm on, as Python's ``http.server``
+    answers (the body waits in the server's kernel until the head is acknowledged)."""
+
+    async def respond(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _h: bytes) -> bool:
+        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        await w.drain()
+        w.write(body)
+        await w.drain()
+        return True
+
+    return respond
+
+
+def test_head_and_body_in_two_sends_are_read_whole_on_one_connection() -> None:
+    # The transport acknowledges an incomplete response at once (TCP_QUICKACK) so such a
+    # server sends the body without waiting for the delayed-ACK timer; the bytes read
+    # must be the same either way. (How long it takes is bench/signin_bench.py's to show.)
+    async def main() -> None:
+        server, url = await serve(nagle_answer(b'{"keys":[]}' + b" " * 3000))
+        async with new_http_client() as client:
+            for i in range(5):
+                response = await client.post(url + "/token", data={"code": f"c{i}"})
+                assert response.status_code == 200
+                assert response.content == b'{"keys":[]}' + b" " * 3000
+        assert server.connections == 1
+
+    run(main)
+
+
 def test_oversized_bodies_are_refused_declared_or_streamed() -> None:
     async def chunked(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _h: bytes) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
