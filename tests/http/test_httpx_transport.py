@@ -114,6 +114,31 @@ def test_keep_alive_connection_is_reused_and_forms_are_sent() -> None:
     run(main)
 
 
+def test_post_form_sends_what_post_sends_and_is_timed() -> None:
+    # The token call's direct path: same bytes on the wire as client.post, no cookie kept,
+    # still reported to the metrics observer under its operation's name.
+    async def main() -> None:
+        server, url = await serve(answer(b'{"ok":1}', extra=b"Set-Cookie: idp=1\r\n"))
+        seen: list[tuple[str, str, bool]] = []
+        client = new_http_client(observe=lambda dep, op, _s, ok: seen.append((dep, op, ok)))
+        async with client:
+            form = (("grant_type", "authorization_code"), ("code", "a b&c"))
+            auth = (("Authorization", "Basic eDp5"),)
+            direct = await client.post_form(url + "/token", form, auth, "token")
+            via_httpx = await client.post(url + "/token", data=dict(form), headers=dict(auth))
+            assert direct.status_code == via_httpx.status_code == 200
+            assert direct.json() == {"ok": 1}
+            assert not client.cookies
+        first, second = server.requests
+        assert first == second
+        assert first.endswith(b"\r\n\r\ngrant_type=authorization_code&code=a+b%26c")
+        assert b"content-type: application/x-www-form-urlencoded\r\n" in first.lower()
+        assert b"accept-encoding: identity\r\n" in first.lower()
+        assert seen == [("idp", "token", True), ("idp", "other", True)]
+
+    run(main)
+
+
 def nagle_answer(body: bytes) -> Respond:
     """Head and body in two sends with Nagle's algorithm on, as Python's ``http.server``
     answers (the body waits in the server's kernel until the head is acknowledged)."""
