@@ -1,6 +1,6 @@
 """CPU that gatehouse spends on one full OpenID Connect sign-in, measured from /proc.
 
-    python bench/signin_bench.py [--n 200] [--warmup 20] [--profile]
+    python bench/signin_bench.py [--n 200] [--warmup 20] [--steps] [--profile]
 
 One sign-in is what a browser does: the route answers 302 to the authenticate service,
 which sets its state and sends the browser to the IdP; the IdP (the red-team suite's
@@ -8,7 +8,10 @@ loopback provider, in this process, so its CPU is not counted) answers with a co
 callback exchanges it, validates the ID token, writes the session and hands off to the
 route host, which sets the cookie and sends the browser back to where it started. Printed:
 gatehouse's user+system CPU per sign-in (the whole process tree, from ``/proc/<pid>/stat``),
-the wall time per sign-in, and with ``--profile`` the functions by cumulative time from a
+the wall time per sign-in, with ``--steps`` the CPU and wall time of each request of the
+flow (gatehouse's on-CPU nanoseconds from ``/proc/<pid>/task/*/schedstat`` read before and
+after each request: work gatehouse does after answering is charged to the next step), and
+with ``--profile`` the functions by cumulative time from a
 second gatehouse run under cProfile. The issue's target: 2.5 ms of gatehouse CPU.
 """
 
@@ -21,6 +24,8 @@ import pstats
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -54,6 +59,34 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def tree_runtime_ns(pid: int) -> int:
+    """On-CPU nanoseconds of every thread of ``pid`` and its descendants (schedstat's
+    first field: finer than the clock ticks of ``stat``, for one request's worth)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+#: The flow's requests, by path, in the order a sign-in makes them.
+STEPS = {
+    "/": "route (302 to sign in)",
+    "/.pomerium/sign_in": "/.pomerium/sign_in (302 to IdP)",
+    "/authorize": "IdP /authorize (not gatehouse)",
+    "/oauth2/callback": "/oauth2/callback (token, ID token, session)",
+    "/.pomerium/callback/": "/.pomerium/callback/ (hand-off, cookie)",
+}
+#: ``(step, cpu_ns, wall_ns)`` per request of a sign-in.
+StepSink = Callable[[str, int, int], None]
+
+
 def config(idp: HostileIdp, upstream: Upstream) -> dict[str, Any]:
     def secret() -> str:
         return base64.b64encode(os.urandom(32)).decode()
@@ -80,10 +113,13 @@ def config(idp: HostileIdp, upstream: Upstream) -> dict[str, Any]:
     }
 
 
-def sign_in(client: httpx.Client, port: int) -> None:
-    """One browser's sign-in: its own cookies, over kept-alive connections as a browser's."""
+def sign_in(client: httpx.Client, port: int, pid: int = 0, steps: StepSink | None = None) -> None:
+    """One browser's sign-in: its own cookies, over kept-alive connections as a browser's.
+
+    With ``steps``, each request's CPU of process tree ``pid`` and wall time go to it."""
     jar: dict[str, dict[str, str]] = {}
     url = "http://app.localhost/"
+    signed_in = False
     for _ in range(10):
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -96,7 +132,16 @@ def sign_in(client: httpx.Client, port: int) -> None:
             target = f"http://127.0.0.1:{port}{parts.path or '/'}" + (
                 f"?{parts.query}" if parts.query else ""
             )
+        if steps is not None:
+            cpu0, wall0 = tree_runtime_ns(pid), time.perf_counter_ns()
         response = client.get(target, headers=headers)
+        if steps is not None:
+            cpu1, wall1 = tree_runtime_ns(pid), time.perf_counter_ns()
+            step = STEPS.get(parts.path or "/", parts.path)
+            if step == STEPS["/"] and signed_in:
+                step = "route again (200, signed in)"
+            steps(step, cpu1 - cpu0, wall1 - wall0)
+        signed_in = parts.path == "/.pomerium/callback/"
         client.cookies.clear()  # each sign-in is a new browser: only ``jar`` holds cookies
         for header in response.headers.get_list("set-cookie"):
             name, _, value = header.split(";", 1)[0].strip().partition("=")
@@ -111,7 +156,9 @@ def sign_in(client: httpx.Client, port: int) -> None:
         raise SystemExit(f"sign-in failed: {response.status_code} {response.text[:200]}")
 
 
-def run(n: int, warmup: int, profile: Path | None) -> tuple[float, float]:
+def run(
+    n: int, warmup: int, profile: Path | None, steps: StepSink | None = None
+) -> tuple[float, float]:
     loop = LoopThread()
     idp = HostileIdp().start()
     upstream = Upstream(loop, "app")
@@ -128,6 +175,9 @@ def run(n: int, warmup: int, profile: Path | None) -> tuple[float, float]:
                 for _ in range(n):
                     sign_in(client, gh.port)
                 cpu1, wall1 = tree_cpu_s(gh.proc.pid), time.perf_counter()
+                if steps is not None:  # after the measured run, so it does not count
+                    for _ in range(n):
+                        sign_in(client, gh.port, gh.proc.pid, steps)
         finally:
             gh.stop()
     return (cpu1 - cpu0) / n * 1e3, (wall1 - wall0) / n * 1e3
@@ -137,12 +187,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="measured sign-ins")
     ap.add_argument("--warmup", type=int, default=20, help="sign-ins before measuring")
+    ap.add_argument(
+        "--steps", action="store_true", help="then as many sign-ins, timed request by request"
+    )
     ap.add_argument("--profile", action="store_true", help="then one run under cProfile")
     ap.add_argument("--top", type=int, default=30, help="functions shown by --profile")
     args = ap.parse_args()
-    cpu_ms, wall_ms = run(args.n, args.warmup, None)
+    per_step: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def add(step: str, cpu_ns: int, wall_ns: int) -> None:
+        totals = per_step[step]
+        totals[0] += 1
+        totals[1] += cpu_ns
+        totals[2] += wall_ns
+
+    cpu_ms, wall_ms = run(args.n, args.warmup, None, add if args.steps else None)
     print(f"gatehouse CPU per sign-in: {cpu_ms:.2f} ms   wall per sign-in: {wall_ms:.2f} ms")
     print(f"target: <= 2.5 ms of CPU  -> {'met' if cpu_ms <= 2.5 else 'NOT met'}")
+    if per_step:
+        print(f"{'step':<50} {'CPU ms':>8} {'wall ms':>8}")
+        for step, (count, cpu_ns, wall_ns) in per_step.items():
+            print(f"{step:<50} {cpu_ns / count / 1e6:>8.3f} {wall_ns / count / 1e6:>8.3f}")
+        cpu_sum = sum(c for _, c, _ in per_step.values()) / args.n / 1e6
+        print(f"{'sum per sign-in (schedstat)':<50} {cpu_sum:>8.3f}")
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "signin.cprofile"

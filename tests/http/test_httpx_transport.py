@@ -114,6 +114,62 @@ def test_keep_alive_connection_is_reused_and_forms_are_sent() -> None:
     run(main)
 
 
+def test_post_form_sends_what_post_sends_and_is_timed() -> None:
+    # The token call's direct path: same bytes on the wire as client.post, no cookie kept,
+    # still reported to the metrics observer under its operation's name.
+    async def main() -> None:
+        server, url = await serve(answer(b'{"ok":1}', extra=b"Set-Cookie: idp=1\r\n"))
+        seen: list[tuple[str, str, bool]] = []
+        client = new_http_client(observe=lambda dep, op, _s, ok: seen.append((dep, op, ok)))
+        async with client:
+            form = (("grant_type", "authorization_code"), ("code", "a b&c"))
+            auth = (("Authorization", "Basic eDp5"),)
+            direct = await client.post_form(url + "/token", form, auth, "token")
+            via_httpx = await client.post(url + "/token", data=dict(form), headers=dict(auth))
+            assert direct.status_code == via_httpx.status_code == 200
+            assert direct.json() == {"ok": 1}
+            assert not client.cookies
+        first, second = server.requests
+        assert first == second
+        assert first.endswith(b"\r\n\r\ngrant_type=authorization_code&code=a+b%26c")
+        assert b"content-type: application/x-www-form-urlencoded\r\n" in first.lower()
+        assert b"accept-encoding: identity\r\n" in first.lower()
+        assert seen == [("idp", "token", True), ("idp", "other", True)]
+
+    run(main)
+
+
+def nagle_answer(body: bytes) -> Respond:
+    """Head and body in two sends with Nagle's algorithm on, as Python's ``http.server``
+    answers (the body waits in the server's kernel until the head is acknowledged)."""
+
+    async def respond(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _h: bytes) -> bool:
+        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        await w.drain()
+        w.write(body)
+        await w.drain()
+        return True
+
+    return respond
+
+
+def test_head_and_body_in_two_sends_are_read_whole_on_one_connection() -> None:
+    # The transport acknowledges an incomplete response at once (TCP_QUICKACK) so such a
+    # server sends the body without waiting for the delayed-ACK timer; the bytes read
+    # must be the same either way. (How long it takes is bench/signin_bench.py's to show.)
+    async def main() -> None:
+        server, url = await serve(nagle_answer(b'{"keys":[]}' + b" " * 3000))
+        async with new_http_client() as client:
+            for i in range(5):
+                response = await client.post(url + "/token", data={"code": f"c{i}"})
+                assert response.status_code == 200
+                assert response.content == b'{"keys":[]}' + b" " * 3000
+        assert server.connections == 1
+
+    run(main)
+
+
 def test_oversized_bodies_are_refused_declared_or_streamed() -> None:
     async def chunked(_r: asyncio.StreamReader, w: asyncio.StreamWriter, _h: bytes) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -23,7 +23,7 @@ from ..observability.dependencies import OPERATION
 from . import oidc
 from .discovery import Discovery, ProviderMetadata
 from .errors import IdpUnavailable, InvalidIdToken, TokenRequestRejected
-from .http_client import DEFAULT_TIMEOUT, new_http_client
+from .http_client import DEFAULT_TIMEOUT, IdpClient, new_http_client
 from .oidc import ClientConfig, HttpRequest, TokenResponse
 from .tokens import (
     DEFAULT_LEEWAY_S,
@@ -305,6 +305,10 @@ class RelyingParty:
 
     async def _post(self, request: HttpRequest, operation: str) -> httpx.Response:
         try:
+            if isinstance(self._client, IdpClient):
+                return await self._client.post_form(
+                    request.url, request.form, request.headers, operation
+                )
             return await self._client.post(
                 request.url,
                 data=dict(request.form),
