@@ -105,23 +105,9 @@ def validate_id_token(
         UnknownSigningKey: its ``kid`` is not among ``keys`` (refetch, then call again).
         InvalidIdToken: anything else is wrong.
     """
-    header = token_header(token)
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
-        raise InvalidIdToken(f"ID token alg {alg!r} is not accepted")
-    if alg not in rules.allowed_algs:
-        raise InvalidIdToken(f"ID token alg {alg!r} is not one the IdP announced")
-    candidates = _candidate_keys(header, alg, keys, rules)
-    claims: dict[str, Any] | None = None
-    last: Exception | None = None
-    for key in candidates:
-        try:
-            claims = dict(jwt.decode(token, key, algorithms=[alg]).claims)
-            break
-        except (JoseError, ValueError) as exc:
-            last = exc
-    if claims is None:
-        raise InvalidIdToken(f"ID token signature invalid: {last!r}")
+    claims = _verified_claims(
+        token, keys, rules.allowed_algs, rules.client_secret, "ID token", hmac_ok=True
+    )
     _check_claims(claims, rules, now)
     return claims
 
@@ -136,27 +122,9 @@ def validate_access_token(
         UnknownSigningKey: its ``kid`` is not among ``keys`` (refetch, then call again).
         InvalidIdToken: anything else is wrong.
     """
-    header = token_header(token)
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
-        raise InvalidIdToken(f"access token alg {alg!r} is not accepted")
-    if ALGORITHM_KEY_TYPES[alg] is OctKey:
-        # Only the IdP's published keys sign access tokens: an HMAC "signature" could
-        # only be checked against a secret the token's bearer might know.
-        raise InvalidIdToken(f"access token alg {alg!r} (HMAC) is not accepted")
-    if alg not in rules.allowed_algs:
-        raise InvalidIdToken(f"access token alg {alg!r} is not one the IdP announced")
-    secretless = IdTokenRules(rules.issuer, "", "", rules.allowed_algs, None)
-    claims: dict[str, Any] | None = None
-    last: Exception | None = None
-    for key in _candidate_keys(header, alg, keys, secretless):
-        try:
-            claims = dict(jwt.decode(token, key, algorithms=[alg]).claims)
-            break
-        except (JoseError, ValueError) as exc:
-            last = exc
-    if claims is None:
-        raise InvalidIdToken(f"access token signature invalid: {last!r}")
+    # Only the IdP's published keys sign access tokens: an HMAC "signature" could only be
+    # checked against a secret the token's bearer might know.
+    claims = _verified_claims(token, keys, rules.allowed_algs, "", "access token", hmac_ok=False)
     issuer = _issuer_for(claims, rules.issuer, rules.tenant_issuer)
     registry = jwt.JWTClaimsRegistry(
         now=int(now),
@@ -188,15 +156,48 @@ def _issuer_for(claims: Mapping[str, Any], issuer: str, tenant_issuer: bool) -> 
     return issuer
 
 
+def _verified_claims(
+    token: str,
+    keys: Sequence[Key],
+    allowed_algs: tuple[str, ...],
+    client_secret: str,
+    what: str,
+    *,
+    hmac_ok: bool,
+) -> dict[str, Any]:
+    """The claims of ``token`` once its signature checks out with one of the keys its
+    header may name (``what`` names the token in errors).
+
+    Raises:
+        UnknownSigningKey: its ``kid`` is not among ``keys``.
+        InvalidIdToken: an algorithm not accepted, or no key verifies the signature.
+    """
+    header = token_header(token)
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
+        raise InvalidIdToken(f"{what} alg {alg!r} is not accepted")
+    if not hmac_ok and ALGORITHM_KEY_TYPES[alg] is OctKey:
+        raise InvalidIdToken(f"{what} alg {alg!r} (HMAC) is not accepted")
+    if alg not in allowed_algs:
+        raise InvalidIdToken(f"{what} alg {alg!r} is not one the IdP announced")
+    last: Exception | None = None
+    for key in _candidate_keys(header, alg, keys, client_secret):
+        try:
+            return dict(jwt.decode(token, key, algorithms=[alg]).claims)
+        except (JoseError, ValueError) as exc:
+            last = exc
+    raise InvalidIdToken(f"{what} signature invalid: {last!r}")
+
+
 def _candidate_keys(
-    header: Mapping[str, Any], alg: str, keys: Sequence[Key], rules: IdTokenRules
+    header: Mapping[str, Any], alg: str, keys: Sequence[Key], client_secret: str
 ) -> list[Key]:
     key_type = ALGORITHM_KEY_TYPES[alg]
     if key_type is OctKey:
         # §10.1: symmetric signatures use the client secret's octets as the key.
-        if not rules.client_secret:
+        if not client_secret:
             raise InvalidIdToken("HMAC-signed ID token but no client secret")
-        return [OctKey.import_key(rules.client_secret.encode())]
+        return [OctKey.import_key(client_secret.encode())]
     kid = header.get("kid")
     typed = [k for k in keys if isinstance(k, key_type) and k.alg in (None, alg)]
     if kid is None:
