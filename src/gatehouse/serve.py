@@ -399,9 +399,7 @@ def run(
         try:
             redirect_sock = bind_socket(options, options.http_redirect_addr)
         except OSError as exc:
-            log.error(
-                "cannot listen on %s: %s", options.http_redirect_addr, exc.strerror or exc
-            )
+            log.error("cannot listen on %s: %s", options.http_redirect_addr, exc.strerror or exc)
             return 1
     # Before forking, so every worker serves the same generated certificate.
     prepare_fallback(options)

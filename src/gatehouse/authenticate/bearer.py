@@ -64,6 +64,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import InvalidBearerToken
+from ..proxy.headers import bearer_token
 from ..sessions.model import Session
 from ..sessions.sizing import session_bytes
 from .errors import AuthenticationError, IdpUnavailable
@@ -145,18 +146,6 @@ class _Entry:
         self.until = until
         self.size = size
         self.reason = reason
-
-
-def bearer_token(authorization: bytes) -> str | None:
-    """The token of ``Authorization: Bearer <token>`` (``""`` when empty), or ``None``
-    for another scheme and for gatehouse's own ``Bearer Pomerium-…`` tokens."""
-    scheme, _, rest = authorization.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        return None
-    token = rest.strip()
-    if token[:9].lower() == b"pomerium-":
-        return None
-    return token.decode("latin-1")
 
 
 class BearerSessions:
@@ -262,9 +251,7 @@ class BearerSessions:
             raise AuthenticationError("userinfo named no subject for the access token")
         return claims, self._clock() + USERINFO_RECHECK_S
 
-    def _refused_error(
-        self, rule: BearerRule, reason: str, *, cached: bool
-    ) -> InvalidBearerToken:
+    def _refused_error(self, rule: BearerRule, reason: str, *, cached: bool) -> InvalidBearerToken:
         # The one log line of a refused request (the token itself is never logged).
         log.info(
             "bearer token refused",

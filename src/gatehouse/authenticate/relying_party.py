@@ -210,9 +210,7 @@ class RelyingParty:
             keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
             return validate_id_token(token, keys, rules, self._clock())
 
-    async def validate_access_token(
-        self, token: str, audiences: tuple[str, ...]
-    ) -> dict[str, Any]:
+    async def validate_access_token(self, token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
         """Validate a JWT access token from this IdP whose ``aud`` is one of ``audiences``;
         refetches the JWKS once (rate limited) for an unknown kid."""
         meta = await self.discovery.metadata()

@@ -219,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source-ip", default="127.0.0.1", help="the client's address (default: 127.0.0.1)"
     )
-    p.add_argument(
-        "--origin", default="", help="Origin header, for cors_preflight (default: none)"
-    )
+    p.add_argument("--origin", default="", help="Origin header, for cors_preflight (default: none)")
     p.add_argument(
         "--access-control-request-method",
         default="",

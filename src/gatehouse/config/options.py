@@ -137,9 +137,7 @@ def sign_in_checks(options: Options) -> list[tuple[Location, str]]:
                 (("idp_provider",), f"idp_provider_url is required with idp_provider: {provider}")
             )
         if provider == "builtin" and not options.idp_users:
-            problems.append(
-                (("idp_provider",), "builtin needs at least one entry in idp_users")
-            )
+            problems.append((("idp_provider",), "builtin needs at least one entry in idp_users"))
     else:
         # A bearer token can only be verified against an IdP: without one, refuse the
         # config rather than let every token be refused at run time.

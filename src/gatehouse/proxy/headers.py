@@ -82,6 +82,18 @@ def is_bearer_authorization(value: bytes) -> bool:
     return scheme.lower() == b"bearer"
 
 
+def bearer_token(authorization: bytes) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (``""`` when empty), or ``None``
+    for another scheme and for gatehouse's own ``Bearer Pomerium-…`` tokens."""
+    scheme, _, rest = authorization.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    token = rest.strip()
+    if token[:9].lower() == b"pomerium-":
+        return None
+    return token.decode("latin-1")
+
+
 def has_underscore_header(headers: list[tuple[bytes, bytes]]) -> bool:
     """True when a header name holds ``_`` (for ``REJECT_REQUEST``)."""
     for name, _ in headers:

@@ -19,7 +19,6 @@ from time import monotonic as _now
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..authenticate.bearer import bearer_token
 from ..authorize.client_cert import client_certificate
 from ..authorize.criteria.certificate import denied_for_certificate
 from ..authorize.decision import Outcome as DecisionOutcome
@@ -49,7 +48,7 @@ from ..sessions.model import Session
 from .balancer import start_health_checks
 from .forward import Outcome, forward
 from .header_template import RequestFacts, render
-from .headers import has_underscore_header
+from .headers import bearer_token, has_underscore_header
 from .paths import normalize_request_path
 from .responses import error_response, request_id
 from .rewrites import upstream_host

@@ -60,9 +60,7 @@ class MemoryStore(SessionStore):
         now = self._clock()
         live = [i for i, (_, expires) in self._sessions.items() if now < expires]
         live.sort(key=lambda i: self._seen.get(i, 0.0), reverse=True)
-        found = [
-            self._decode(self._sessions[i][0], self._seen.get(i, 0.0)) for i in live[:limit]
-        ]
+        found = [self._decode(self._sessions[i][0], self._seen.get(i, 0.0)) for i in live[:limit]]
         return [s for s in found if s is not None]
 
     async def touch(self, session_id: str, at: float) -> None:

@@ -271,9 +271,7 @@ class AutocertManager:
                 wait = min(AUTOCERT_RETRY_MAX_S, AUTOCERT_RETRY_FIRST_S * 2 ** (failures - 1))
                 _write_atomic(
                     self.dir / "certs" / f"{host}.retry",
-                    json.dumps(
-                        {"failures": failures, "next_attempt": time.time() + wait}
-                    ).encode(),
+                    json.dumps({"failures": failures, "next_attempt": time.time() + wait}).encode(),
                 )
                 log.error(
                     "autocert: obtaining a certificate failed; retrying later",
@@ -403,9 +401,7 @@ def _pick_challenge(
         errors.Error: none of them is offered.
     """
     by_type = {
-        c.chall.typ: c
-        for c in offered
-        if isinstance(c.chall, challenges.KeyAuthorizationChallenge)
+        c.chall.typ: c for c in offered if isinstance(c.chall, challenges.KeyAuthorizationChallenge)
     }
     for kind in kinds:
         if kind in by_type:

@@ -97,9 +97,7 @@ def challenge_certificate(host: str, key_authorization: str) -> bytes:
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=CHALLENGE_CERT_DAYS))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, octet_string), critical=True
-        )
+        .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, octet_string), critical=True)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

@@ -53,9 +53,7 @@ class RedirectServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(
-                reader.readuntil(b"\r\n\r\n"), REDIRECT_READ_TIMEOUT_S
-            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REDIRECT_READ_TIMEOUT_S)
             writer.write(self.respond(head))
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
@@ -97,13 +95,22 @@ class RedirectServer:
         return _response(301, b"", location=location)
 
 
-_REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found",
-            431: "Request Header Fields Too Large"}
+_REASONS = {
+    200: "OK",
+    301: "Moved Permanently",
+    400: "Bad Request",
+    404: "Not Found",
+    431: "Request Header Fields Too Large",
+}
 
 
 def _response(status: int, body: bytes, *, location: str | None = None) -> bytes:
-    head = [f"HTTP/1.1 {status} {_REASONS[status]}", "Connection: close",
-            f"Content-Length: {len(body)}", "Content-Type: text/plain; charset=utf-8"]
+    head = [
+        f"HTTP/1.1 {status} {_REASONS[status]}",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
     if location is not None:
         head.append(f"Location: {location}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
