@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config.loader import LoadedConfig, load_file
+from .config.loader import LoadedConfig, file_stamp, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
 from .fdlimit import raise_open_files_limit
@@ -217,21 +217,18 @@ class Worker:
 
     async def _watch(self, pipeline: Pipeline, server: HttpServer) -> None:
         path = Path(self.config_path or "")
-        last = _stamp(path)
+        # Compared with the stamp taken when the running config was read (by the
+        # supervisor, before forking), so an edit made before this task starts is seen.
+        last = self.loaded.stamp if self.loaded.stamp is not None else file_stamp(path)
         digest = self.loaded.digest
-        # The first round reads the file at once and compares digests: an edit made
-        # between the load and this task's start has a stamp no round would see change.
-        first = True
         while True:
-            if not first:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
             forced = self.reload_now.is_set()
             self.reload_now.clear()
-            stamp = _stamp(path)
-            if stamp == last and not forced and not first:
+            stamp = file_stamp(path)
+            if stamp == last and not forced:
                 continue
-            first = False
             last = stamp
             try:
                 loaded = await asyncio.to_thread(load_file, path)
@@ -317,14 +314,6 @@ async def stop_services(services: Services) -> None:
         await services.sessions.close()
     if services.http_client is not None:
         await services.http_client.aclose()
-
-
-def _stamp(path: Path) -> tuple[float, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime, st.st_size)
 
 
 def _install_loop() -> None:

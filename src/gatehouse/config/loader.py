@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import difflib
 import hashlib
 import os
@@ -71,6 +72,9 @@ class LoadedConfig:
     digest: str
     warnings: tuple[str, ...] = ()
     lines: _Lines = field(default_factory=_Lines, compare=False, repr=False)
+    #: The file's (mtime, size) taken just before it was read; the reload poll compares
+    #: against it, so an edit made after this load is seen however late the poll starts.
+    stamp: tuple[float, int] | None = field(default=None, compare=False)
 
     def at(self, loc: Location, message: str) -> str:
         """``message`` about the key at ``loc``, as ``<source>:<line>: <key>: <message>``."""
@@ -279,8 +283,18 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
 def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
     p = Path(path)
+    stamp = file_stamp(p)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{p}: cannot read the config file: {exc}"]) from None
-    return load_text(text, str(p), env)
+    return dataclasses.replace(load_text(text, str(p), env), stamp=stamp)
+
+
+def file_stamp(path: Path) -> tuple[float, int] | None:
+    """``(mtime, size)`` of ``path``, or None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
