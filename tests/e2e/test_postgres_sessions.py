@@ -165,6 +165,9 @@ def test_postgres_down_then_back(
         while (status := Browser(gh.port).follow(f"{APP}/").status_code) != 200:
             assert status == 503 and time.monotonic() < deadline, "no recovery within 15 s"
             time.sleep(0.2)
+        # The pool may serve before the listener (which logs outages) has reconnected; a
+        # listener still backing off from the first outage would not see the second one.
+        wait_until(lambda: _count(gh, "postgres session store reachable again") == 1, 10)
         relay.stop()  # gone again, mid-run
         gh.wait_log(lambda r: r.get("message", "").startswith("postgres session store unreach"))
         sign_in_fails()
