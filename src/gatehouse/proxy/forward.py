@@ -255,6 +255,10 @@ async def _forward(
             identity_headers=identity_headers,
             session_cookie=session_cookie,
             set_headers=set_headers,
+            host_override=host_override,
+            hash_key=hash_key,
+            breaker=breaker,
+            retries=retries,
         )
         return Outcome(url, duration_s, reused_h2)
     started = _now()
