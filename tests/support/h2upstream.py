@@ -5,7 +5,8 @@ stream was reset by the peer (the proxy) and with which code.
 Each request is answered when its stream ends: ``200`` with ``body: <n>`` and the
 response trailer ``x-upstream-end: done``; not at all for paths starting ``/hang`` (to
 let a test reset the stream); at once, before the request body, for paths starting
-``/early``. ``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every
+``/early``; with ``health_status`` (and no body) for ``/healthz``; and the first stream
+of each ``/refuse…`` path is refused (RST_STREAM REFUSED_STREAM). ``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every
 connection runs in its own thread; ``open_connections`` counts those not yet closed.
 """
 
@@ -17,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 import h2.config
+import h2.errors
 import h2.connection
 import h2.events
 import h2.exceptions
@@ -43,8 +45,10 @@ class H2Recorded:
 class H2Upstream:
     """The server; ``streams`` holds every stream of every connection, in arrival order."""
 
-    def __init__(self, max_streams: int = 100) -> None:
+    def __init__(self, max_streams: int = 100, health_status: int = 200) -> None:
         self.max_streams = max_streams
+        self.health_status = health_status
+        self._refused: set[bytes] = set()
         self.open_connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -130,7 +134,15 @@ class H2Upstream:
             elif isinstance(event, h2.events.StreamEnded) and rec_or_none is not None:
                 rec_or_none.ended = True
                 path = rec_or_none.header(b":path") or b"/"
-                if not path.startswith((b"/hang", b"/early")):
+                if path.startswith(b"/refuse") and path not in self._refused:
+                    self._refused.add(path)
+                    h2conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+                elif path.startswith(b"/healthz"):
+                    status = b"%d" % self.health_status
+                    h2conn.send_headers(
+                        sid, [(b":status", status), (b"content-length", b"0")], end_stream=True
+                    )
+                elif not path.startswith((b"/hang", b"/early")):
                     body = b"body: %d" % len(rec_or_none.body)
                     h2conn.send_headers(
                         sid, [(b":status", b"200"), (b"content-type", b"text/plain")]

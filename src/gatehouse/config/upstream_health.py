@@ -99,8 +99,9 @@ class HttpHealthCheck(StrictModel):
     host: str = ""
     #: Healthy statuses as `{start, end}` ranges (end excluded); default 200 only.
     expected_statuses: list[StatusRange] = Field(default_factory=list)
-    #: Only `HTTP1`: checks speak HTTP/1.1.
-    codec_client_type: Literal["HTTP1"] = "HTTP1"
+    #: `HTTP1` or `HTTP2` (h2c with prior knowledge, or ALPN `h2` to https endpoints);
+    #: `h2c://` endpoints are always checked over HTTP/2 (HTTP/1.1 cannot reach them).
+    codec_client_type: Literal["HTTP1", "HTTP2"] = "HTTP1"
 
     @field_validator("path")
     @classmethod
@@ -119,9 +120,9 @@ class HttpHealthCheck(StrictModel):
     @field_validator("codec_client_type", mode="before")
     @classmethod
     def _codec(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.upper() != "HTTP1":
+        if isinstance(value, str) and value.upper() not in ("HTTP1", "HTTP2"):
             raise ValueError(
-                f"{value!r} is not supported by gatehouse (health checks speak HTTP/1.1)"
+                f"{value!r} is not supported by gatehouse (health checks speak HTTP/1.1 or HTTP/2)"
             )
         return value.upper() if isinstance(value, str) else value
 

@@ -4,7 +4,8 @@ Envoy's ``HealthCheck`` with ``http_health_check``).
 Theory of operation: one task per balancer and worker, started by the balancer's first
 pick (there is no event loop when routes are compiled). Every endpoint is checked at
 start, then every ``interval`` (``unhealthy_interval`` while unhealthy) plus up to
-``interval_jitter``: a ``GET path`` over a new connection, answered within ``timeout``.
+``interval_jitter``: a ``GET path`` over a new connection, answered within ``timeout``
+(over HTTP/2 for ``h2c://`` endpoints, :mod:`.health_h2`).
 A status in ``expected_statuses`` (default 200) is a pass; any other status makes the
 endpoint unhealthy at once (Envoy ignores ``unhealthy_threshold`` for a bad status);
 a timeout or failed connection counts, and ``unhealthy_threshold`` of them in a row make
@@ -28,6 +29,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..config.upstream_health import HealthCheck
+from .health_h2 import probe_h2
 
 if TYPE_CHECKING:
     from .balancer import Balancer, Target
@@ -133,16 +135,45 @@ async def _check_once(ref: weakref.ref[Subject], target: Target, state: CheckSta
             balancer.health_changed()
 
 
+_h2_context: ssl.SSLContext | None = None
+
+
+def _default_h2_context() -> ssl.SSLContext:
+    """System roots, name checked, ALPN ``h2`` (an https endpoint without route TLS)."""
+    global _h2_context
+    if _h2_context is None:
+        _h2_context = ssl.create_default_context()
+        _h2_context.set_alpn_protocols(["h2"])
+    return _h2_context
+
+
 async def probe(target: Target, check: HealthCheck) -> int | None:
-    """The status of one ``GET`` of the check's path, or ``None`` (no answer in time)."""
+    """The status of one ``GET`` of the check's path (0: not HTTP), or ``None`` (no
+    answer in time, no connection)."""
     http = check.http_health_check
     if http is None:  # pragma: no cover - the config requires it
         return None
     endpoint = target.endpoint
+    host = http.host.encode("latin-1") if http.host else target.host_header
+    if endpoint.scheme == "h2c" or http.codec_client_type == "HTTP2":
+        h2_ctx: ssl.SSLContext | None = None
+        if endpoint.scheme == "https":
+            h2_ctx = endpoint.h2_tls_context or _default_h2_context()
+        try:
+            async with asyncio.timeout(check.timeout):
+                return await probe_h2(
+                    endpoint.host,
+                    endpoint.port,
+                    host,
+                    http.path.encode("latin-1"),
+                    h2_ctx,
+                    endpoint.server_name or endpoint.host,
+                )
+        except TimeoutError:
+            return None
     ctx: ssl.SSLContext | None = None
     if endpoint.scheme == "https":
         ctx = target.tls_context or ssl.create_default_context()
-    host = http.host.encode("latin-1") if http.host else target.host_header
     request = (
         b"GET " + http.path.encode("latin-1") + b" HTTP/1.1\r\nhost: " + host + b"\r\n"
         b"user-agent: gatehouse/health-check\r\nconnection: close\r\n\r\n"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from h2.errors import ErrorCodes
 
+from support import wait_until
 from support.gatehouse import GatehouseProcess, public
 from support.h2client import H2Client
 from support.h2upstream import H2Upstream
@@ -124,3 +125,65 @@ def test_response_before_request_end_frees_the_stream(
         assert client.get("/after").status == 200
     assert h2up.connections == 1
     assert all(s.reset == ErrorCodes.CANCEL for s in h2up.streams[:-1])
+
+
+def test_refused_stream_is_sent_again_with_its_body(
+    start_gatehouse: Start, h2up: H2Upstream
+) -> None:
+    """REFUSED_STREAM means the upstream did not process the request (RFC 9113 §8.7):
+    gatehouse sends it again, body and trailers included, and the client sees one answer."""
+    gh = _gatehouse(start_gatehouse, {"from": "http://h2.localhost", "to": h2up.url})
+    with H2Client(gh.port, authority="h2.localhost") as client:
+        sid = _post_with_trailers(client, "/refuse-post", [(b"x-sum", b"1")], "h2.localhost")
+        result = client.response(sid)
+    assert result.status == 200
+    assert bytes(result.body) == b"body: 5"
+    tries = [s for s in h2up.streams if s.header(b":path") == b"/refuse-post"]
+    assert len(tries) == 2
+    assert bytes(tries[1].body) == b"hello"
+    assert tries[1].trailers == [(b"x-sum", b"1")]
+
+
+def test_h2c_endpoints_are_health_checked_over_http2(
+    start_gatehouse: Start, h2up: H2Upstream
+) -> None:
+    """An HTTP/1.1 probe cannot reach an h2c upstream; the HTTP/2 one tells the healthy
+    endpoint from the failing one, and traffic goes to the healthy one only."""
+    sick = H2Upstream(health_status=503)
+    try:
+        gh = _gatehouse(
+            start_gatehouse,
+            {
+                "from": "http://h2.localhost",
+                "to": [h2up.url, sick.url],
+                "healthy_panic_threshold": 0,
+                "health_checks": [
+                    {
+                        "timeout": "2s",
+                        "interval": "1s",
+                        "unhealthy_threshold": 1,
+                        "healthy_threshold": 1,
+                        "http_health_check": {"path": "/healthz"},
+                    }
+                ],
+            },
+        )
+        wait_until(
+            lambda: any(
+                "is now unhealthy" in str(r.get("message", "")) and sick.url in str(r)
+                for r in gh.logs()
+            ),
+            timeout=10,
+            what="the failing endpoint marked unhealthy",
+        )
+        with H2Client(gh.port, authority="h2.localhost") as client:
+            for _ in range(6):
+                assert client.get("/work").status == 200
+        assert not any(
+            "is now unhealthy" in str(r.get("message", "")) and h2up.url in str(r)
+            for r in gh.logs()
+        )
+        assert len([s for s in h2up.streams if s.header(b":path") == b"/work"]) == 6
+        assert not [s for s in sick.streams if s.header(b":path") == b"/work"]
+    finally:
+        sick.close()
