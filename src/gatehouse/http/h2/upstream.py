@@ -260,8 +260,11 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.pool.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()
+        # Named, since under TLS 1.3 an upstream that refuses our client certificate
+        # does so after the handshake: this line is what the operator sees of it.
+        reason = f"upstream {self.endpoint.host}:{self.endpoint.port} closed the connection"
         for stream in streams:
-            self._fail(stream, "upstream closed the connection")
+            self._fail(stream, reason)
 
     def data_received(self, data: bytes) -> None:
         try:
