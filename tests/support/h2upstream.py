@@ -6,7 +6,8 @@ Each request is answered when its stream ends: ``200`` with ``body: <n>`` and th
 response trailer ``x-upstream-end: done``; not at all for paths starting ``/hang`` (to
 let a test reset the stream); at once, before the request body, for paths starting
 ``/early``; with ``health_status`` (and no body) for ``/healthz``; and the first stream
-of each ``/refuse…`` path is refused (RST_STREAM REFUSED_STREAM). ``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every
+of each ``/refuse…`` path is refused (RST_STREAM REFUSED_STREAM), and the first of each
+``/drop…`` path makes the upstream close the connection without a word. ``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every
 connection runs in its own thread; ``open_connections`` counts those not yet closed.
 """
 
@@ -23,6 +24,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+
+
+class _Drop(Exception):
+    """Close the connection at once (no GOAWAY)."""
 
 
 @dataclass
@@ -103,8 +108,11 @@ class H2Upstream:
                     events = h2conn.receive_data(data)
                 except h2.exceptions.ProtocolError:
                     break
-                for event in events:
-                    self._handle(h2conn, live, event)
+                try:
+                    for event in events:
+                        self._handle(h2conn, live, event)
+                except _Drop:
+                    break
                 sock.sendall(h2conn.data_to_send())
         sock.close()
         with self.changed:
@@ -134,6 +142,9 @@ class H2Upstream:
             elif isinstance(event, h2.events.StreamEnded) and rec_or_none is not None:
                 rec_or_none.ended = True
                 path = rec_or_none.header(b":path") or b"/"
+                if path.startswith(b"/drop") and path not in self._refused:
+                    self._refused.add(path)
+                    raise _Drop
                 if path.startswith(b"/refuse") and path not in self._refused:
                     self._refused.add(path)
                     h2conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)

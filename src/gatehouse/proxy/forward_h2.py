@@ -16,6 +16,8 @@ connection that cannot be made is retried on another endpoint, and a stream the 
 refused unprocessed (``REFUSED_STREAM``, or past its ``GOAWAY``) is sent again on a
 fresh connection, with the request body replayed from a copy kept until the upstream's
 first response byte (at most :data:`REPLAY_LIMIT_BYTES`; a longer body is not retried).
+As for HTTP/1.1, a bodiless request on a pooled connection that closed before any
+response byte (without GOAWAY) is sent again on a fresh one.
 """
 
 from __future__ import annotations
@@ -367,7 +369,21 @@ async def forward_h2(
                     continue
                 balancer.record(target, None)
                 raise
-            except UpstreamError:
+            except UpstreamError as err:
+                if (
+                    reused
+                    and isinstance(err, UpstreamConnectError)  # closed before any response
+                    and not head.has_body
+                    and attempts < MAX_ATTEMPTS
+                    and exchange.phase is Phase.RECEIVING
+                    and not forwarder.expired
+                    and _may_retry(breaker, retries)
+                ):
+                    # A pooled connection the upstream dropped without GOAWAY as we sent
+                    # on it: the keep-alive race, retried as for HTTP/1.1 (no body sent).
+                    log.debug("retrying on a fresh HTTP/2 connection after a stale one: %s", err)
+                    tried = None
+                    continue
                 balancer.record(target, None)  # no (complete) response: outlier detection
                 if not forwarder.started and exchange.phase is Phase.RECEIVING:
                     raise

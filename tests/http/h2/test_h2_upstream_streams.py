@@ -144,6 +144,20 @@ def test_refused_stream_is_sent_again_with_its_body(
     assert tries[1].trailers == [(b"x-sum", b"1")]
 
 
+def test_stale_pooled_connection_is_retried_for_bodiless_requests(
+    start_gatehouse: Start, h2up: H2Upstream
+) -> None:
+    """The upstream drops a pooled connection (no GOAWAY) as a GET arrives on it: the GET
+    is sent again on a fresh connection, as HTTP/1.1 requests are."""
+    gh = _gatehouse(start_gatehouse, {"from": "http://h2.localhost", "to": h2up.url})
+    with H2Client(gh.port, authority="h2.localhost") as client:
+        assert client.get("/first").status == 200
+        result = client.get("/drop-me")
+    assert result.status == 200
+    assert h2up.connections == 2
+    assert len([s for s in h2up.streams if s.header(b":path") == b"/drop-me"]) == 2
+
+
 def test_h2c_endpoints_are_health_checked_over_http2(
     start_gatehouse: Start, h2up: H2Upstream
 ) -> None:
