@@ -197,7 +197,7 @@ def test_load_balancing_policy_names(route: dict[str, Any], policy: str) -> None
                     }
                 ]
             },
-            "tcp_health_check is not supported by gatehouse (HTTP checks only)",
+            "tcp_health_check is not supported by gatehouse (HTTP and gRPC checks only)",
         ),
         (
             {

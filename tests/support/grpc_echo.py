@@ -4,7 +4,9 @@ Methods of ``test.Echo``: ``Unary`` (echo, with a trailing metadata entry), ``Ch
 (bidirectional, one reply per message), ``Fail`` (NOT_FOUND), ``Slow`` (answers after
 ``slow_s``), ``Hold`` (answers only when cancelled; counts cancellations) and ``Who``
 (the common name of the client certificate, or ``none``). Every call's metadata is
-recorded.
+recorded. ``grpc.health.v1.Health/Check`` answers from ``health`` (service name →
+ServingStatus; an unknown service is NOT_FOUND, as the standard servicer does), its two
+one-field protobuf messages written by hand.
 """
 
 from __future__ import annotations
@@ -47,8 +49,14 @@ class EchoServer:
             "Hold": grpc.unary_unary_rpc_method_handler(self._hold, **raw),  # type: ignore[arg-type]
             "Who": grpc.unary_unary_rpc_method_handler(self._who, **raw),  # type: ignore[arg-type]
         }
+        #: Health service: service name → ServingStatus (1 SERVING, 2 NOT_SERVING).
+        self.health: dict[str, int] = {"": 1}
+        check = grpc.unary_unary_rpc_method_handler(self._health, **raw)  # type: ignore[arg-type]
         self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("test.Echo", handlers),)
+            (
+                grpc.method_handlers_generic_handler("test.Echo", handlers),
+                grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": check}),
+            )
         )
         if credentials is None:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -102,6 +110,14 @@ class EchoServer:
         self._record(context)
         names = context.auth_context().get("x509_common_name") or [b"none"]
         return names[0]
+
+    def _health(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        # HealthCheckRequest: field 1 (string), tag 0x0a, one-byte length here.
+        service = request[2 : 2 + request[1]].decode() if request[:1] == b"\x0a" else ""
+        status = self.health.get(service)
+        if status is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return b"\x08" + bytes([status or 0])  # HealthCheckResponse: field 1 (enum)
 
     def wait(self, predicate: object, timeout: float = 10.0) -> bool:
         with self.lock:

@@ -2,8 +2,9 @@
 mutual TLS to an ``https`` upstream that requires a client certificate (the route's
 ``tls_client_cert``/``tls_client_key`` and ``tls_custom_ca``, inline and from files),
 weighted balancing over several ``to`` targets, a dead endpoint skipped by retrying the
-call on another, the route's timeout seen as DEADLINE_EXCEEDED, and a cancelled call
-cancelled at the upstream too.
+call on another, the route's timeout seen as DEADLINE_EXCEEDED, a cancelled call
+cancelled at the upstream too, and ``grpc_health_check`` keeping calls off an endpoint
+that is NOT_SERVING.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from support import wait_until
 from support.gatehouse import GatehouseProcess, public
 from support.grpc_echo import EchoServer, identity
 from support.upstream import closed_port
@@ -59,6 +61,8 @@ class Servers:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     s = Servers(tmp_path_factory.mktemp("grpc-pki"))
+    s.a.health["checked"] = 1  # SERVING
+    s.b.health["checked"] = 2  # NOT_SERVING
     yield s
     s.stop()
 
@@ -121,6 +125,20 @@ def gh(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
             "timeout": "1s",
         },
         {"from": "http://hold.localhost", "to": f"h2c://127.0.0.1:{servers.b.port}"},
+        {
+            "from": "http://checked.localhost",
+            "to": [f"h2c://127.0.0.1:{servers.a.port}", f"h2c://127.0.0.1:{servers.b.port}"],
+            "healthy_panic_threshold": 0,
+            "health_checks": [
+                {
+                    "timeout": "2s",
+                    "interval": "1s",
+                    "unhealthy_threshold": 1,
+                    "healthy_threshold": 1,
+                    "grpc_health_check": {"service_name": "checked"},
+                }
+            ],
+        },
     ]
     proc = GatehouseProcess(
         {"codec_type": "auto", "routes": public(routes)},
@@ -128,6 +146,12 @@ def gh(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
     )
     with proc:
         yield proc
+
+
+def _unhealthy(gh: GatehouseProcess, port: int) -> bool:
+    return any(
+        "is now unhealthy" in str(r.get("message", "")) and f":{port}" in str(r) for r in gh.logs()
+    )
 
 
 def channel(port: int, host: str) -> grpc.Channel:
@@ -202,3 +226,13 @@ def test_cancelled_call_is_cancelled_upstream(gh: GatehouseProcess, servers: Ser
         assert server.wait(lambda: server.cancelled >= cancelled + 3)
         # The connection still serves calls afterwards.
         assert call(ch, "Unary", b"after") == b"echo:after"
+
+
+def test_grpc_health_check_keeps_traffic_off_a_not_serving_endpoint(
+    gh: GatehouseProcess, servers: Servers
+) -> None:
+    wait_until(lambda: _unhealthy(gh, servers.b.port), timeout=10, what="b marked unhealthy")
+    with channel(gh.port, "checked.localhost") as ch:
+        names = [call(ch, "Unary", b"who") for _ in range(6)]
+    assert names == [b"a:who"] * 6
+    assert not _unhealthy(gh, servers.a.port)
