@@ -33,7 +33,7 @@ from ..http.exchange import Exchange, Phase
 from ..http.h2.upstream import H2Pool, UpstreamStream
 from ..http.upstream import ConnectionPool, Endpoint
 from .balancer import Target
-from .circuit_breaker import CircuitBreaker
+from .circuit_breaker import CircuitBreaker, take_retry
 from .headers import client_response_block, upstream_request_head, upstream_trailers
 from .router import Route
 
@@ -230,16 +230,6 @@ class H2Forwarder:
             finished.set_exception(UpstreamTimeout("upstream did not answer in time"))
 
 
-def _may_retry(breaker: CircuitBreaker | None, retries: list[int]) -> bool:
-    """Whether the circuit breaker lets one more retry start (``max_retries``)."""
-    if breaker is None:
-        return True
-    if breaker.may_retry():
-        retries[0] += 1
-        return True
-    return False
-
-
 async def forward_h2(
     exchange: Exchange,
     route: Route,
@@ -304,7 +294,7 @@ async def forward_h2(
                     if (
                         attempts < min(balancer.size, MAX_ATTEMPTS)
                         and exchange.phase is Phase.RECEIVING
-                        and _may_retry(breaker, retries)
+                        and take_retry(breaker, retries)
                     ):
                         tried = target
                         continue
@@ -362,7 +352,7 @@ async def forward_h2(
                     and not forwarder.started
                     and forwarder.replayable
                     and exchange.phase is Phase.RECEIVING
-                    and _may_retry(breaker, retries)
+                    and take_retry(breaker, retries)
                 ):
                     log.debug("retrying a refused HTTP/2 stream on a fresh connection: %s", err)
                     tried = None
@@ -377,7 +367,7 @@ async def forward_h2(
                     and attempts < MAX_ATTEMPTS
                     and exchange.phase is Phase.RECEIVING
                     and not forwarder.expired
-                    and _may_retry(breaker, retries)
+                    and take_retry(breaker, retries)
                 ):
                     # A pooled connection the upstream dropped without GOAWAY as we sent
                     # on it: the keep-alive race, retried as for HTTP/1.1 (no body sent).
