@@ -49,6 +49,7 @@ from gatehouse.config.routes import DirectResponse, RedirectAction, RouteOptions
 from gatehouse.config.server import CertificatePair
 from gatehouse.config.sub_policies import SubPolicy
 from gatehouse.config.upstream_health import (
+    GrpcHealthCheck,
     HealthCheck,
     HttpHealthCheck,
     LeastRequestConfig,
@@ -175,6 +176,7 @@ CONFIG_KEYS = (
         RewriteHeader,
         HealthCheck,
         HttpHealthCheck,
+        GrpcHealthCheck,
         OutlierDetection,
         LeastRequestConfig,
         RingHashConfig,
@@ -333,6 +335,8 @@ def test_every_environment_override_named_is_a_global_key(doc: Path) -> None:
 NOT_ENV_NAMES = {"REJECT_REQUEST", "DROP_HEADER", "CACHE_TTL", "SHUTDOWN_SAVE"}
 #: load_balancing_policy values (Envoy's enum names).
 NOT_ENV_NAMES |= {"ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "XX_HASH"}
+#: HTTP/2 error codes (RFC 9113 §7).
+NOT_ENV_NAMES |= {"REFUSED_STREAM"}
 
 
 def test_quirk_names_are_not_mistaken_for_keys() -> None:

@@ -27,6 +27,7 @@ Hierarchy::
     │       └── InvalidClientCertificate    495 no valid client certificate (mTLS)
     ├── UpstreamError                   502 the upstream misbehaved
     │   ├── UpstreamConnectError        502 connection refused / DNS / TLS
+    │   │   └── UpstreamRefused             502 HTTP/2 stream refused unprocessed (safe to retry)
     │   ├── UpstreamProtocolError       502 garbage instead of HTTP
     │   ├── UpstreamTimeout             504
     │   ├── UpstreamOverloaded          503 circuit breaker open (circuit_breaker_thresholds)
@@ -190,6 +191,11 @@ class UpstreamError(GatehouseError):
 
 class UpstreamConnectError(UpstreamError):
     pass
+
+
+class UpstreamRefused(UpstreamConnectError):
+    """The upstream did not process the request: an HTTP/2 ``REFUSED_STREAM``, or a
+    stream past the last one its ``GOAWAY`` took (RFC 9113 §8.7): safe to send again."""
 
 
 class UpstreamProtocolError(UpstreamError):

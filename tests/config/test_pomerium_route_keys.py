@@ -197,7 +197,7 @@ def test_load_balancing_policy_names(route: dict[str, Any], policy: str) -> None
                     }
                 ]
             },
-            "tcp_health_check is not supported by gatehouse (HTTP checks only)",
+            "tcp_health_check is not supported by gatehouse (HTTP and gRPC checks only)",
         ),
         (
             {
@@ -220,11 +220,11 @@ def test_load_balancing_policy_names(route: dict[str, Any], policy: str) -> None
                         "interval": "5s",
                         "unhealthy_threshold": 1,
                         "healthy_threshold": 1,
-                        "http_health_check": {"path": "/", "codec_client_type": "HTTP2"},
+                        "http_health_check": {"path": "/", "codec_client_type": "HTTP3"},
                     }
                 ]
             },
-            "'HTTP2' is not supported by gatehouse",
+            "'HTTP3' is not supported by gatehouse",
         ),
         (
             {

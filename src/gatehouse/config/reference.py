@@ -31,7 +31,7 @@ from .rewrites import RewriteHeader
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import ServerOptions
 from .sub_policies import SubPolicy
-from .upstream_health import HealthCheck, HttpHealthCheck, OutlierDetection
+from .upstream_health import GrpcHealthCheck, HealthCheck, HttpHealthCheck, OutlierDetection
 
 _FIELD = re.compile(r"^\s+(\w+):\s")
 
@@ -148,6 +148,7 @@ def reference_markdown() -> str:
     out += ["### `sub_policies` entries", "", *_table(SubPolicy), ""]
     out += ["### `health_checks` entries", "", *_table(HealthCheck), ""]
     out += ["#### `http_health_check`", "", *_table(HttpHealthCheck), ""]
+    out += ["#### `grpc_health_check`", "", *_table(GrpcHealthCheck), ""]
     out += ["### `outlier_detection`", "", *_table(OutlierDetection), ""]
     out += ["### `downstream_mtls`", "", *_table(DownstreamMTLS), ""]
     out += ["### Built-in IdP users (`idp_users:` entries)", "", *_table(IdpUser), ""]

@@ -99,8 +99,9 @@ class HttpHealthCheck(StrictModel):
     host: str = ""
     #: Healthy statuses as `{start, end}` ranges (end excluded); default 200 only.
     expected_statuses: list[StatusRange] = Field(default_factory=list)
-    #: Only `HTTP1`: checks speak HTTP/1.1.
-    codec_client_type: Literal["HTTP1"] = "HTTP1"
+    #: `HTTP1` or `HTTP2` (h2c with prior knowledge, or ALPN `h2` to https endpoints);
+    #: `h2c://` endpoints are always checked over HTTP/2 (HTTP/1.1 cannot reach them).
+    codec_client_type: Literal["HTTP1", "HTTP2"] = "HTTP1"
 
     @field_validator("path")
     @classmethod
@@ -119,15 +120,32 @@ class HttpHealthCheck(StrictModel):
     @field_validator("codec_client_type", mode="before")
     @classmethod
     def _codec(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.upper() != "HTTP1":
+        if isinstance(value, str) and value.upper() not in ("HTTP1", "HTTP2"):
             raise ValueError(
-                f"{value!r} is not supported by gatehouse (health checks speak HTTP/1.1)"
+                f"{value!r} is not supported by gatehouse (health checks speak HTTP/1.1 or HTTP/2)"
             )
         return value.upper() if isinstance(value, str) else value
 
 
+class GrpcHealthCheck(StrictModel):
+    """Envoy's ``grpc_health_check``: the gRPC health-checking protocol
+    (``grpc.health.v1.Health/Check``) over HTTP/2; healthy when the answer is SERVING."""
+
+    #: The service asked about; empty = the server as a whole.
+    service_name: str = ""
+    #: `:authority` of the check; empty = the endpoint's host.
+    authority: str = ""
+
+    @field_validator("authority")
+    @classmethod
+    def _authority(cls, value: str) -> str:
+        if any(c in value for c in " \r\n\t\x00/"):
+            raise ValueError("must be a host[:port]")
+        return value
+
+
 class HealthCheck(StrictModel):
-    """One ``health_checks`` entry (Envoy's ``HealthCheck``), HTTP checks only."""
+    """One ``health_checks`` entry (Envoy's ``HealthCheck``): an HTTP or a gRPC check."""
 
     #: Longest wait for a check's response.
     timeout: Duration
@@ -148,20 +166,21 @@ class HealthCheck(StrictModel):
     reuse_connection: bool = True
     #: Accepted; gatehouse checks every `interval` whether or not there is traffic.
     no_traffic_interval: Duration | None = None
-    #: The HTTP check (the only kind gatehouse runs).
+    #: An HTTP check.
     http_health_check: HttpHealthCheck | None = None
-    #: Refused: gatehouse runs HTTP checks only.
+    #: A gRPC check (over HTTP/2: for `h2c://` endpoints and gRPC servers behind `https://`).
+    grpc_health_check: GrpcHealthCheck | None = None
+    #: Refused: gatehouse runs HTTP and gRPC checks only.
     tcp_health_check: Any = None
-    #: Refused: gatehouse runs HTTP checks only.
-    grpc_health_check: Any = None
 
     @model_validator(mode="after")
     def _kind(self) -> HealthCheck:
-        for kind in ("tcp_health_check", "grpc_health_check"):
-            if getattr(self, kind) is not None:
-                raise ValueError(f"{kind} is not supported by gatehouse (HTTP checks only)")
-        if self.http_health_check is None:
-            raise ValueError("http_health_check is required")
+        if self.tcp_health_check is not None:
+            raise ValueError(
+                "tcp_health_check is not supported by gatehouse (HTTP and gRPC checks only)"
+            )
+        if (self.http_health_check is None) == (self.grpc_health_check is None):
+            raise ValueError("one of http_health_check and grpc_health_check is required")
         if self.timeout <= 0 or self.interval <= 0:
             raise ValueError("timeout and interval must be more than 0")
         return self

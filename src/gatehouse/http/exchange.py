@@ -144,6 +144,7 @@ class Exchange:
         "peer_chain",
         "phase",
         "request_deadline",
+        "request_trailers",
         "response_idle_timeout_s",
         "response_producer",
         "scheme",
@@ -190,6 +191,8 @@ class Exchange:
         self.response_producer: Producer | None = None
         #: Deadline (loop time) for the upstream's response head, or 0; set by the app.
         self.request_deadline = 0.0
+        #: Trailer fields that ended the request body (HTTP/2 clients), or ``None``.
+        self.request_trailers: list[tuple[bytes, bytes]] | None = None
         #: Longest gap in the response stream before it is cut (0 = none); set by the app.
         self.response_idle_timeout_s = 0.0
         self.upgrade_rest = b""
@@ -211,6 +214,11 @@ class Exchange:
         if self._body_buffered > BODY_BUFFER_HIGH_WATER and not self._body_paused:
             self._body_paused = True
             self._conn.pause_reading_for_body()
+
+    def feed_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Called by an HTTP/2 connection with the trailers that end the request body
+        (before :meth:`feed_body_end`)."""
+        self.request_trailers = trailers
 
     def feed_body_end(self) -> None:
         self.body_done = True

@@ -86,6 +86,9 @@ class Endpoint:
     #: The client context for https (built once per route setting by ``tls/upstream``);
     #: ``None``: a default context (system roots, name checked).
     tls_context: ssl.SSLContext | None = field(default=None, compare=False)
+    #: The same settings offering ALPN ``h2`` (gRPC calls over TLS); made with
+    #: ``tls_context``, so the key below covers it.
+    h2_tls_context: ssl.SSLContext | None = field(default=None, compare=False)
     #: The pool's dictionary key: a string, whose hash Python caches (a dataclass's
     #: generated ``__hash__`` would run on every take and release).
     key: str = field(init=False, repr=False, compare=False)
@@ -381,6 +384,25 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel_last = time.monotonic()
 
 
+def connect_error(endpoint: Endpoint, exc: OSError | TimeoutError) -> UpstreamConnectError:
+    """The error (and its log text) for a failed connect or TLS handshake, the same for
+    HTTP/1.1 and HTTP/2 upstreams; raise it ``from exc``."""
+    where = f"{endpoint.host}:{endpoint.port}"
+    if isinstance(exc, TimeoutError):
+        return UpstreamConnectError(f"connect to {where} timed out")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UpstreamConnectError(
+            f"TLS with {where} failed: certificate not trusted ({exc.verify_message})"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return UpstreamConnectError(f"TLS with {where} failed: {exc.reason}")
+    return UpstreamConnectError(f"connect to {where} failed: {exc.strerror or exc}")
+
+
+class Closable(Protocol):
+    def close_all(self) -> None: ...
+
+
 class ConnectionPool:
     """Idle keep-alive connections per :class:`Endpoint`, most recently used first."""
 
@@ -389,6 +411,9 @@ class ConnectionPool:
         self._idle: dict[str, list[UpstreamConnection]] = {}
         self._default_ssl: ssl.SSLContext | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: The HTTP/2 connections beside these (``proxy/forward_h2`` makes it on first
+        #: use; an ``H2Pool``, typed loosely as ``http/h2`` imports this module).
+        self.h2: Closable | None = None
 
     def take_idle(self, endpoint: Endpoint) -> UpstreamConnection | None:
         """An idle open connection to ``endpoint``, or ``None``."""
@@ -421,23 +446,8 @@ class ConnectionPool:
                 ),
                 timeout=timeout_s if timeout_s > 0 else None,
             )
-        except TimeoutError as exc:
-            raise UpstreamConnectError(
-                f"connect to {endpoint.host}:{endpoint.port} timed out"
-            ) from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise UpstreamConnectError(
-                f"TLS with {endpoint.host}:{endpoint.port} failed: certificate not trusted "
-                f"({exc.verify_message})"
-            ) from exc
-        except ssl.SSLError as exc:
-            raise UpstreamConnectError(
-                f"TLS with {endpoint.host}:{endpoint.port} failed: {exc.reason}"
-            ) from exc
-        except OSError as exc:
-            raise UpstreamConnectError(
-                f"connect to {endpoint.host}:{endpoint.port} failed: {exc.strerror or exc}"
-            ) from exc
+        except (TimeoutError, OSError) as exc:
+            raise connect_error(endpoint, exc) from exc
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
         return conn
@@ -475,6 +485,8 @@ class ConnectionPool:
         self._idle.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.h2 is not None:
+            self.h2.close_all()
 
     def _ssl_context(self, endpoint: Endpoint) -> ssl.SSLContext:
         if endpoint.tls_context is not None:

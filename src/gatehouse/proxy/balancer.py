@@ -132,8 +132,14 @@ class Balancer:
         self.breaker: CircuitBreaker | None = None
 
     @classmethod
-    def from_route(cls, route: RouteOptions, tls_context: ssl.SSLContext | None = None) -> Balancer:
-        """The route's endpoints; ``tls_context`` for its https ones (``tls/upstream``)."""
+    def from_route(
+        cls,
+        route: RouteOptions,
+        tls_context: ssl.SSLContext | None = None,
+        h2_tls_context: ssl.SSLContext | None = None,
+    ) -> Balancer:
+        """The route's endpoints; ``tls_context`` (and ``h2_tls_context`` for gRPC calls)
+        for its https ones (``tls/upstream``)."""
         targets = []
         for url in route.to or ():
             default_port = 443 if url.scheme == "https" else 80
@@ -149,6 +155,7 @@ class Balancer:
                         port=url.port,
                         server_name=route.tls_upstream_server_name or route.tls_server_name,
                         tls_context=tls_context if url.scheme == "https" else None,
+                        h2_tls_context=h2_tls_context if url.scheme == "https" else None,
                     ),
                     host_header=host_header.encode("idna"),
                     weight=url.weight,

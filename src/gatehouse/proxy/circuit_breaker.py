@@ -95,3 +95,14 @@ class CircuitBreaker:
 
     def retry_done(self) -> None:
         self.retries -= 1
+
+
+def take_retry(breaker: CircuitBreaker | None, retries: list[int]) -> bool:
+    """Whether one more retry may start (``max_retries``); counts it in ``retries[0]``,
+    for the caller to give back with :meth:`CircuitBreaker.retry_done`."""
+    if breaker is None:
+        return True
+    if breaker.may_retry():
+        retries[0] += 1
+        return True
+    return False

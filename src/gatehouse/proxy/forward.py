@@ -25,7 +25,7 @@ from ..http.h2.grpc import is_grpc
 from ..http.tunnel import Tunnel
 from ..http.upstream import ConnectionPool, UpstreamConnection
 from .balancer import Target
-from .circuit_breaker import CircuitBreaker
+from .circuit_breaker import CircuitBreaker, take_retry
 from .forward_h2 import forward_h2
 from .headers import client_response_block, upstream_request_head
 from .router import Route
@@ -34,16 +34,6 @@ log = logging.getLogger("gatehouse.proxy")
 
 #: Connect timeout cap, seconds (the route timeout applies when smaller).
 CONNECT_TIMEOUT_S = 10.0
-
-
-def _may_retry(breaker: CircuitBreaker | None, retries: list[int]) -> bool:
-    """Whether the circuit breaker lets one more retry start (``max_retries``)."""
-    if breaker is None:
-        return True
-    if breaker.may_retry():
-        retries[0] += 1
-        return True
-    return False
 
 
 class Outcome:
@@ -255,6 +245,10 @@ async def _forward(
             identity_headers=identity_headers,
             session_cookie=session_cookie,
             set_headers=set_headers,
+            host_override=host_override,
+            hash_key=hash_key,
+            breaker=breaker,
+            retries=retries,
         )
         return Outcome(url, duration_s, reused_h2)
     started = _now()
@@ -288,7 +282,7 @@ async def _forward(
             if (
                 attempts < min(balancer.size, 3)
                 and exchange.phase is Phase.RECEIVING
-                and _may_retry(breaker, retries)
+                and take_retry(breaker, retries)
             ):
                 tried = target
                 continue
@@ -352,7 +346,7 @@ async def _forward(
                 and not isinstance(err, UpstreamTimeout)
                 and exchange.phase is Phase.RECEIVING
                 and attempts < 3
-                and _may_retry(breaker, retries)
+                and take_retry(breaker, retries)
             )
             if retry:
                 log.debug("retrying on a fresh connection after a stale pooled one: %s", err)

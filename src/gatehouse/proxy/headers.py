@@ -240,6 +240,57 @@ def upstream_request_head(
     return b"".join(out)
 
 
+#: Fields that must not travel as request trailers (RFC 9110 §6.5.1: framing, routing,
+#: request modifiers, authentication, content handling), beside those
+#: :func:`upstream_request_head` strips or sets.
+TRAILER_FORBIDDEN = HOP_BY_HOP | frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"cookie",
+        b"set-cookie",
+        b"content-length",
+        b"content-type",
+        b"content-encoding",
+        b"content-range",
+        b"cache-control",
+        b"max-forwards",
+        b"pragma",
+        b"range",
+        b"forwarded",
+        b"x-real-ip",
+        b"via",
+    }
+)
+
+
+def upstream_trailers(
+    trailers: list[tuple[bytes, bytes]], route: Route
+) -> list[tuple[bytes, bytes]]:
+    """The client's request trailers that may go to an HTTP/2 upstream.
+
+    A trailer must never carry what the head may not: no identity header, no
+    ``X-Forwarded-*``, nothing the route removes or sets, no field RFC 9110 §6.5.1 keeps
+    out of trailers, and no name with ``_`` (read as ``-`` by some upstreams).
+    """
+    remove = route.remove_request_headers
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in trailers:
+        if (
+            name[:1] == b":"
+            or b"_" in name
+            or name in TRAILER_FORBIDDEN
+            or name in remove
+            or name.startswith(b"x-forwarded-")
+            or name.startswith(b"x-pomerium-")
+            or name.startswith(IDENTITY_HEADER_PREFIXES)
+            or name.startswith(b"if-")
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
 def client_response_block(headers: list[tuple[bytes, bytes]], route: Route) -> bytes:
     """The upstream's response headers as the client gets them, serialised
     (``name: value\\r\\n`` lines; framing headers are added by the exchange)."""

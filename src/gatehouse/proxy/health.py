@@ -4,7 +4,9 @@ Envoy's ``HealthCheck`` with ``http_health_check``).
 Theory of operation: one task per balancer and worker, started by the balancer's first
 pick (there is no event loop when routes are compiled). Every endpoint is checked at
 start, then every ``interval`` (``unhealthy_interval`` while unhealthy) plus up to
-``interval_jitter``: a ``GET path`` over a new connection, answered within ``timeout``.
+``interval_jitter``: a ``GET path`` over a new connection, answered within ``timeout``
+(over HTTP/2 for ``h2c://`` endpoints, :mod:`.health_h2`), or with ``grpc_health_check``
+a call of the gRPC health-checking protocol, healthy when SERVING.
 A status in ``expected_statuses`` (default 200) is a pass; any other status makes the
 endpoint unhealthy at once (Envoy ignores ``unhealthy_threshold`` for a bad status);
 a timeout or failed connection counts, and ``unhealthy_threshold`` of them in a row make
@@ -28,6 +30,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..config.upstream_health import HealthCheck
+from .health_h2 import probe_grpc, probe_h2
 
 if TYPE_CHECKING:
     from .balancer import Balancer, Target
@@ -133,16 +136,66 @@ async def _check_once(ref: weakref.ref[Subject], target: Target, state: CheckSta
             balancer.health_changed()
 
 
-async def probe(target: Target, check: HealthCheck) -> int | None:
-    """The status of one ``GET`` of the check's path, or ``None`` (no answer in time)."""
-    http = check.http_health_check
-    if http is None:  # pragma: no cover - the config requires it
-        return None
+_h2_context: ssl.SSLContext | None = None
+
+
+def _default_h2_context() -> ssl.SSLContext:
+    """System roots, name checked, ALPN ``h2`` (an https endpoint without route TLS)."""
+    global _h2_context
+    if _h2_context is None:
+        _h2_context = ssl.create_default_context()
+        _h2_context.set_alpn_protocols(["h2"])
+    return _h2_context
+
+
+def _h2_tls(target: Target) -> ssl.SSLContext | None:
+    """The ``h2`` client context for an https endpoint (``None``: h2c)."""
     endpoint = target.endpoint
+    if endpoint.scheme != "https":
+        return None
+    return endpoint.h2_tls_context or _default_h2_context()
+
+
+async def probe(target: Target, check: HealthCheck) -> int | None:
+    """The status of one ``GET`` of the check's path (0: not HTTP), or ``None`` (no
+    answer in time, no connection). A gRPC check counts as 200 when SERVING, else 503."""
+    endpoint = target.endpoint
+    grpc = check.grpc_health_check
+    if grpc is not None:
+        authority = grpc.authority.encode("latin-1") if grpc.authority else target.host_header
+        try:
+            async with asyncio.timeout(check.timeout):
+                serving = await probe_grpc(
+                    endpoint.host,
+                    endpoint.port,
+                    authority,
+                    grpc.service_name,
+                    _h2_tls(target),
+                    endpoint.server_name or endpoint.host,
+                )
+        except TimeoutError:
+            return None
+        return None if serving is None else 200 if serving else 503
+    http = check.http_health_check
+    if http is None:  # pragma: no cover - the config requires one of the two
+        return None
+    host = http.host.encode("latin-1") if http.host else target.host_header
+    if endpoint.scheme == "h2c" or http.codec_client_type == "HTTP2":
+        try:
+            async with asyncio.timeout(check.timeout):
+                return await probe_h2(
+                    endpoint.host,
+                    endpoint.port,
+                    host,
+                    http.path.encode("latin-1"),
+                    _h2_tls(target),
+                    endpoint.server_name or endpoint.host,
+                )
+        except TimeoutError:
+            return None
     ctx: ssl.SSLContext | None = None
     if endpoint.scheme == "https":
         ctx = target.tls_context or ssl.create_default_context()
-    host = http.host.encode("latin-1") if http.host else target.host_header
     request = (
         b"GET " + http.path.encode("latin-1") + b" HTTP/1.1\r\nhost: " + host + b"\r\n"
         b"user-agent: gatehouse/health-check\r\nconnection: close\r\n\r\n"

@@ -12,7 +12,6 @@ not grow with the number of routes, and gives exactly the linear scan's answer.
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,11 +144,17 @@ def attach_client_trust(route: Route, client_cas: DownstreamTrust, index: int) -
     object.__setattr__(route, "client_cert_required", trust is not None and client_cas.default_deny)
 
 
-def _upstream_tls(options: Options, route: RouteOptions, index: int) -> ssl.SSLContext | None:
-    """The client context for the route's https upstreams (``None`` without any)."""
+def _balancer(options: Options, route: RouteOptions, index: int) -> Balancer:
+    """The route's balancer, with the client contexts (HTTP/1.1 and ``h2``, same trust
+    and client certificate) for its https upstreams."""
     if not has_https_upstream(route):
-        return None
-    return upstream_context(options, route, f"routes[{index}]")
+        return Balancer.from_route(route)
+    where = f"routes[{index}]"
+    return Balancer.from_route(
+        route,
+        upstream_context(options, route, where),
+        upstream_context(options, route, where, alpn="h2"),
+    )
 
 
 def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
@@ -205,9 +210,7 @@ def compile_route(options: Options, route: RouteOptions, index: int) -> Route:
         match_kind=kind,
         match_value=value,
         match_regex=re.compile(value) if kind == MATCH_REGEX else None,
-        balancer=Balancer.from_route(route, _upstream_tls(options, route, index))
-        if route.to
-        else None,
+        balancer=_balancer(options, route, index) if route.to else None,
         redirect=route.redirect,
         response=route.response,
         prefix_rewrite=route.prefix_rewrite,

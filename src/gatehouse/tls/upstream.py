@@ -11,6 +11,10 @@ Pomerium's meanings (``config/envoyconfig/clusters.go``):
 - ``tls_client_cert``/``tls_client_key`` (``_file``): the certificate presented to an
   upstream that asks for one (mutual TLS).
 
+Each setting gets two contexts that differ only in ALPN: ``http/1.1`` for proxied
+HTTP/1.1 requests and ``h2`` for gRPC calls to the same upstream (``proxy/forward_h2``),
+so both protocols trust, verify and present certificates identically.
+
 Contexts are cached by what they are made of, so thousands of routes with the same
 settings share one (loading the system's roots costs milliseconds and memory).
 """
@@ -44,8 +48,10 @@ def _value(inline: str | None, path: str | None, what: str) -> bytes:
     return b""
 
 
-def upstream_context(options: Options, route: RouteOptions, where: str = "route") -> ssl.SSLContext:
-    """The client context for ``route``'s https upstreams.
+def upstream_context(
+    options: Options, route: RouteOptions, where: str = "route", alpn: str = "http/1.1"
+) -> ssl.SSLContext:
+    """The client context for ``route``'s https upstreams, offering ``alpn`` only.
 
     Raises:
         ConfigError: a CA, certificate or key that cannot be read or loaded.
@@ -61,14 +67,14 @@ def upstream_context(options: Options, route: RouteOptions, where: str = "route"
     cert = _value(route.tls_client_cert, route.tls_client_cert_file, f"{where}.tls_client_cert")
     key = _value(route.tls_client_key, route.tls_client_key_file, f"{where}.tls_client_key")
     try:
-        return _build(custom_ca, global_ca, cert, key, route.tls_skip_verify)
+        return _build(custom_ca, global_ca, cert, key, route.tls_skip_verify, alpn)
     except (ssl.SSLError, ValueError) as exc:
         raise ConfigError([f"{where}: upstream TLS settings do not load: {exc}"]) from None
 
 
 @functools.lru_cache(maxsize=256)
 def _build(
-    custom_ca: bytes, global_ca: bytes, cert: bytes, key: bytes, skip_verify: bool
+    custom_ca: bytes, global_ca: bytes, cert: bytes, key: bytes, skip_verify: bool, alpn: str
 ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -83,7 +89,7 @@ def _build(
         ctx.verify_mode = ssl.CERT_NONE
     if cert:
         _load_client_pair(ctx, cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols([alpn])
     return ctx
 
 

@@ -13,7 +13,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -22,65 +21,13 @@ import pytest
 
 from security.conftest import programmatic_token
 from security.hardening import ALICE, gatehouse, signed_in
+from support.grpc_echo import EchoServer, identity
 from support.upstream import Upstream, closed_port
 from tls.pki import Authority
 
 pytestmark = pytest.mark.timeout(90)
 
 BOB_ONLY = [{"allow": {"or": [{"email": {"is": "bob@example.com"}}]}}]
-
-
-def _identity(x: bytes) -> bytes:
-    return x
-
-
-class EchoServer:
-    """A grpcio server with raw-bytes methods: Unary, Chat (bidi), Fail; it records the
-    metadata of every call."""
-
-    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
-        self.metadata: list[dict[str, str]] = []
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        handlers = {
-            "Unary": grpc.unary_unary_rpc_method_handler(
-                self._unary, request_deserializer=_identity, response_serializer=_identity
-            ),
-            "Chat": grpc.stream_stream_rpc_method_handler(
-                self._chat, request_deserializer=_identity, response_serializer=_identity
-            ),
-            "Fail": grpc.unary_unary_rpc_method_handler(
-                self._fail, request_deserializer=_identity, response_serializer=_identity
-            ),
-        }
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("test.Echo", handlers),)
-        )
-        if credentials is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
-        else:
-            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
-        self.server.start()
-
-    def _record(self, context: grpc.ServicerContext) -> None:
-        self.metadata.append({k: v for k, v in context.invocation_metadata()})  # type: ignore[misc]
-
-    def _unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        self._record(context)
-        context.set_trailing_metadata((("x-trailer", "from-upstream"),))
-        return b"echo:" + request
-
-    def _chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        self._record(context)
-        for message in requests:
-            yield b"re:" + message
-
-    def _fail(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        self._record(context)
-        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
-        return b""  # pragma: no cover - abort raises
-
-    def stop(self) -> None:
-        self.server.stop(0).wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +93,7 @@ def channel(port: int, host: str) -> grpc.Channel:
 
 def unary(ch: grpc.Channel) -> Any:
     return ch.unary_unary(
-        "/test.Echo/Unary", request_serializer=_identity, response_deserializer=_identity
+        "/test.Echo/Unary", request_serializer=identity, response_deserializer=identity
     )
 
 
@@ -185,7 +132,7 @@ def test_bidirectional_streaming(stack: tuple[int, str]) -> None:
 
     with channel(port, "grpc.localhost") as ch:
         chat = ch.stream_stream(
-            "/test.Echo/Chat", request_serializer=_identity, response_deserializer=_identity
+            "/test.Echo/Chat", request_serializer=identity, response_deserializer=identity
         )
         replies = chat(requests(), metadata=auth(token), timeout=20)
         got = []

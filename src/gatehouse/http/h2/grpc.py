@@ -5,6 +5,10 @@ HTTP status, so a plain ``403`` reaches it as ``UNKNOWN``. As Envoy does for its
 replies (``Grpc::Utility::httpToGrpcStatus``), gatehouse answers a gRPC request with a
 trailers-only response: HTTP 200, ``content-type: application/grpc`` and the mapped
 ``grpc-status`` (https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md).
+
+One departure from that table: gatehouse's 504 always means the route's timeout passed,
+so it becomes DEADLINE_EXCEEDED, not UNAVAILABLE (which invites the client to retry at
+once); Envoy's router made the same change (envoyproxy/envoy#10184, #44479).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ _HTTP_TO_GRPC = {
     429: 14,  # UNAVAILABLE
     502: 14,
     503: 14,
-    504: 14,
+    504: 4,  # DEADLINE_EXCEEDED: the route's timeout (see the module docstring)
 }
 UNKNOWN = 2
 

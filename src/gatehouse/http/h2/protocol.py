@@ -192,6 +192,10 @@ class H2Protocol(asyncio.Protocol):
             self._on_request(event)
         elif isinstance(event, h2.events.DataReceived):
             self._on_data(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id or 0)
+            if stream is not None and stream.exchange is not None:
+                stream.exchange.feed_trailers(cast("list[Header]", event.headers or []))
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None and stream.exchange is not None:

@@ -10,6 +10,12 @@ Back-pressure both ways, per stream: request bytes wait for the upstream's windo
 past :data:`REQUEST_HIGH_WATER`, pause the client side (``producer``); response bytes
 are acknowledged (the upstream's window reopened) only while the client side is not
 paused.
+
+Streams never outlive their request: a client that goes away resets its upstream stream
+(``CANCEL``), and a response that ends while the request is still being sent resets the
+request side, so the connection's count of open streams cannot creep up. Connections
+without streams close after :data:`~gatehouse.http.upstream.POOL_IDLE_TIMEOUT_S`, and
+all of them when the pool closes (worker shutdown).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from typing import Protocol
 
@@ -29,8 +36,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from ...errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError
-from ..upstream import Endpoint
+from ...errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamRefused
+from ..upstream import POOL_IDLE_TIMEOUT_S, Endpoint, connect_error
 from .flow import take_window
 
 log = logging.getLogger("gatehouse.upstream")
@@ -71,6 +78,8 @@ class UpstreamStream:
 
     __slots__ = (
         "_end_pending",
+        "_end_trailers",
+        "_ended",
         "_paused",
         "_pending",
         "_pending_bytes",
@@ -97,6 +106,10 @@ class UpstreamStream:
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._end_pending = False
+        #: Request trailers to end the request with (``end_body``), or ``None``.
+        self._end_trailers: list[Header] | None = None
+        #: The request side is closed (END_STREAM sent).
+        self._ended = False
         self._producer_paused = False
         self._paused = False
         self._withheld = 0
@@ -110,7 +123,9 @@ class UpstreamStream:
         self._pending_bytes += len(chunk)
         self.drain()
 
-    def end_body(self) -> None:
+    def end_body(self, trailers: list[Header] | None = None) -> None:
+        """End the request once the queued body is sent, with ``trailers`` when given."""
+        self._end_trailers = trailers or None
         self._end_pending = True
         self.drain()
 
@@ -126,7 +141,12 @@ class UpstreamStream:
                 h2conn.send_data(sid, chunk)
             if not pending and self._end_pending:
                 self._end_pending = False
-                h2conn.end_stream(sid)
+                self._ended = True
+                trailers = self._end_trailers
+                if trailers is not None:
+                    h2conn.send_headers(sid, trailers, end_stream=True)
+                else:
+                    h2conn.end_stream(sid)
         except (h2.exceptions.H2Error, KeyError):
             pass  # the stream was reset: the response side reports it
         producer = self.producer
@@ -172,6 +192,19 @@ class UpstreamStream:
             self.conn.h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
         self.conn.flush()
 
+    def response_ended(self) -> None:
+        """The response is complete: if the request is still being sent, stop it (RFC
+        9113 §8.1), so the stream closes on our side too and frees its slot."""
+        self._pending.clear()
+        self._pending_bytes = 0
+        if not self._ended:
+            self._ended = True
+            with contextlib.suppress(h2.exceptions.H2Error, KeyError):
+                self.conn.h2.reset_stream(self.stream_id, ErrorCodes.CANCEL)
+        if self._producer_paused and self.producer is not None:
+            self._producer_paused = False
+            self.producer.resume_reading()
+
 
 class H2UpstreamConnection(asyncio.Protocol):
     """One HTTP/2 connection to an upstream, many streams."""
@@ -202,6 +235,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.closed = False
         #: No new streams: the upstream sent GOAWAY, or the connection failed.
         self.going_away = False
+        #: Loop time since when no stream is open (for the pool's idle sweep).
+        self.idle_since = time.monotonic()
 
     @property
     def available(self) -> bool:
@@ -225,8 +260,11 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.pool.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()
+        # Named, since under TLS 1.3 an upstream that refuses our client certificate
+        # does so after the handshake: this line is what the operator sees of it.
+        reason = f"upstream {self.endpoint.host}:{self.endpoint.port} closed the connection"
         for stream in streams:
-            self._fail(stream, "upstream closed the connection")
+            self._fail(stream, reason)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -272,13 +310,19 @@ class H2UpstreamConnection(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             if stream is not None:
                 stream.done = True
+                stream.response_ended()
                 self.forget(stream)
                 stream.sink.on_response_end(stream.trailers)
         elif isinstance(event, h2.events.StreamReset):
             if stream is not None:
                 stream.done = True
                 self.forget(stream)
-                self._fail(stream, f"upstream reset the stream ({event.error_code})")
+                self._fail(
+                    stream,
+                    f"upstream reset the stream ({event.error_code})",
+                    refused=event.error_code == ErrorCodes.REFUSED_STREAM
+                    and not stream.received_any,
+                )
         elif isinstance(event, h2.events.WindowUpdated):
             targets = [stream] if stream is not None else list(self.streams.values())
             for s in targets:
@@ -299,7 +343,9 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def _fail(self, stream: UpstreamStream, reason: str, refused: bool = False) -> None:
         stream.done = True
-        if refused or not stream.received_any:
+        if refused:
+            stream.sink.on_response_error(UpstreamRefused(reason))
+        elif not stream.received_any:
             stream.sink.on_response_error(UpstreamConnectError(reason))
         else:
             stream.sink.on_response_error(UpstreamProtocolError(reason))
@@ -309,17 +355,33 @@ class H2UpstreamConnection(asyncio.Protocol):
     def open_stream(
         self, headers: list[Header], sink: H2ResponseSink, *, end_stream: bool
     ) -> UpstreamStream:
-        sid = self.h2.get_next_available_stream_id()
-        stream = UpstreamStream(self, sid, sink)
+        """Send a request's headers on a new stream.
+
+        Raises:
+            UpstreamRefused: the connection cannot take a stream (closing, or full by the
+                ``h2`` state machine's count); nothing was sent.
+        """
+        try:
+            sid = self.h2.get_next_available_stream_id()
+            stream = UpstreamStream(self, sid, sink)
+            self.h2.send_headers(sid, headers, end_stream=end_stream)
+        except h2.exceptions.H2Error as exc:
+            self.going_away = True
+            self.pool.discard(self)
+            if not self.streams:
+                self.close()
+            raise UpstreamRefused(f"upstream connection takes no new stream: {exc}") from exc
+        stream._ended = end_stream
         self.streams[sid] = stream
-        self.h2.send_headers(sid, headers, end_stream=end_stream)
         self.flush()
         return stream
 
     def forget(self, stream: UpstreamStream) -> None:
         self.streams.pop(stream.stream_id, None)
-        if self.going_away and not self.streams:
-            self.close()
+        if not self.streams:
+            self.idle_since = time.monotonic()
+            if self.going_away:
+                self.close()
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
@@ -349,6 +411,7 @@ class H2Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._conns: dict[str, list[H2UpstreamConnection]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     def take(self, endpoint: Endpoint) -> H2UpstreamConnection | None:
         for conn in self._conns.get(endpoint.key, ()):
@@ -365,6 +428,8 @@ class H2Pool:
             UpstreamConnectError: refused, unreachable, TLS failure, no ``h2`` in ALPN, timeout.
         """
         where = f"{endpoint.host}:{endpoint.port}"
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep())
         try:
             transport, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -378,12 +443,8 @@ class H2Pool:
                 ),
                 timeout=timeout_s if timeout_s > 0 else None,
             )
-        except TimeoutError as exc:
-            raise UpstreamConnectError(f"connect to {where} timed out") from exc
-        except ssl.SSLError as exc:
-            raise UpstreamConnectError(f"TLS with {where} failed: {exc.reason}") from exc
-        except OSError as exc:
-            raise UpstreamConnectError(f"connect to {where} failed: {exc.strerror or exc}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise connect_error(endpoint, exc) from exc
         if ssl_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
@@ -398,8 +459,26 @@ class H2Pool:
         if conns and conn in conns:
             conns.remove(conn)
 
+    async def _sweep(self) -> None:
+        """Close connections that carried no stream for ``POOL_IDLE_TIMEOUT_S`` (also
+        those to endpoints a reload removed)."""
+        while True:
+            await asyncio.sleep(POOL_IDLE_TIMEOUT_S / 4)
+            self.close_idle(time.monotonic() - POOL_IDLE_TIMEOUT_S)
+
+    def close_idle(self, cutoff: float) -> None:
+        """Close every connection without streams since before ``cutoff`` (loop time)."""
+        for conns in list(self._conns.values()):
+            for conn in [c for c in conns if not c.streams and c.idle_since < cutoff]:
+                conns.remove(conn)
+                conn.close()
+
     def close_all(self) -> None:
+        """Close every connection (GOAWAY, then the socket): the worker is stopping."""
         for conns in self._conns.values():
             for conn in list(conns):
                 conn.close()
         self._conns.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
