@@ -19,8 +19,14 @@ Fairness: one worker each; both write one access-log line per request to a buffe
 both send the same X-Forwarded-* headers upstream; HTTP/1.1 keep-alive to the upstream.
 Every process started here is stopped at exit (by pid).
 
+Which gatehouse: by default the one this interpreter imports. ``--gatehouse
+LABEL=PYTHON[:PYTHONPATH]`` (repeatable) runs another build instead, e.g. the compiled
+wheel installed in a test venv, or two builds side by side in one run (before/after:
+each point then runs nginx, A, B, B, A, nginx). Each build's line says whether its
+request path is compiled (mypyc) or interpreted: users run the compiled one.
+
 Usage: ``python bench/h2_bench.py [--mode h2c|tls|both] [--streams 1,10,100] [-D 5]
-       [--rounds 1] [--json out.json]``
+       [--rounds 1] [--gatehouse LABEL=PYTHON[:PYTHONPATH]]... [--json out.json]``
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from proxy_bench import (
     UPSTREAM_BODY,
     BenchError,
     Processes,
+    _nofile,
+    _worker_connections,
     cpu_seconds,
     free_port,
     nginx_binary,
@@ -95,6 +103,42 @@ routes:
 
 _FINISHED = re.compile(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s")
 _REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
+
+
+@dataclass(frozen=True)
+class Build:
+    """A gatehouse build to measure: an interpreter and an optional PYTHONPATH."""
+
+    label: str
+    python: str
+    pythonpath: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("PYTHONPATH", None)
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        return env
+
+    def describe(self) -> str:
+        """Where this build's gatehouse comes from, and whether it is compiled."""
+        probe = (
+            "import gatehouse, gatehouse.http.h2.stream as s; "
+            "print(gatehouse.__file__, 'compiled' if s.__file__.endswith('.so') "
+            "else 'interpreted')"
+        )
+        got = subprocess.run(
+            [self.python, "-c", probe], capture_output=True, text=True, env=self.env()
+        )
+        return got.stdout.strip() or got.stderr.strip()[-200:]
+
+
+def parse_build(spec: str) -> Build:
+    label, sep, rest = spec.partition("=")
+    if not sep or not label or not rest:
+        raise argparse.ArgumentTypeError("expected LABEL=PYTHON[:PYTHONPATH]")
+    python, _, pythonpath = rest.partition(":")
+    return Build(label, python, pythonpath)
 
 
 @dataclass
@@ -228,10 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default="1,10,100")
     ap.add_argument("-D", "--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1, help="ABBA pairs per point")
+    ap.add_argument(
+        "--gatehouse",
+        type=parse_build,
+        action="append",
+        metavar="LABEL=PYTHON[:PYTHONPATH]",
+        help="a gatehouse build to measure (repeatable; default: this interpreter's)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
     ensure_tools()
+    builds: list[Build] = args.gatehouse or [Build("gatehouse", sys.executable)]
+    if len({b.label for b in builds} | {"nginx"}) != len(builds) + 1:
+        ap.error("--gatehouse labels must be distinct and not 'nginx'")
+    for b in builds:
+        print(f"{b.label}: {b.describe()}", flush=True)
     modes = ["h2c", "tls"] if args.mode == "both" else [args.mode]
     streams = [int(s) for s in args.streams.split(",")]
     procs = Processes()
@@ -262,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 conf.write_text(
                     _NGINX_COMMON.format(
                         workers=1,
+                        nofile=_nofile(),
+                        worker_connections=_worker_connections(),
                         user="user root;" if os.geteuid() == 0 else "",
                         tmp=tmp,
                         name=f"nginx-{mode}",
@@ -282,33 +340,35 @@ def main(argv: list[str] | None = None) -> int:
                     tmp,
                 )
                 wait_h2(nginx_port, mode)
-                gh_port = free_port()
-                gh_conf = tmp / f"gatehouse-{mode}.yaml"
-                gh_conf.write_text(
-                    _GATEHOUSE.format(
-                        port=gh_port,
-                        insecure="false" if tls else "true",
-                        certs=f"certificate_file: {cert}\ncertificate_key_file: {key}\n"
-                        if tls
-                        else "",
-                        scheme="https" if tls else "http",
-                        host=BENCH_HOST,
-                        upstream_port=upstream_port,
+                targets = {"nginx": (nginx_port, nginx_worker(nginx.pid))}
+                started = []
+                for b in builds:
+                    gh_port = free_port()
+                    gh_conf = tmp / f"{b.label}-{mode}.yaml"
+                    gh_conf.write_text(
+                        _GATEHOUSE.format(
+                            port=gh_port,
+                            insecure="false" if tls else "true",
+                            certs=f"certificate_file: {cert}\ncertificate_key_file: {key}\n"
+                            if tls
+                            else "",
+                            scheme="https" if tls else "http",
+                            host=BENCH_HOST,
+                            upstream_port=upstream_port,
+                        )
                     )
-                )
-                gh = procs.start(
-                    f"gatehouse-{mode}",
-                    [sys.executable, "-m", "gatehouse", "run", "-c", str(gh_conf)],
-                    tmp,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-                wait_h2(gh_port, mode)
-                targets = {
-                    "nginx": (nginx_port, nginx_worker(nginx.pid)),
-                    "gatehouse": (gh_port, gh.pid),
-                }
+                    gh = procs.start(
+                        f"{b.label}-{mode}",
+                        [b.python, "-m", "gatehouse", "run", "-c", str(gh_conf)],
+                        tmp,
+                        env=b.env(),
+                    )
+                    wait_h2(gh_port, mode)
+                    targets[b.label] = (gh_port, gh.pid)
+                    started.append(gh)
                 for n in streams:
-                    order = ["nginx", "gatehouse", "gatehouse", "nginx"] * args.rounds
+                    labels = ["nginx", *(b.label for b in builds)]
+                    order = (labels + labels[::-1]) * args.rounds
                     for i, name in enumerate(order):
                         port, pid = targets[name]
                         cpu0 = cpu_seconds(pid)
@@ -334,46 +394,48 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         runs.append(run)
                         print(
-                            f"  {mode:4} m={n:<3} {name:9} {run.rps:9.0f} req/s"
+                            f"  {mode:4} m={n:<3} {name:10} {run.rps:9.0f} req/s"
                             f"  p50 {run.p50_ms:7.2f} ms"
                             f"  p99 {run.p99_ms:7.2f} ms  cpu {run.cpu_us_per_req:6.1f} us/req"
                             f"  ok {ok} failed {done - ok}",
                             flush=True,
                         )
-                procs.stop(gh)
+                for gh in started:
+                    procs.stop(gh)
                 procs.stop(nginx)
     finally:
         procs.stop_all()
     print("\nmedians (one connection, h2load -c 1 -m STREAMS):")
     print(
-        f"{'mode':5} {'streams':>7} {'nginx req/s':>12} {'gh req/s':>9} {'ratio':>6} "
-        f"{'nginx p99':>10} {'gh p99':>8}"
+        f"{'mode':5} {'streams':>7} {'build':>10} {'req/s':>9} {'x nginx':>7} {'p99':>9} "
+        f"{'cpu us/req':>10}"
     )
     summary = []
     for mode in modes:
         for n in streams:
-            ng = [r for r in runs if r.mode == mode and r.streams == n and r.proxy == "nginx"]
-            gh_runs = [
-                r for r in runs if r.mode == mode and r.streams == n and r.proxy == "gatehouse"
-            ]
-            nr, gr = statistics.median(r.rps for r in ng), statistics.median(r.rps for r in gh_runs)
-            np99 = statistics.median(r.p99_ms for r in ng)
-            gp99 = statistics.median(r.p99_ms for r in gh_runs)
-            summary.append(
-                {
-                    "mode": mode,
-                    "streams": n,
-                    "nginx_rps": nr,
-                    "gatehouse_rps": gr,
-                    "ratio": gr / nr if nr else 0.0,
-                    "nginx_p99_ms": np99,
-                    "gatehouse_p99_ms": gp99,
-                }
-            )
-            print(
-                f"{mode:5} {n:>7} {nr:>12.0f} {gr:>9.0f} {gr / nr if nr else 0:>6.2f} "
-                f"{np99:>8.2f}ms {gp99:>6.2f}ms"
-            )
+            here = [r for r in runs if r.mode == mode and r.streams == n]
+            nginx_rps = statistics.median(r.rps for r in here if r.proxy == "nginx")
+            for label in ["nginx", *(b.label for b in builds)]:
+                mine = [r for r in here if r.proxy == label]
+                rps = statistics.median(r.rps for r in mine)
+                p99 = statistics.median(r.p99_ms for r in mine)
+                cpu = statistics.median(r.cpu_us_per_req for r in mine)
+                ratio = rps / nginx_rps if nginx_rps else 0.0
+                summary.append(
+                    {
+                        "mode": mode,
+                        "streams": n,
+                        "proxy": label,
+                        "rps": rps,
+                        "ratio": ratio,
+                        "p99_ms": p99,
+                        "cpu_us_per_req": cpu,
+                    }
+                )
+                print(
+                    f"{mode:5} {n:>7} {label:>10} {rps:>9.0f} {ratio:>7.2f} {p99:>7.2f}ms "
+                    f"{cpu:>10.1f}"
+                )
     if args.json:
         args.json.write_text(
             json.dumps({"runs": [asdict(r) for r in runs], "summary": summary}, indent=2)

@@ -18,7 +18,7 @@ from h2.settings import SettingCodes
 
 from support import wait_until
 from support.gatehouse import GatehouseProcess, public
-from support.h2client import H2Client
+from support.h2client import H2Client, StreamResult
 from support.upstream import Download, Echo, Respond, SlowBody, Upstream
 
 Start = Callable[..., GatehouseProcess]
@@ -267,4 +267,41 @@ def test_bad_requests_answered_on_their_stream(start_gatehouse: Start, upstream:
         assert long_path.status == 414
         ok = client.get("/")
         assert ok.status == 200  # the connection survives a refused stream
+    assert not any("Traceback" in line for line in gh.stderr_lines)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [(b"X-Upper", b"1")],
+        [(b"x-split", b"a\r\nx-injected: 1")],
+        [(b"x-nul", b"a\x00b")],
+        [(b"connection", b"close")],
+        [(b"te", b"gzip")],
+        [(b":path", b"/again")],
+    ],
+    ids=["uppercase", "crlf", "nul", "connection", "te", "repeated-pseudo"],
+)
+def test_malformed_fields_refused_on_their_stream(
+    start_gatehouse: Start, upstream: Upstream, extra: list[tuple[bytes, bytes]]
+) -> None:
+    gh = start_gatehouse(config(upstream))
+    with H2Client(gh.port, outbound_checks=False) as client:
+        sid = client.conn.get_next_available_stream_id()
+        client.streams[sid] = StreamResult()
+        client.conn.send_headers(
+            sid,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":authority", b"app.localhost"),
+                (b":path", b"/"),
+                *extra,
+            ],
+            end_stream=True,
+        )
+        client.flush()
+        assert client.response(sid).status == 400
+        assert client.get("/").status == 200  # the connection survives
+    assert len(upstream.requests) == 1  # the malformed request never reached it
     assert not any("Traceback" in line for line in gh.stderr_lines)

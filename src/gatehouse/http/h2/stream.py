@@ -153,8 +153,8 @@ class StreamChannel:
         self.proto.flush()
 
     def send_head(self, headers: list[Header]) -> None:
-        """Send the response headers with the first body bytes, with the end of the
-        stream, or at the next turn of the loop, whichever comes first.
+        """Send the response headers (and the body queued with them) with the end of the
+        stream or at the next turn of the loop, whichever comes first.
 
         A response that ends at once goes out as one HEADERS frame with END_STREAM: for
         gRPC's trailers-only responses that is required (a client reads a lone empty
@@ -175,7 +175,11 @@ class StreamChannel:
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
-        self._drain()
+        if self._head is None:
+            self._drain()
+        # else: the head waits for the end of the stream or of this turn of the loop
+        # (_head_timer); a body that ends in this turn then goes out as HEADERS and one
+        # DATA frame with END_STREAM.
         if not self._producer_paused and self.write_paused:
             self.update_producer()
 
@@ -209,6 +213,13 @@ class StreamChannel:
                 h2conn.send_headers(sid, head)
             while (chunk := take_window(h2conn, sid, pending)) is not None:
                 self._pending_bytes -= len(chunk)
+                if not pending and self._end_pending and self._trailers is None:
+                    # The last chunk carries END_STREAM: one DATA frame, not two.
+                    h2conn.send_data(sid, chunk, end_stream=True)
+                    self._end_pending = False
+                    self.blocked_since = 0.0
+                    self._done()
+                    break
                 h2conn.send_data(sid, chunk)
             if pending and not self.blocked_since:
                 self.blocked_since = _now()  # the window is closed
