@@ -104,9 +104,11 @@ def test_rapid_reset_gets_goaway(
         client.read_until(lambda: client.closed, 5)
         assert client.closed
     wait_until(lambda: logged(gh, "rapid reset") == 1, timeout=5)
-    # Far fewer than 400 requests reached the upstream, and none is left open.
+    # Far fewer than 400 requests reached the upstream, and none is left open: every
+    # connection that carried one is closed. (A connection that finished opening after its
+    # stream was reset carried nothing; it may wait in the idle pool for the next request.)
     assert len(up.requests) <= 210
-    wait_until(lambda: len(up.closed) == len(up.opened), timeout=10)
+    wait_until(lambda: {r.conn_id for r in up.requests} <= set(up.closed), timeout=10)
     still_serves(gh.port)
     no_traceback(gh)
 
