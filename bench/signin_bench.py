@@ -22,8 +22,9 @@ Which gatehouse runs: by default this interpreter's, with ``PYTHONPATH`` made ab
 back to an installed build), so ``PYTHONPATH=src`` means the dev tree. ``--python PY``
 runs the build installed in PY's environment (``PYTHONPATH`` cleared: a venv with the
 compiled wheel, as users run it); repeat it, and add ``--dev`` for the dev tree, to compare
-builds in one run (interleaved ``--rounds`` times). The first lines printed name each
-side's gatehouse and its build.
+builds in one run (interleaved ``--rounds`` times); ``--src DIR`` (repeatable) runs
+this interpreter with another source tree (``PYTHONPATH=DIR``, e.g. a checkout of the
+commit before). The first lines printed name each side's gatehouse and its build.
 """
 
 from __future__ import annotations
@@ -263,12 +264,22 @@ def main() -> None:
         help="run the gatehouse installed for this interpreter (repeat to compare builds)",
     )
     ap.add_argument(
-        "--dev", action="store_true", help="with --python: also this interpreter's (dev tree)"
+        "--dev", action="store_true", help="with --python/--src: also this interpreter's own"
+    )
+    ap.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        type=Path,
+        help="run this interpreter with PYTHONPATH=SRC (repeat to compare source trees)",
     )
     ap.add_argument("--rounds", type=int, default=1, help="runs per interpreter, interleaved")
     args = ap.parse_args()
     absolute_pythonpath()
-    sides: list[tuple[str, dict[str, str]]] = [(p, INSTALLED_ENV) for p in args.python]
+    sides: list[tuple[str, dict[str, str]]] = [
+        (sys.executable, {"PYTHONPATH": str(src.resolve())}) for src in args.src
+    ]
+    sides += [(p, INSTALLED_ENV) for p in args.python]
     if args.dev or not sides:
         sides.insert(0, (sys.executable, {}))
     pythons = [p for p, _ in sides]
