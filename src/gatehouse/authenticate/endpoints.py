@@ -279,7 +279,14 @@ class AuthEndpoints:
             if programmatic:
                 return self._programmatic_redirect(existing, target)
             return self._handoff(existing, target, binding)
-        start = await auth.sign_in(url, request.cookies().get(self.csrf_cookie))
+        # The URL's signature was checked above: begin from its parameters, not again.
+        start = await auth.begin(
+            target,
+            request.cookies().get(self.csrf_cookie),
+            binding=binding,
+            programmatic=programmatic,
+            idp_id=idp_id,
+        )
         response = Response.redirect(start.authorization_url)
         response.set_cookie(
             self.csrf_cookie,

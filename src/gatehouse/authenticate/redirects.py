@@ -76,12 +76,15 @@ class RedirectSigner:
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
             if k not in (QUERY_ISSUED, QUERY_EXPIRY, QUERY_SIGNATURE)
         ]
+        return self._signed(parts.scheme, parts.netloc, parts.path, params)
+
+    def _signed(self, scheme: str, netloc: str, path: str, params: list[tuple[str, str]]) -> str:
         issued = int(self._clock())
-        params += [(QUERY_ISSUED, str(issued)), (QUERY_EXPIRY, str(issued + self._ttl_s))]
-        signature = self._mac(parts.scheme, parts.netloc, parts.path, params)
+        params = [*params, (QUERY_ISSUED, str(issued)), (QUERY_EXPIRY, str(issued + self._ttl_s))]
+        signature = self._mac(scheme, netloc, path, params)
         params.append((QUERY_SIGNATURE, signature))
         query = urlencode(params, quote_via=quote)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        return urlunsplit((scheme, netloc, path, query, ""))
 
     def sign_in_url(
         self,
@@ -93,9 +96,14 @@ class RedirectSigner:
     ) -> str:
         """The signed ``/.pomerium/sign_in`` URL that returns the user to ``redirect_url``
         (``extra``: more signed query parameters)."""
-        base = authenticate_url.rstrip("/") + path
-        params = [(QUERY_REDIRECT_URI, redirect_url), *extra]
-        return self.sign(base + "?" + urlencode(params, quote_via=quote))
+        base = urlsplit(authenticate_url.rstrip("/") + path)
+        # Signed from the parameters themselves: what sign() would read back from the URL.
+        params = [
+            (k, v)
+            for k, v in [(QUERY_REDIRECT_URI, redirect_url), *extra]
+            if k not in (QUERY_ISSUED, QUERY_EXPIRY, QUERY_SIGNATURE)
+        ]
+        return self._signed(base.scheme, base.netloc, base.path, params)
 
     def verify(self, url: str) -> dict[str, str]:
         """Check a signed URL (as received: ``Request.url``); returns its other query parameters.
