@@ -1,6 +1,7 @@
 """CPU that gatehouse spends on one full OpenID Connect sign-in, measured from /proc.
 
     python bench/signin_bench.py [--n 200] [--warmup 20] [--steps] [--profile]
+                                 [--python PY [--python PY2 ...]] [--rounds R]
 
 One sign-in is what a browser does: the route answers 302 to the authenticate service,
 which sets its state and sends the browser to the IdP; the IdP (the red-team suite's
@@ -11,8 +12,19 @@ gatehouse's user+system CPU per sign-in (the whole process tree, from ``/proc/<p
 the wall time per sign-in, with ``--steps`` the CPU and wall time of each request of the
 flow (gatehouse's on-CPU nanoseconds from ``/proc/<pid>/task/*/schedstat`` read before and
 after each request: work gatehouse does after answering is charged to the next step), and
-with ``--profile`` the functions by cumulative time from a
-second gatehouse run under cProfile. The issue's target: 2.5 ms of gatehouse CPU.
+with ``--profile`` the functions by cumulative and own time from a second gatehouse run
+under cProfile, timed by the main thread's CPU clock (``time.thread_time``: time waiting
+for the IdP or the store's thread is not charged to the coroutine that awaits it). The
+issue's target: 2.5 ms of gatehouse CPU.
+
+Which gatehouse runs: by default this interpreter's, with ``PYTHONPATH`` made absolute
+(gatehouse starts in a temporary directory, where a relative ``src`` would silently fall
+back to an installed build), so ``PYTHONPATH=src`` means the dev tree. ``--python PY``
+runs the build installed in PY's environment (``PYTHONPATH`` cleared: a venv with the
+compiled wheel, as users run it); repeat it, and add ``--dev`` for the dev tree, to compare
+builds in one run (interleaved ``--rounds`` times); ``--src DIR`` (repeatable) runs
+this interpreter with another source tree (``PYTHONPATH=DIR``, e.g. a checkout of the
+commit before). The first lines printed name each side's gatehouse and its build.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import argparse
 import base64
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +126,50 @@ def config(idp: HostileIdp, upstream: Upstream) -> dict[str, Any]:
     }
 
 
+def absolute_pythonpath() -> None:
+    """Make ``PYTHONPATH`` absolute: gatehouse starts in a temporary directory, where a
+    relative ``src`` would silently fall back to whatever build is installed."""
+    value = os.environ.get("PYTHONPATH")
+    if value:
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            str(Path(p).resolve()) for p in value.split(os.pathsep) if p
+        )
+
+
+#: ``PYTHONPATH`` for a ``--python`` side: none, so its installed build is the one run.
+INSTALLED_ENV = {"PYTHONPATH": ""}
+
+
+def which_gatehouse(python: str, env: dict[str, str]) -> str:
+    """Where ``python`` imports gatehouse from, and whether that build is compiled."""
+    probe = "import gatehouse; print(gatehouse.__file__, '-', gatehouse.build_kind())"
+    done = subprocess.run(
+        [python, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env={**os.environ, **env},
+    )
+    return done.stdout.strip() or f"cannot import gatehouse: {done.stderr.strip()[-200:]}"
+
+
+#: Runs ``python PROFILER OUT -m gatehouse ...``: cProfile on the main thread's CPU clock.
+PROFILER = """
+import cProfile, runpy, sys, time
+out, module = sys.argv[1], sys.argv[3]
+sys.argv = [module, *sys.argv[4:]]
+profile = cProfile.Profile(time.thread_time)
+profile.enable()
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
 def sign_in(client: httpx.Client, port: int, pid: int = 0, steps: StepSink | None = None) -> None:
     """One browser's sign-in: its own cookies, over kept-alive connections as a browser's.
 
@@ -157,14 +214,22 @@ def sign_in(client: httpx.Client, port: int, pid: int = 0, steps: StepSink | Non
 
 
 def run(
-    n: int, warmup: int, profile: Path | None, steps: StepSink | None = None
+    n: int,
+    warmup: int,
+    profile: Path | None,
+    steps: StepSink | None = None,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     loop = LoopThread()
     idp = HostileIdp().start()
     upstream = Upstream(loop, "app")
     with tempfile.TemporaryDirectory() as tmp:
-        launcher = ["-m", "cProfile", "-o", str(profile)] if profile else None
-        gh = GatehouseProcess(config(idp, upstream), Path(tmp), python_args=launcher)
+        launcher = None
+        if profile:
+            (Path(tmp) / "profiler.py").write_text(PROFILER)
+            launcher = [str(Path(tmp) / "profiler.py"), str(profile)]
+        gh = GatehouseProcess(config(idp, upstream), Path(tmp), python_args=launcher, python=python)
         gh.start()
         try:
             assert gh.proc is not None
@@ -192,28 +257,75 @@ def main() -> None:
     )
     ap.add_argument("--profile", action="store_true", help="then one run under cProfile")
     ap.add_argument("--top", type=int, default=30, help="functions shown by --profile")
+    ap.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        help="run the gatehouse installed for this interpreter (repeat to compare builds)",
+    )
+    ap.add_argument(
+        "--dev", action="store_true", help="with --python/--src: also this interpreter's own"
+    )
+    ap.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        type=Path,
+        help="run this interpreter with PYTHONPATH=SRC (repeat to compare source trees)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="runs per interpreter, interleaved")
     args = ap.parse_args()
-    per_step: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    absolute_pythonpath()
+    sides: list[tuple[str, dict[str, str]]] = [
+        (sys.executable, {"PYTHONPATH": str(src.resolve())}) for src in args.src
+    ]
+    sides += [(p, INSTALLED_ENV) for p in args.python]
+    if args.dev or not sides:
+        sides.insert(0, (sys.executable, {}))
+    pythons = [p for p, _ in sides]
+    for i, (python, env) in enumerate(sides):
+        print(f"[{i}] {python}: {which_gatehouse(python, env)}")
+    totals: list[list[tuple[float, float]]] = [[] for _ in pythons]
+    per_step: list[dict[str, list[int]]] = [defaultdict(lambda: [0, 0, 0]) for _ in pythons]
+    for _ in range(args.rounds):
+        for i, (python, env) in enumerate(sides):
 
-    def add(step: str, cpu_ns: int, wall_ns: int) -> None:
-        totals = per_step[step]
-        totals[0] += 1
-        totals[1] += cpu_ns
-        totals[2] += wall_ns
+            def add(step: str, cpu_ns: int, wall_ns: int, into: int = i) -> None:
+                counts = per_step[into][step]
+                counts[0] += 1
+                counts[1] += cpu_ns
+                counts[2] += wall_ns
 
-    cpu_ms, wall_ms = run(args.n, args.warmup, None, add if args.steps else None)
-    print(f"gatehouse CPU per sign-in: {cpu_ms:.2f} ms   wall per sign-in: {wall_ms:.2f} ms")
-    print(f"target: <= 2.5 ms of CPU  -> {'met' if cpu_ms <= 2.5 else 'NOT met'}")
-    if per_step:
-        print(f"{'step':<50} {'CPU ms':>8} {'wall ms':>8}")
-        for step, (count, cpu_ns, wall_ns) in per_step.items():
-            print(f"{step:<50} {cpu_ns / count / 1e6:>8.3f} {wall_ns / count / 1e6:>8.3f}")
-        cpu_sum = sum(c for _, c, _ in per_step.values()) / args.n / 1e6
-        print(f"{'sum per sign-in (schedstat)':<50} {cpu_sum:>8.3f}")
+            sink = add if args.steps else None
+            totals[i].append(run(args.n, args.warmup, None, sink, python, env))
+    for i, runs in enumerate(totals):
+        cpu_ms = sum(c for c, _ in runs) / len(runs)
+        wall_ms = sum(w for _, w in runs) / len(runs)
+        each = ", ".join(f"{c:.2f}" for c, _ in runs)
+        print(
+            f"[{i}] gatehouse CPU per sign-in: {cpu_ms:.2f} ms (runs: {each})   "
+            f"wall per sign-in: {wall_ms:.2f} ms   "
+            f"target <= 2.5 ms: {'met' if cpu_ms <= 2.5 else 'NOT met'}"
+        )
+    if args.steps:
+        heads = "".join(f" {f'[{i}] CPU':>9} {f'[{i}] wall':>9}" for i in range(len(pythons)))
+        print(f"{'step (ms per request)':<50}{heads}")
+        for step in per_step[0]:
+            cells = ""
+            for table in per_step:
+                count, cpu_ns, wall_ns = table.get(step, [0, 0, 0])
+                count = max(count, 1)
+                cells += f" {cpu_ns / count / 1e6:>9.3f} {wall_ns / count / 1e6:>9.3f}"
+            print(f"{step:<50}{cells}")
+        sums = "".join(
+            f" {sum(c for _, c, _ in t.values()) / (args.n * args.rounds) / 1e6:>9.3f} {'':>9}"
+            for t in per_step
+        )
+        print(f"{'sum per sign-in (schedstat)':<50}{sums}")
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "signin.cprofile"
-            run(args.n, args.warmup, out)
+            run(args.n, args.warmup, out, python=sides[-1][0], env=sides[-1][1])
             stats = pstats.Stats(str(out))
             stats.sort_stats("cumulative").print_stats(args.top)
             stats.sort_stats("tottime").print_stats(args.top)

@@ -97,9 +97,11 @@ class GatehouseProcess:
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
         python_args: list[str] | None = None,
+        python: str | None = None,
     ) -> None:
         """``args`` follow ``gatehouse run -c <config>``; ``python_args`` go before
-        ``-m gatehouse`` (``["-m", "cProfile", "-o", path]`` profiles the run)."""
+        ``-m gatehouse`` (``["-m", "cProfile", "-o", path]`` profiles the run); ``python``
+        is the interpreter (default: this one), e.g. another venv's with another build."""
         self.workdir = workdir
         self.config_path = workdir / "gatehouse.yaml"
         if not isinstance(config, str) and "data_dir" not in config:
@@ -110,6 +112,7 @@ class GatehouseProcess:
         self.env = clean_env(env)
         self.args = args
         self.python_args = python_args or []
+        self.python = python or sys.executable
         self.proc: subprocess.Popen[bytes] | None = None
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
@@ -121,7 +124,7 @@ class GatehouseProcess:
 
     def start(self, timeout: float = 20.0) -> GatehouseProcess:
         cmd = [
-            sys.executable,
+            self.python,
             *self.python_args,
             "-m",
             "gatehouse",

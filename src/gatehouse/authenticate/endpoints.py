@@ -64,6 +64,7 @@ from .clients import DEFAULT_IDP_ID, QUERY_IDP_ID, RouteClient
 from .errors import InvalidRedirect
 from .flow import Authenticator
 from .keys import derive_key
+from .query import query_string
 from .redirects import (
     QUERY_PROGRAMMATIC,
     QUERY_REDIRECT_URI,
@@ -279,7 +280,14 @@ class AuthEndpoints:
             if programmatic:
                 return self._programmatic_redirect(existing, target)
             return self._handoff(existing, target, binding)
-        start = await auth.sign_in(url, request.cookies().get(self.csrf_cookie))
+        # The URL's signature was checked above: begin from its parameters, not again.
+        start = await auth.begin(
+            target,
+            request.cookies().get(self.csrf_cookie),
+            binding=binding,
+            programmatic=programmatic,
+            idp_id=idp_id,
+        )
         response = Response.redirect(start.authorization_url)
         response.set_cookie(
             self.csrf_cookie,
@@ -541,7 +549,7 @@ class AuthEndpoints:
             return Response.redirect(target)
         self._check_binding(target, binding)
         token = self.sessions.issue_handoff(session.id, host, binding)
-        query = urlencode({QUERY_HANDOFF: token, QUERY_REDIRECT_URI: target}, quote_via=quote)
+        query = query_string([(QUERY_HANDOFF, token), (QUERY_REDIRECT_URI, target)])
         return Response.redirect(f"{scheme}://{netloc}{ROUTE_CALLBACK_PATH}?{query}")
 
     def _programmatic_redirect(self, session: Session, target: str) -> Response:

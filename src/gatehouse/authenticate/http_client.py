@@ -26,6 +26,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import urlencode
 
 import httpx
 
@@ -39,8 +40,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 #: Largest IdP response accepted (bytes): above every document limit the callers check
 #: (discovery and JWKS 512 KiB, userinfo 256 KiB), so theirs give the precise message.
 MAX_RESPONSE_BYTES = 1024 * 1024
-#: Parsed endpoint URLs kept by :meth:`IdpClient.post_form` (a handful per IdP).
+#: Parsed endpoint URLs kept by :meth:`IdpClient.post_form` (a handful per IdP), and as
+#: many merged header sets.
 MAX_PARSED_URLS = 32
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 def trusted_ca_pem(options: Options) -> bytes:
@@ -95,6 +98,7 @@ class IdpClient(httpx.AsyncClient):
         self._direct = transport
         self._timeouts = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
+        self._merged: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
 
     async def post_form(
         self,
@@ -114,12 +118,20 @@ class IdpClient(httpx.AsyncClient):
             parsed = httpx.URL(url)
             if len(self._urls) < MAX_PARSED_URLS:
                 self._urls[url] = parsed
-        merged = self.headers.copy()
-        merged.update(list(headers))
+        fixed = tuple(headers)
+        merged = self._merged.get(fixed)
+        if merged is None:
+            # The client's defaults under the call's own (the same few per IdP client;
+            # httpx.Request copies them, so one Headers object serves every call).
+            merged = self.headers.copy()
+            merged.update(list(fixed))
+            merged.setdefault("Content-Type", FORM_CONTENT_TYPE)
+            if len(self._merged) < MAX_PARSED_URLS:
+                self._merged[fixed] = merged
         request = httpx.Request(
             "POST",
             parsed,
-            data=dict(form),
+            content=urlencode(dict(form)).encode("utf-8"),  # as httpx encodes ``data``
             headers=merged,
             extensions={"timeout": self._timeouts, OPERATION: operation},
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 from gatehouse.config.options import Options
 from gatehouse.errors import ConfigError
@@ -35,6 +35,7 @@ from .errors import (
     TokenRequestRejected,
 )
 from .providers import ProviderQuirks, quirks_for
+from .query import query_string
 
 #: Largest token endpoint response accepted (bytes).
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
@@ -316,7 +317,7 @@ def _authenticated(
 
 def _with_query(url: str, params: Mapping[str, str]) -> str:
     parts = urlsplit(url)
-    query = urlencode(list(params.items()), quote_via=quote)
+    query = query_string(params.items())
     if parts.query:
         query = parts.query + "&" + query
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))

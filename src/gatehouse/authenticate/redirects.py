@@ -25,10 +25,11 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import InvalidRedirect
 from .keys import PURPOSE_REDIRECT, derive_key
+from .query import query_pair
 
 QUERY_REDIRECT_URI = "pomerium_redirect_uri"
 QUERY_ISSUED = "pomerium_issued"
@@ -76,12 +77,16 @@ class RedirectSigner:
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
             if k not in (QUERY_ISSUED, QUERY_EXPIRY, QUERY_SIGNATURE)
         ]
+        return self._signed(parts.scheme, parts.netloc, parts.path, params)
+
+    def _signed(self, scheme: str, netloc: str, path: str, params: list[tuple[str, str]]) -> str:
         issued = int(self._clock())
-        params += [(QUERY_ISSUED, str(issued)), (QUERY_EXPIRY, str(issued + self._ttl_s))]
-        signature = self._mac(parts.scheme, parts.netloc, parts.path, params)
-        params.append((QUERY_SIGNATURE, signature))
-        query = urlencode(params, quote_via=quote)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        params = [*params, (QUERY_ISSUED, str(issued)), (QUERY_EXPIRY, str(issued + self._ttl_s))]
+        # Each pair is encoded once, for the signature (sorted) and for the URL (in order).
+        encoded = [query_pair(k, v) for k, v in params]
+        signature = self._mac(scheme, netloc, path, params, encoded)
+        encoded.append(query_pair(QUERY_SIGNATURE, signature))
+        return urlunsplit((scheme, netloc, path, "&".join(encoded), ""))
 
     def sign_in_url(
         self,
@@ -93,9 +98,14 @@ class RedirectSigner:
     ) -> str:
         """The signed ``/.pomerium/sign_in`` URL that returns the user to ``redirect_url``
         (``extra``: more signed query parameters)."""
-        base = authenticate_url.rstrip("/") + path
-        params = [(QUERY_REDIRECT_URI, redirect_url), *extra]
-        return self.sign(base + "?" + urlencode(params, quote_via=quote))
+        base = urlsplit(authenticate_url.rstrip("/") + path)
+        # Signed from the parameters themselves: what sign() would read back from the URL.
+        params = [
+            (k, v)
+            for k, v in [(QUERY_REDIRECT_URI, redirect_url), *extra]
+            if k not in (QUERY_ISSUED, QUERY_EXPIRY, QUERY_SIGNATURE)
+        ]
+        return self._signed(base.scheme, base.netloc, base.path, params)
 
     def verify(self, url: str) -> dict[str, str]:
         """Check a signed URL (as received: ``Request.url``); returns its other query parameters.
@@ -115,7 +125,8 @@ class RedirectSigner:
             expiry = int(fields[QUERY_EXPIRY])
         except (KeyError, ValueError) as exc:
             raise InvalidRedirect("signed URL without valid issue/expiry times") from exc
-        expected = self._mac(parts.scheme, parts.netloc, parts.path, rest)
+        encoded = [query_pair(k, v) for k, v in rest]
+        expected = self._mac(parts.scheme, parts.netloc, parts.path, rest, encoded)
         if not hmac.compare_digest(expected.encode(), signature[0].rstrip("=").encode()):
             raise InvalidRedirect("URL signature invalid")
         now = self._clock()
@@ -125,13 +136,23 @@ class RedirectSigner:
             raise InvalidRedirect("signed URL issued in the future")
         return {k: v for k, v in rest if k not in (QUERY_ISSUED, QUERY_EXPIRY)}
 
-    def _mac(self, scheme: str, netloc: str, path: str, params: list[tuple[str, str]]) -> str:
+    def _mac(
+        self,
+        scheme: str,
+        netloc: str,
+        path: str,
+        params: list[tuple[str, str]],
+        encoded: list[str],
+    ) -> str:
+        """The signature over the canonical URL; ``encoded[i]`` is ``params[i]`` as a
+        query pair, and the canonical query lists them sorted by name, then value."""
+        order = sorted(range(len(params)), key=params.__getitem__)
         canonical = "\n".join(
             [
                 scheme.lower(),
                 _canonical_netloc(scheme.lower(), netloc),
                 path or "/",
-                urlencode(sorted(params), quote_via=quote),
+                "&".join([encoded[i] for i in order]),
             ]
         )
         digest = hmac.new(self._key, canonical.encode(), hashlib.sha256).digest()

@@ -31,7 +31,7 @@ from .tokens import (
     AccessTokenRules,
     IdTokenRules,
     UnknownSigningKey,
-    token_header,
+    parse_token,
     validate_access_token,
     validate_id_token,
 )
@@ -202,13 +202,14 @@ class RelyingParty:
             tenant_issuer=self.config.quirks.tenant_issuer,
             leeway_s=self._leeway_s,
         )
-        kid = token_header(token).get("kid")
+        parsed = parse_token(token)
+        kid = parsed.headers().get("kid")
         keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
         try:
-            return validate_id_token(token, keys, rules, self._clock())
+            return validate_id_token(parsed, keys, rules, self._clock())
         except UnknownSigningKey:
             keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
-            return validate_id_token(token, keys, rules, self._clock())
+            return validate_id_token(parsed, keys, rules, self._clock())
 
     async def validate_access_token(self, token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
         """Validate a JWT access token from this IdP whose ``aud`` is one of ``audiences``;
@@ -221,13 +222,14 @@ class RelyingParty:
             tenant_issuer=self.config.quirks.tenant_issuer,
             leeway_s=self._leeway_s,
         )
-        kid = token_header(token).get("kid")
+        parsed = parse_token(token)
+        kid = parsed.headers().get("kid")
         keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
         try:
-            return validate_access_token(token, keys, rules, self._clock())
+            return validate_access_token(parsed, keys, rules, self._clock())
         except UnknownSigningKey:
             keys = await self.discovery.keys(kid if isinstance(kid, str) else None)
-            return validate_access_token(token, keys, rules, self._clock())
+            return validate_access_token(parsed, keys, rules, self._clock())
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
         """The userinfo claims (Core §5.3); ``{}`` when the IdP has no userinfo endpoint."""

@@ -20,12 +20,13 @@ must name one of the allowed audiences, and ``azp``/``nonce``/``iat`` are not re
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
 from .errors import InvalidIdToken
@@ -86,18 +87,30 @@ class AccessTokenRules:
     leeway_s: int = DEFAULT_LEEWAY_S
 
 
-def token_header(token: str) -> Mapping[str, Any]:
-    """The protected header of a compact JWS, unverified (to choose the key)."""
+#: A compact JWS split and decoded once (header, payload), not yet verified.
+ParsedToken = jws.CompactSignature
+
+
+def parse_token(token: str | ParsedToken) -> ParsedToken:
+    """``token`` split and decoded, unverified: its header chooses the key, and the same
+    object is then verified (parsed once per token, not once per step)."""
+    if isinstance(token, jws.CompactSignature):
+        return token
     if not isinstance(token, str) or len(token) > MAX_ID_TOKEN_CHARS or token.count(".") != 2:
         raise InvalidIdToken("ID token is not a compact JWS")
     try:
-        return jws.extract_compact(token.encode("ascii")).headers()
+        return jws.extract_compact(token.encode("ascii"))
     except (JoseError, ValueError, UnicodeError) as exc:
         raise InvalidIdToken(f"ID token header unreadable: {exc}") from exc
 
 
+def token_header(token: str | ParsedToken) -> Mapping[str, Any]:
+    """The protected header of a compact JWS, unverified (to choose the key)."""
+    return parse_token(token).headers()
+
+
 def validate_id_token(
-    token: str, keys: Sequence[Key], rules: IdTokenRules, now: float
+    token: str | ParsedToken, keys: Sequence[Key], rules: IdTokenRules, now: float
 ) -> dict[str, Any]:
     """Verify ``token`` and return its claims.
 
@@ -113,7 +126,7 @@ def validate_id_token(
 
 
 def validate_access_token(
-    token: str, keys: Sequence[Key], rules: AccessTokenRules, now: float
+    token: str | ParsedToken, keys: Sequence[Key], rules: AccessTokenRules, now: float
 ) -> dict[str, Any]:
     """Verify a JWT access token and return its claims (RFC 9068 §4, with the audience
     list of ``idp_access_token_allowed_audiences``).
@@ -157,7 +170,7 @@ def _issuer_for(claims: Mapping[str, Any], issuer: str, tenant_issuer: bool) -> 
 
 
 def _verified_claims(
-    token: str,
+    token: str | ParsedToken,
     keys: Sequence[Key],
     allowed_algs: tuple[str, ...],
     client_secret: str,
@@ -172,7 +185,8 @@ def _verified_claims(
         UnknownSigningKey: its ``kid`` is not among ``keys``.
         InvalidIdToken: an algorithm not accepted, or no key verifies the signature.
     """
-    header = token_header(token)
+    parsed = parse_token(token)
+    header = parsed.headers()
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
         raise InvalidIdToken(f"{what} alg {alg!r} is not accepted")
@@ -182,10 +196,20 @@ def _verified_claims(
         raise InvalidIdToken(f"{what} alg {alg!r} is not one the IdP announced")
     last: Exception | None = None
     for key in _candidate_keys(header, alg, keys, client_secret):
+        # What jwt.decode does, on the token parsed once: verify, then a JSON object.
         try:
-            return dict(jwt.decode(token, key, algorithms=[alg]).claims)
+            if not jws.validate_compact(parsed, key, algorithms=[alg]):
+                raise BadSignatureError()
         except (JoseError, ValueError) as exc:
             last = exc
+            continue
+        try:
+            claims = json.loads(parsed.payload)
+        except ValueError as exc:
+            raise InvalidIdToken(f"{what} payload is not JSON") from exc
+        if not isinstance(claims, dict):
+            raise InvalidIdToken(f"{what} payload is not a JSON object")
+        return claims
     raise InvalidIdToken(f"{what} signature invalid: {last!r}")
 
 

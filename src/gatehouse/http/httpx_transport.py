@@ -184,10 +184,14 @@ class PooledTransport(httpx.AsyncBaseTransport):
         endpoint = self._endpoint(request.url)
         head = _request_head(request, await request.aread())
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        try:
-            await asyncio.wait_for(slots.acquire(), _seconds(timeouts.get("pool")))
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+        if slots.locked():
+            try:
+                await asyncio.wait_for(slots.acquire(), _seconds(timeouts.get("pool")))
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+        else:
+            # A free slot is taken at once: no wait_for task and loop turn for nothing.
+            await slots.acquire()
         try:
             retry = request.method.encode() in IDEMPOTENT_METHODS
             while True:

@@ -2,8 +2,20 @@
 
 Safe for several worker processes on one machine: WAL journal (readers never block the
 writer), a busy timeout instead of immediate ``SQLITE_BUSY``, and every check-and-set done
-in one statement or one ``BEGIN IMMEDIATE`` transaction. The event loop never blocks:
-each store owns one connection used only from its own single worker thread.
+in one statement or one ``BEGIN IMMEDIATE`` transaction. The event loop never waits for a
+lock: each store owns one connection used only from its own single worker thread, with
+one exception, the *direct path*.
+
+Direct path: the one-statement writes a sign-in makes (:meth:`SQLiteStore.consume_once`,
+:meth:`SQLiteStore.put`) run on the event loop's own connection first. That connection
+never waits (``busy_timeout=0``) and never checkpoints (``wal_autocheckpoint=0``; with
+``synchronous=NORMAL`` a WAL commit is a write to the page cache, no ``fsync``), so the
+statement takes microseconds or fails at once; on any error (another process holds the
+write lock, anything else) the same statement goes to the worker thread as before, with
+the busy timeout and the usual error mapping. A thread hop costs about 100 µs of CPU
+against 12 µs for the statement itself (bench/signin_bench.py: three per sign-in). Every
+:data:`DIRECT_CHECKPOINT_EVERY` direct commits the worker thread runs a passive
+checkpoint, as SQLite's auto-checkpoint would have, so the WAL stays small.
 
 Invalidation: every delete/replace appends a row to ``changes`` (an AUTOINCREMENT
 counter); each process polls for rows past the last one it saw (``poll_interval_s``,
@@ -21,6 +33,7 @@ import contextlib
 import logging
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +59,9 @@ BUSY_TIMEOUT_MS = 5000
 #: Suffix of the revocation stamp file beside the database (as SQLite's ``-wal``).
 STAMP_SUFFIX = "-revocations"
 SCHEMA_VERSION = 1
+#: Direct-path commits between passive WAL checkpoints on the worker thread (SQLite's
+#: auto-checkpoint is 1,000 pages; a commit here writes a few).
+DIRECT_CHECKPOINT_EVERY = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions(
@@ -80,6 +96,11 @@ class SQLiteStore(SessionStore):
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
         self._stamp: SharedStamp | None = None  # opened by start()
+        #: The direct path's connection and the thread it belongs to (see the docstring).
+        self._direct: sqlite3.Connection | None = None
+        self._direct_thread = 0
+        self._direct_commits = 0
+        self._checkpointing: asyncio.Task[None] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -126,6 +147,61 @@ class SQLiteStore(SessionStore):
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             raise ServiceUnavailable(f"sqlite session store: {exc}") from exc
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` (one autocommit statement) on the direct path, else on the worker thread.
+
+        While a checkpoint is pending, writes queue behind it on the worker thread: the
+        first one after it then starts the WAL from its beginning again, which SQLite
+        does only when every frame has been copied back, never under a stream of writes."""
+        conn = None if self._checkpointing is not None else self._direct_connection()
+        if conn is not None:
+            try:
+                result = fn(conn)
+            except (sqlite3.Error, OSError):
+                pass  # locked by another writer, or anything else: the worker decides
+            else:
+                self._direct_commits += 1
+                if self._direct_commits % DIRECT_CHECKPOINT_EVERY == 0:
+                    self._checkpoint_soon()
+                return result
+        return await self._run(fn)
+
+    def _direct_connection(self) -> sqlite3.Connection | None:
+        """The event loop thread's connection, opened after :meth:`start` made the
+        schema; ``None`` before that, after close, or on another thread."""
+        if self._closed or self._stamp is None:
+            return None
+        if self._direct is None:
+            try:
+                conn = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout=0")
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except (sqlite3.Error, OSError) as exc:
+                log.debug("sqlite direct path unavailable: %s", exc)
+                return None
+            self._direct, self._direct_thread = conn, threading.get_ident()
+        if self._direct_thread != threading.get_ident():
+            return None
+        return self._direct
+
+    def _checkpoint_soon(self) -> None:
+        if self._checkpointing is not None:
+            return
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        async def checkpoint() -> None:
+            try:
+                await self._run(q)
+            except ServiceUnavailable as exc:
+                log.warning("sqlite WAL checkpoint failed: %s", exc)
+            finally:
+                self._checkpointing = None
+
+        self._checkpointing = asyncio.ensure_future(checkpoint())
+
     @staticmethod
     def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
@@ -154,6 +230,12 @@ class SQLiteStore(SessionStore):
             self._poller = asyncio.create_task(self._poll_loop(), name="gatehouse-sqlite-poll")
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+        if self._direct is not None and self._direct_thread == threading.get_ident():
+            self._direct.close()
+        self._direct = None
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,7 +294,7 @@ class SQLiteStore(SessionStore):
                 (session.id, text, session.expires_at, session.last_seen_at),
             )
 
-        await self._run(q)
+        await self._write(q)
 
     async def replace(self, session: Session) -> bool:
         text = self._records.dumps(session)
@@ -274,7 +356,7 @@ class SQLiteStore(SessionStore):
             )
             return cur.rowcount == 1
 
-        return await self._run(q)
+        return await self._write(q)
 
     async def acquire_lock(self, name: str, ttl_s: float) -> str | None:
         now = self._clock()
