@@ -111,6 +111,8 @@ def test_rapid_reset_gets_goaway(
     wait_until(lambda: {r.conn_id for r in up.requests} <= set(up.closed), timeout=10)
     still_serves(gh.port)
     no_traceback(gh)
+    assert gh.stop() == 0  # and the pooled ones close at shutdown
+    wait_until(lambda: len(up.closed) == len(up.opened), timeout=10)
 
 
 def test_continuation_flood(start_gatehouse: Start, upstream: Upstream) -> None:
