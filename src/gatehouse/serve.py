@@ -234,7 +234,9 @@ class Worker:
             first = False
             last = stamp
             try:
+                load_started = time.monotonic()
                 loaded = await asyncio.to_thread(load_file, path)
+                load_s = time.monotonic() - load_started
                 if loaded.digest == digest:
                     if forced:
                         log.info("config unchanged", extra={"config": str(path)})
@@ -270,7 +272,9 @@ class Worker:
                     "config": str(path),
                     "digest": digest[:12],
                     "routes": len(state.router.routes),
+                    "load_s": round(load_s, 3),
                     "build_s": round(build_s, 3),
+                    "compiled": self.services.route_compiler.compiled_last,
                 },
             )
 

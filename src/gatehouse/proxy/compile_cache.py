@@ -21,6 +21,7 @@ import dataclasses
 
 from ..authorize.policy import compile_route_policy
 from ..config.options import Options
+from ..config.routes import RouteOptions
 from ..errors import ConfigError
 from ..tls.downstream import DownstreamTrust, compile_downstream
 from .router import Route, attach_client_trust, compile_route
@@ -32,6 +33,10 @@ class RouteCompiler:
     def __init__(self) -> None:
         self._globals: str | None = None
         self._kept: dict[str, Route] = {}
+        #: The key of each route options object of the last config, by identity (the
+        #: loader hands unchanged routes over as the same objects; the value keeps the
+        #: object alive, so its id is not reused): no serialising them again.
+        self._keys: dict[int, tuple[RouteOptions, str]] = {}
         #: Routes compiled (not reused) by the last :meth:`compile`, for logs and tests.
         self.compiled_last = 0
 
@@ -48,8 +53,15 @@ class RouteCompiler:
         problems: list[str] = []
         compiled = 0
         client_cas: DownstreamTrust | None = None
+        known = self._keys
+        keys: dict[int, tuple[RouteOptions, str]] = {}
         for i, route_options in enumerate(options.all_routes):
-            key = route_options.model_dump_json(by_alias=True)
+            hit = known.get(id(route_options))
+            if hit is not None and hit[0] is route_options:
+                key = hit[1]
+            else:
+                key = route_options.model_dump_json(by_alias=True)
+            keys[id(route_options)] = (route_options, key)
             route = kept.get(key) or previous.get(key)
             if route is None:
                 compiled += 1
@@ -69,7 +81,7 @@ class RouteCompiler:
             routes.append(route)
         if problems:
             raise ConfigError(problems)
-        self._globals, self._kept = globals_key, kept
+        self._globals, self._kept, self._keys = globals_key, kept, keys
         self.compiled_last = compiled
         return routes
 

@@ -10,7 +10,7 @@ signing keys loaded, the relying party and built-in provider set up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -205,7 +205,7 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         else AssertionMinter(keyset, cache_max_bytes=budget)
     )
     services.minter = minter
-    specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
+    specs = _assertion_specs(options, router.routes)
     well_known = WellKnownEndpoints(
         keyset,
         authenticate_url=options.authenticate_service_url,
@@ -297,6 +297,20 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         decisions=services.decisions if console is not None else None,
         bearer=bearer,
     )
+
+
+def _assertion_specs(options: Options, routes: Sequence[Route]) -> dict[int, AssertionSpec]:
+    """Each route's assertion spec, one object per distinct issuer format (a spec depends
+    only on it and global keys): 10,000 routes share a couple instead of making 10,000."""
+    by_format: dict[str | None, AssertionSpec] = {}
+    specs: dict[int, AssertionSpec] = {}
+    for route in routes:
+        fmt = route.options.jwt_issuer_format
+        spec = by_format.get(fmt)
+        if spec is None:
+            spec = by_format[fmt] = AssertionSpec.for_route(options, route.options)
+        specs[route.index] = spec
+    return specs
 
 
 def _bearer_sessions(
