@@ -9,7 +9,8 @@ interleaved small, large, large, small..., and prints the proxy's CPU time per r
 (``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
 ratio large/small. A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
 the first proxied request answers) with 1 and 10,000 routes. A reload row serves 10,000
-routes to a closed-loop client (a few keep-alive connections on one route), changes one
+routes to a steady client (a few keep-alive connections on one route, 2,000 requests/s by
+default; ``--reload-rate 0``: as fast as answers come, saturating the proxy), changes one
 route and sends SIGHUP a few times, and prints the time from SIGHUP to the "config
 reloaded" line and the request p99 from SIGHUP to 2 s after that line vs the steady p99
 of the same run.
@@ -418,13 +419,17 @@ RELOAD_AFTER_S = 2.0
 
 
 class LoadClient:
-    """A closed-loop client in a thread: ``connections`` keep-alive connections, each sending
-    ``GET /`` for ``host`` as soon as the previous answer is in; records (start, end) of
-    every request on the monotonic clock, so any time window's latencies can be picked."""
+    """A client in a thread: ``connections`` keep-alive connections sending ``GET /`` for
+    ``host``, each as soon as its previous answer is in (``rate`` 0: closed loop, the proxy
+    saturated) or at ``rate`` requests/s over all of them. Records (start, end) of every
+    request on the monotonic clock, so any window's latencies can be picked; a paced
+    request that goes out late (its connection still waiting for the previous answer)
+    counts from when it was due, so a stall also delays the requests queued behind it (no
+    coordinated omission)."""
 
-    def __init__(self, port: int, host: str, connections: int) -> None:
+    def __init__(self, port: int, host: str, connections: int, rate: float = 0.0) -> None:
         self.request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-        self.port, self.connections = port, connections
+        self.port, self.connections, self.rate = port, connections, rate
         self.times: list[tuple[float, float]] = []
         self.failures: list[str] = []
         self._stop = False
@@ -438,14 +443,23 @@ class LoadClient:
         self._thread.join(30)
 
     async def _run(self) -> None:
-        await asyncio.gather(*(self._one() for _ in range(self.connections)))
+        await asyncio.gather(*(self._one(i) for i in range(self.connections)))
 
-    async def _one(self) -> None:
+    async def _one(self, i: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         want = UPSTREAM_BODY.encode()
+        gap = self.connections / self.rate if self.rate else 0.0
+        due = time.monotonic() + gap * i / self.connections
         try:
             while not self._stop:
                 start = time.monotonic()
+                if gap:
+                    if due > start:  # on time: the client's own timer lateness not counted
+                        await asyncio.sleep(due - start)
+                        start = time.monotonic()
+                    else:  # late: the proxy kept this one waiting since it was due
+                        start = due
+                    due += gap
                 writer.write(self.request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
@@ -497,7 +511,9 @@ def reload_row(
     """
     print(
         f"\n== reload: {n:,} routes, one route changed per reload, under load "
-        f"({args.reload_connections} connections on one route), {args.reloads} reloads",
+        f"({args.reload_connections} connections on one route, "
+        f"{f'{args.reload_rate:.0f} requests/s' if args.reload_rate else 'closed loop'}), "
+        f"{args.reloads} reloads",
         flush=True,
     )
     side = row_hosts(upstream, n).large
@@ -507,7 +523,7 @@ def reload_row(
     if proc is None:
         raise BenchError("reload: gatehouse did not start")
     config = tmp / "reload.yaml"
-    client = LoadClient(side.port, side.requests[0][0], args.reload_connections)
+    client = LoadClient(side.port, side.requests[0][0], args.reload_connections, args.reload_rate)
     client.start()
     steady: list[tuple[float, float]] = []
     during: list[tuple[float, float]] = []
@@ -581,6 +597,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reloads", type=int, default=3, help="reloads of the reload row")
     p.add_argument(
         "--reload-connections", type=int, default=4, help="the reload row's client connections"
+    )
+    p.add_argument(
+        "--reload-rate",
+        type=float,
+        default=2000.0,
+        help="the reload row's requests/s over all connections (0: closed loop, saturating)",
     )
     p.add_argument("-c", "--connections", type=int, default=20)
     p.add_argument("-d", "--duration", default="5s")
