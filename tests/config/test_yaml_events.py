@@ -12,9 +12,7 @@ from gatehouse.config.loader import _parse_yaml, load_text
 from gatehouse.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(
-    p for p in (ROOT / "examples").rglob("*.y*ml") if p.suffix in (".yaml", ".yml")
-)
+EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 FORMS = [
     "a: 1\nb: 1.5\nc: true\nd: ~\ne: 2001-01-02\nf: 0x10\ng: '1'\nh: \"x\\ty\"\n",

@@ -35,6 +35,7 @@ from .options import IGNORED_POMERIUM_KEYS, Options, cross_checks
 from .pomerium_keys import not_supported, screen
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import CertificatePair
+from .upstream_health import breakers_into_routes
 
 Location = tuple[str | int, ...]
 
@@ -352,8 +353,9 @@ class _RouteCache:
     Validating a route costs ~100 us (URL checks in Python validators), so 10,000 routes
     take ~1 s; ``repr`` of a route's plain data (str, int, bool, None, lists, dicts, in
     file order) costs ~5 us and tells the same data apart. Routes validate alone exactly
-    as inside ``Options`` (no validator reads its context), and a frozen model instance
-    passes ``Options`` validation as it is. Reused instances also let the route compiler
+    as inside ``Options`` (no validator reads its context; the one ``Options`` validator
+    that rewrites route data, :func:`~.upstream_health.breakers_into_routes`, runs before
+    this), and a frozen model instance passes ``Options`` validation as it is. Reused instances also let the route compiler
     recognise an unchanged route by identity.
     """
 
@@ -411,6 +413,9 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
     for loc, warning in screen(data):
         warnings.append(f"{source}:{lines.find(loc)}: {warning}")
     applied = _apply_env(data, os.environ if env is None else env)
+    # What Options' own "before" validation does to routes, done first: the routes are
+    # then validated alone (and reused) with their effective values.
+    data = breakers_into_routes(data)
     _ROUTES.validate(data)
     try:
         options = Options.model_validate(data)

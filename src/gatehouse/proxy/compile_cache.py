@@ -57,11 +57,10 @@ class RouteCompiler:
         keys: dict[int, tuple[RouteOptions, str]] = {}
         for i, route_options in enumerate(options.all_routes):
             hit = known.get(id(route_options))
-            if hit is not None and hit[0] is route_options:
-                key = hit[1]
-            else:
-                key = route_options.model_dump_json(by_alias=True)
-            keys[id(route_options)] = (route_options, key)
+            if hit is None or hit[0] is not route_options:
+                hit = (route_options, route_options.model_dump_json(by_alias=True))
+            key = hit[1]
+            keys[id(route_options)] = hit
             route = kept.get(key) or previous.get(key)
             if route is None:
                 compiled += 1

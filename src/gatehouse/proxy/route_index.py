@@ -181,9 +181,10 @@ class PathTable(Generic[R]):
 class HostGroup(Generic[R]):
     """The routes of one ``from`` host (exact name or wildcard), by the request's port."""
 
-    __slots__ = ("_by_port", "_other_ports")
+    __slots__ = ("_by_port", "_other_ports", "routes")
 
     def __init__(self, routes: Sequence[R]) -> None:
+        self.routes: tuple[R, ...] = tuple(routes)
         ports = {r.port for r in routes if r.port is not None}
         self._other_ports: PathTable[R] = PathTable([r for r in routes if r.port is None])
         # No port in the request: the route's scheme's default port decides (RFC 9110 §7.2).
@@ -207,8 +208,14 @@ class HostIndex(Generic[R]):
 
     __slots__ = ("_exact", "_wild", "_wild_lengths")
 
-    def __init__(self, routes: Iterable[tuple[str, str | None, R]]) -> None:
-        """``routes``: ``(exact host, wildcard suffix or None, route)`` in config order."""
+    def __init__(
+        self, routes: Iterable[tuple[str, str | None, R]], previous: HostIndex[R] | None = None
+    ) -> None:
+        """``routes``: ``(exact host, wildcard suffix or None, route)`` in config order.
+
+        ``previous``: the index of the config before; a host whose routes are the very
+        same objects, in the same order, keeps its group (a reload that changes one route
+        of 10,000 builds one group, not 10,000)."""
         exact: dict[str, list[R]] = {}
         wild: dict[str, list[R]] = {}
         for host, suffix, route in routes:
@@ -216,8 +223,12 @@ class HostIndex(Generic[R]):
                 wild.setdefault(suffix, []).append(route)
             else:
                 exact.setdefault(host, []).append(route)
-        self._exact = {h: HostGroup(rs) for h, rs in exact.items()}
-        self._wild = {s: HostGroup(rs) for s, rs in wild.items()}
+        self._exact: dict[str, HostGroup[R]] = _groups(
+            exact, previous._exact if previous is not None else {}
+        )
+        self._wild: dict[str, HostGroup[R]] = _groups(
+            wild, previous._wild if previous is not None else {}
+        )
         # Longest first does not matter for correctness; ascending keeps it deterministic.
         self._wild_lengths = tuple(sorted({len(s) for s in wild}))
 
@@ -263,6 +274,27 @@ class HostIndex(Generic[R]):
             if table.routes and (best is None or table.routes[0].index < best.index):
                 best = table.routes[0]
         return best
+
+
+def _groups(
+    by_key: dict[str, list[R]], previous: dict[str, HostGroup[R]]
+) -> dict[str, HostGroup[R]]:
+    groups: dict[str, HostGroup[R]] = {}
+    for key, routes in by_key.items():
+        old = previous.get(key)
+        if old is None or not _same(old.routes, routes):
+            old = HostGroup(routes)
+        groups[key] = old
+    return groups
+
+
+def _same(old: tuple[R, ...], new: list[R]) -> bool:
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a is not b:
+            return False
+    return True
 
 
 def _index(route: Matchable) -> int:

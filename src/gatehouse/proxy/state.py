@@ -60,6 +60,9 @@ class Services:
     session_event: Callable[[str], None] | None = None
     #: Compiled routes kept between reloads (only changed routes are compiled again).
     route_compiler: RouteCompiler = field(default_factory=shared_compiler)
+    #: The last config's router: the next one keeps the per-host tables of hosts whose
+    #: routes are unchanged.
+    router: Router | None = None
     #: The last config's assertion minter: the next one keeps its cached assertions, so a
     #: reload does not make every active session sign again.
     minter: AssertionMinter | None = None
@@ -196,7 +199,8 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
 def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     options = loaded.options
     services = services or Services()
-    router = Router(services.route_compiler.compile(options))
+    router = Router(services.route_compiler.compile(options), services.router)
+    services.router = router
     keyset = load_keyset(options)
     budget = options.assertion_cache_max_bytes
     minter = (
