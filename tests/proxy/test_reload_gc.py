@@ -22,6 +22,7 @@ import pytest
 from gatehouse.config import load_text
 from gatehouse.config.loader import LoadedConfig
 from gatehouse.gcpause import freeze_survivors
+from gatehouse.identity.keys import generate_pem
 from gatehouse.proxy.compile_cache import RouteCompiler
 from gatehouse.proxy.state import ProxyState, Services, build_state
 from gatehouse.serve import start_services, stop_services
@@ -121,7 +122,9 @@ def test_a_replaced_state_leaves_no_cycle(kind: str, tmp_path: Path, no_collecto
 
 
 def test_reloads_with_freezing_keep_live_objects_flat(no_collector: None) -> None:
-    texts = [_plain(ROUTES, r % 6) for r in range(30)]
+    # A configured key: no warning per build (pytest's log capture keeps every record).
+    key = base64.b64encode(generate_pem().encode()).decode()
+    texts = [f"signing_key: {key}\n" + _plain(ROUTES, r % 6) for r in range(30)]
     services = Services(route_compiler=RouteCompiler())
     state = build_state(load_text(texts[0], "<test>", env={}), services)
     freeze_survivors()

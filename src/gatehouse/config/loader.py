@@ -355,8 +355,8 @@ class _RouteCache:
     file order) costs ~5 us and tells the same data apart. Routes validate alone exactly
     as inside ``Options`` (no validator reads its context; the one ``Options`` validator
     that rewrites route data, :func:`~.upstream_health.breakers_into_routes`, runs before
-    this), and a frozen model instance passes ``Options`` validation as it is. Reused instances also let the route compiler
-    recognise an unchanged route by identity.
+    this), and a frozen model instance passes ``Options`` validation as it is. Reused
+    instances also let the route compiler recognise an unchanged route by identity.
     """
 
     def __init__(self) -> None:
