@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config.loader import LoadedConfig, load_file
 from .config.options import Options
@@ -33,7 +34,6 @@ from .gcpause import freeze_survivors
 from .http.h2.select import Codec, alpn_protocols
 from .http.server import LISTEN_BACKLOG, HttpServer
 from .http.upstream import ConnectionPool
-from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
 from .observability.health_listener import serve_health
 from .observability.logs import AccessLog, setup_logging
@@ -52,6 +52,9 @@ from .proxy.state import ProxyState, Services, build_state
 from .tls.hardening import set_alpn_protocols
 from .tls.redirect import RedirectServer
 from .tls.service import TLSService, prepare_fallback
+
+if TYPE_CHECKING:  # the built-in IdP is imported when a config uses it (start-up time)
+    from .idp.store import StateStore
 
 log = logging.getLogger("gatehouse")
 

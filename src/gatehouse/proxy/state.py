@@ -13,15 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
-
-from ..authenticate import build_authenticator
-from ..authenticate.bearer import IDP_ACCESS_TOKEN, BearerRule, BearerSessions
-from ..authenticate.endpoints import AuthEndpoints
-from ..authenticate.flow import Authenticator
-from ..authenticate.redirects import RedirectSigner
 from ..authorize.policy import compile_route_policy
 from ..config.loader import LoadedConfig
 from ..config.options import Options
@@ -32,7 +26,6 @@ from ..http.connection import Limits
 from ..http.messages import Request, Response
 from ..http.server import ServerSettings
 from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_keyset
-from ..idp.store import StateStore
 from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
@@ -40,6 +33,14 @@ from ..tls.downstream import compile_downstream
 from .compile_cache import RouteCompiler, shared_compiler
 from .portal import RoutesPortal
 from .router import Route, Router, attach_client_trust, compile_route
+
+if TYPE_CHECKING:  # sign-in is imported when a config signs in (start-up time)
+    import httpx
+
+    from ..authenticate.bearer import BearerSessions
+    from ..authenticate.endpoints import AuthEndpoints
+    from ..authenticate.flow import Authenticator
+    from ..idp.store import StateStore
 
 log = logging.getLogger("gatehouse")
 
@@ -225,6 +226,10 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     authenticate_table: dict[str, EndpointHandler] = {}
     route_table: dict[str, EndpointHandler] = {}
     if services.sessions is not None:
+        from ..authenticate import build_authenticator
+        from ..authenticate.endpoints import AuthEndpoints
+        from ..authenticate.redirects import RedirectSigner
+
         secret = shared_secret(options)
         authenticator: Authenticator | None = None
         if options.idp_provider is not None:
@@ -325,6 +330,8 @@ def _bearer_sessions(
     Raises:
         ConfigError: such a route but no identity provider to verify tokens with.
     """
+    from ..authenticate.bearer import IDP_ACCESS_TOKEN, BearerRule, BearerSessions
+
     rules: dict[int, BearerRule] = {}
     for route in router.routes:
         kind = options.route_bearer_token_format(route.options)
