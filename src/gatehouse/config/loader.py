@@ -360,13 +360,17 @@ class _RouteCache:
     """
 
     def __init__(self) -> None:
+        #: The routes of the last load and of the one before: a config that failed to
+        #: build (or a console preview) between two reloads does not cost the running
+        #: config its reuse.
         self._kept: dict[str, RouteOptions] = {}
+        self._older: dict[str, RouteOptions] = {}
 
     def validate(self, data: dict[str, Any]) -> bool:
         """Replace ``data``'s route lists by validated routes; ``False`` (``data`` as it
         was) when one does not validate, so the caller validates the whole config and
         reports every problem with its line."""
-        previous = self._kept
+        previous, older = self._kept, self._older
         kept: dict[str, RouteOptions] = {}
         validated: dict[str, list[RouteOptions]] = {}
         for section in ("routes", "policy"):
@@ -376,7 +380,7 @@ class _RouteCache:
             out: list[RouteOptions] = []
             for item in items:
                 key = repr(item)
-                route = kept.get(key) or previous.get(key)
+                route = kept.get(key) or previous.get(key) or older.get(key)
                 if route is None:
                     try:
                         route = RouteOptions.model_validate(item)
@@ -386,7 +390,7 @@ class _RouteCache:
                 out.append(route)
             validated[section] = out
         data.update(validated)
-        self._kept = kept
+        self._kept, self._older = kept, previous
         return True
 
 
