@@ -165,6 +165,7 @@ class Worker:
                 "config": self.loaded.source,
             },
         )
+        del state  # the pipeline holds it; a reload's swap then frees its own parts
         # Everything built so far (config, templates, libraries) lives until a reload:
         # out of the collector's sight (gcpause), collections scan only what requests make.
         freeze_survivors()
