@@ -29,6 +29,13 @@ def test_sighup_reloads_and_keeps_serving(
     config = {"workers": workers, "routes": public([{"from": "http://app.test", "to": a.url}])}
     gh = start_gatehouse(config)
     assert gh.get("/", "app.test").text == "from a"
+    # Each worker reads the file once when its watcher starts (an edit made before that
+    # is a real edit, and is picked up): edit only once every watcher has had that read.
+    wait_until(
+        lambda: gh.stderr_text().count('"watching the config"') == workers,
+        10,
+        what="every worker watching the config",
+    )
     # Point the route at b with the file's size and mtime unchanged, so the 1 s change
     # poll cannot see it: only SIGHUP makes the workers read it.
     before = gh.config_path.stat()

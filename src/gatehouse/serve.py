@@ -227,8 +227,15 @@ class Worker:
         # The first round reads the file at once and compares digests: an edit made
         # between the load and this task's start has a stamp no round would see change.
         first = True
+        announced = False
         while True:
             if not first:
+                if not announced:  # the first round is over: from now on, edits are seen
+                    log.info(
+                        "watching the config",
+                        extra={"config": str(path), "poll_s": RELOAD_POLL_INTERVAL_S},
+                    )
+                    announced = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
             forced = self.reload_now.is_set()
