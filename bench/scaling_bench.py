@@ -558,11 +558,14 @@ def reload_row(
             time.sleep(RELOAD_AFTER_S)
             during.append((hup, time.monotonic()))
             win = client.latencies_ms([during[-1]])
+            busy = client.latencies_ms([(hup, done)]) or [float("nan")]
+            after = client.latencies_ms([(done, during[-1][1])])
             print(
                 f"  reload {r}: {done - hup:5.3f} s SIGHUP to 'config reloaded' "
                 f"(load_s {line.get('load_s')}, build_s {line.get('build_s')}, "
                 f"compiled {line.get('compiled')}); window p99 {_p(win, 0.99):6.2f} ms, "
-                f"max {max(win):6.2f} ms",
+                f"max {max(win):6.2f} ms (while reloading: p99 {_p(busy, 0.99):.2f}, max "
+                f"{max(busy):.2f}; after: p99 {_p(after, 0.99):.2f}, max {max(after):.2f})",
                 flush=True,
             )
         t0 = time.monotonic()

@@ -420,11 +420,19 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
     # What Options' own "before" validation does to routes, done first: the routes are
     # then validated alone (and reused) with their effective values.
     data = breakers_into_routes(data)
-    _ROUTES.validate(data)
+    routes: dict[str, list[RouteOptions]] = {}
+    if _ROUTES.validate(data):
+        # Validated already: handing 10,000 instances to pydantic-core again takes ~5 ms
+        # in one stretch that never lets go of the GIL (a reload's thread would stall
+        # the event loop that long); no Options validator reads the routes.
+        routes = {key: data.pop(key) for key in ("routes", "policy") if key in data}
     try:
         options = Options.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, source, lines)) from None
+    for key, value in routes.items():
+        object.__setattr__(options, key, value)  # frozen model: set once, while built
+        options.__pydantic_fields_set__.add(key)
     digest = hashlib.sha256(text.encode() + "\0".join(applied).encode()).hexdigest()
     loaded = LoadedConfig(
         options=options, source=source, digest=digest, warnings=tuple(warnings), lines=lines
