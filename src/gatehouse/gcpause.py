@@ -23,6 +23,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def start_up_without_collector() -> None:
+    """Turn the cyclic collector off for a command's start-up (``run``, ``check``).
+
+    Everything start-up builds lives on (libraries, the config, its state): collecting
+    while it grows only rescans it (with 10,000 routes, the passes the collector made
+    as soon as each load and build ended cost ~0.2 s of start-up). ``run``'s worker
+    turns it back on with :func:`freeze_start_up` once it serves.
+    """
+    gc.disable()
+
+
+def freeze_start_up() -> None:
+    """Freeze all that start-up made, without a collection first, and turn the collector
+    on: the little cyclic garbage start-up left is kept once (it does not grow), instead
+    of a full pass over everything before the first request is answered."""
+    gc.freeze()
+    gc.enable()
+
+
 def freeze_survivors() -> None:
     """Collect what is garbage now, then freeze everything alive (start-up, each reload).
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ from .config.loader import LoadedConfig, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
 from .fdlimit import raise_open_files_limit
-from .gcpause import freeze_survivors
+from .gcpause import freeze_start_up, freeze_survivors
 from .http.h2.select import Codec, alpn_protocols
 from .http.server import LISTEN_BACKLOG, HttpServer
 from .http.upstream import ConnectionPool
@@ -168,7 +169,7 @@ class Worker:
         del state  # the pipeline holds it; a reload's swap then frees its own parts
         # Everything built so far (config, templates, libraries) lives until a reload:
         # out of the collector's sight (gcpause), collections scan only what requests make.
-        freeze_survivors()
+        freeze_start_up()
         flusher = loop.create_task(self._flush_access(access))
         watcher = loop.create_task(self._watch(pipeline, server)) if self.config_path else None
         await self.stop.wait()
@@ -520,6 +521,7 @@ def _supervise(
         )
     for _ in range(count):
         spawn()
+    gc.enable()  # off for start-up (cli); each worker turns its own on once it serves
     log.info("supervisor started", extra={"workers": count, "pids": list(children)})
     deadline: float | None = None
     while children:
