@@ -8,16 +8,24 @@ the hosts, paths or cookies of the row, so both sides pay the same client-side w
 interleaved small, large, large, small..., and prints the proxy's CPU time per request
 (``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
 ratio large/small. A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
-the first proxied request answers) with 1 and 10,000 routes.
+the first proxied request answers) with 1 and 10,000 routes. A reload row serves 10,000
+routes to a steady client (a few keep-alive connections on one route, 2,000 requests/s by
+default; ``--reload-rate 0``: as fast as answers come, saturating the proxy), changes one
+route and sends SIGHUP a few times, and prints the time from SIGHUP to the "config
+reloaded" line and the request p99 from SIGHUP to 2 s after that line vs the steady p99
+of the same run.
 
 Usage::
 
     python bench/scaling_bench.py                         # every row, -c20 -d5s, 2 rounds
     python bench/scaling_bench.py --rows hosts,paths -d 10s --rounds 3
     python bench/scaling_bench.py --src /tmp/before/src   # another checkout's gatehouse
+    python bench/scaling_bench.py --rows startup,reload --installed /work/venv  # a wheel
 
 ``--src`` puts that source tree first on the gatehouse processes' ``PYTHONPATH`` (the
-default: this checkout's ``src``), so two versions are compared with the same command.
+default: this checkout's ``src``), so two versions are compared with the same command;
+``--installed VENV`` runs the gatehouse installed in that virtual environment instead (the
+compiled build, as shipped).
 The sessions row creates its sessions directly in the SQLite store (gatehouse's own
 ``SessionManager``, as ``proxy_bench.py --scenario authenticated`` does) and warms the
 large side up by cycling every cookie once before measuring, so the row shows the steady
@@ -30,11 +38,14 @@ import argparse
 import asyncio
 import base64
 import http.client
+import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,15 +237,26 @@ def row_policy(upstream: int, n: int, tmp: Path) -> Row:
 # --------------------------------------------------------------------------------------------
 
 
-def _env(src: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(src)}
+def _env(src: Path | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)
+    if src is not None:  # None: the installed build of --installed's interpreter
+        env["PYTHONPATH"] = str(src)
+    return env
 
 
-def start_side(procs: Processes, tmp: Path, side: Side, src: Path, tag: str) -> None:
+#: The interpreter the gatehouse processes run (``--installed`` sets another venv's).
+PYTHON = [sys.executable]
+
+
+def gatehouse_command(*args: str) -> list[str]:
+    return [*PYTHON, "-m", "gatehouse", *args]
+
+
+def start_side(procs: Processes, tmp: Path, side: Side, src: Path | None, tag: str) -> None:
     config = tmp / f"{tag}.yaml"
     config.write_text(side.config)
-    argv = [sys.executable, "-m", "gatehouse", "run", "-c", str(config)]
-    proc = procs.start(tag, argv, tmp, env=_env(src))
+    proc = procs.start(tag, gatehouse_command("run", "-c", str(config)), tmp, env=_env(src))
 
     def port_of() -> int | None:
         try:
@@ -367,7 +389,7 @@ def startup_row(
         start = time.monotonic()
         before = os.times()
         subprocess.run(
-            [sys.executable, "-m", "gatehouse", "check", "-c", str(config)],
+            gatehouse_command("check", "-c", str(config)),
             env=_env(args.src),
             check=True,
             capture_output=True,
@@ -390,9 +412,201 @@ def startup_row(
         )
 
 
+#: ``--reload-*``: the reload row's phases, seconds.
+RELOAD_STEADY_S = 3.0
+#: After the "config reloaded" line: the collections that scan the new state come later.
+RELOAD_AFTER_S = 2.0
+
+
+class LoadClient:
+    """A client in a thread: ``connections`` keep-alive connections sending ``GET /`` for
+    ``host``, each as soon as its previous answer is in (``rate`` 0: closed loop, the proxy
+    saturated) or at ``rate`` requests/s over all of them. Records (start, end) of every
+    request on the monotonic clock, so any window's latencies can be picked; a paced
+    request that goes out late (its connection still waiting for the previous answer)
+    counts from when it was due, so a stall also delays the requests queued behind it (no
+    coordinated omission)."""
+
+    def __init__(self, port: int, host: str, connections: int, rate: float = 0.0) -> None:
+        self.request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        self.port, self.connections, self.rate = port, connections, rate
+        self.times: list[tuple[float, float]] = []
+        self.failures: list[str] = []
+        self._stop = False
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._one(i) for i in range(self.connections)))
+
+    async def _one(self, i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        want = UPSTREAM_BODY.encode()
+        gap = self.connections / self.rate if self.rate else 0.0
+        due = time.monotonic() + gap * i / self.connections
+        try:
+            while not self._stop:
+                start = time.monotonic()
+                if gap:
+                    if due > start:  # on time: the client's own timer lateness not counted
+                        await asyncio.sleep(due - start)
+                        start = time.monotonic()
+                    else:  # late: the proxy kept this one waiting since it was due
+                        start = due
+                    due += gap
+                writer.write(self.request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length)
+                self.times.append((start, time.monotonic()))
+                if not head.startswith(b"HTTP/1.1 200") or body != want:
+                    self.failures.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+                    return
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.failures.append(repr(exc))
+        finally:
+            writer.close()
+
+    def latencies_ms(self, windows: list[tuple[float, float]]) -> list[float]:
+        """Latencies of the requests that overlap any of ``windows``."""
+        return [
+            (end - start) * 1000
+            for start, end in self.times
+            if any(start < w_end and end > w_start for w_start, w_end in windows)
+        ]
+
+
+def _p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _reload_lines(proc: Proc) -> list[dict[str, object]]:
+    try:
+        text = proc.stderr.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        if '"config reloaded"' in line or '"config reload failed' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def reload_row(
+    upstream: int, n: int, tmp: Path, args: argparse.Namespace, procs: Processes
+) -> float:
+    """Reload a config of ``n`` routes, changing one route each time, under steady load.
+
+    Returns p99 during the reload windows / p99 of the steady windows (same run).
+    """
+    print(
+        f"\n== reload: {n:,} routes, one route changed per reload, under load "
+        f"({args.reload_connections} connections on one route, "
+        f"{f'{args.reload_rate:.0f} requests/s' if args.reload_rate else 'closed loop'}), "
+        f"{args.reloads} reloads",
+        flush=True,
+    )
+    side = row_hosts(upstream, n).large
+    side.requests = [side.requests[0]]
+    start_side(procs, tmp, side, args.src, "reload")
+    proc = side.proc
+    if proc is None:
+        raise BenchError("reload: gatehouse did not start")
+    config = tmp / "reload.yaml"
+    client = LoadClient(side.port, side.requests[0][0], args.reload_connections, args.reload_rate)
+    client.start()
+    steady: list[tuple[float, float]] = []
+    during: list[tuple[float, float]] = []
+    walls: list[float] = []
+    cpu0 = cpu_seconds(proc.pid)
+    try:
+        time.sleep(1.0)  # warm-up, not counted
+        for r in range(args.reloads):
+            t0 = time.monotonic()
+            time.sleep(RELOAD_STEADY_S)
+            steady.append((t0, time.monotonic()))
+            old = f"http://h{n // 2 + r}.{SUFFIX}\n"
+            text = config.read_text()
+            if old not in text:
+                raise BenchError(f"reload: route {old.strip()} not in the config")
+            staged = tmp / "reload.yaml.new"
+            staged.write_text(text.replace(old, f"http://changed{r}.{SUFFIX}\n", 1))
+            os.replace(staged, config)
+            seen = len(_reload_lines(proc))
+            hup = time.monotonic()
+            os.kill(proc.pid, signal.SIGHUP)
+            deadline = hup + 60
+            while len(lines := _reload_lines(proc)) == seen:
+                if time.monotonic() > deadline or not proc.alive():
+                    raise BenchError("reload: no 'config reloaded' line within 60 s")
+                time.sleep(0.005)
+            done = time.monotonic()
+            line = lines[-1]
+            if line.get("message") != "config reloaded":
+                raise BenchError(f"reload failed: {line}")
+            walls.append(done - hup)
+            time.sleep(RELOAD_AFTER_S)
+            during.append((hup, time.monotonic()))
+            win = client.latencies_ms([during[-1]])
+            busy = client.latencies_ms([(hup, done)]) or [float("nan")]
+            after = client.latencies_ms([(done, during[-1][1])])
+            print(
+                f"  reload {r}: {done - hup:5.3f} s SIGHUP to 'config reloaded' "
+                f"(load_s {line.get('load_s')}, build_s {line.get('build_s')}, "
+                f"compiled {line.get('compiled')}); window p99 {_p(win, 0.99):6.2f} ms, "
+                f"max {max(win):6.2f} ms (while reloading: p99 {_p(busy, 0.99):.2f}, max "
+                f"{max(busy):.2f}; after: p99 {_p(after, 0.99):.2f}, max {max(after):.2f})",
+                flush=True,
+            )
+        t0 = time.monotonic()
+        time.sleep(RELOAD_STEADY_S)
+        steady.append((t0, time.monotonic()))
+    finally:
+        client.stop()
+    cpu = cpu_seconds(proc.pid) - cpu0
+    procs.stop(proc)
+    if client.failures:
+        raise BenchError(f"reload: requests failed: {client.failures[:3]}")
+    s_lat, d_lat = client.latencies_ms(steady), client.latencies_ms(during)
+    ratio = _p(d_lat, 0.99) / _p(s_lat, 0.99)
+    mark = "ok" if ratio <= 1.5 else "OVER TARGET"
+    print(
+        f"  steady: {len(s_lat):,} requests, p50 {_p(s_lat, 0.5):.2f} ms, "
+        f"p99 {_p(s_lat, 0.99):.2f} ms, max {max(s_lat):.2f} ms\n"
+        f"  reload windows (SIGHUP to {RELOAD_AFTER_S:.0f} s after the log line): "
+        f"{len(d_lat):,} requests, p50 {_p(d_lat, 0.5):.2f} ms, p99 {_p(d_lat, 0.99):.2f} ms, "
+        f"max {max(d_lat):.2f} ms\n"
+        f"  reload wall (SIGHUP to 'config reloaded'): median {_median(walls):.3f} s, "
+        f"max {max(walls):.3f} s (target <= 1 s); proxy CPU over the row {cpu:.2f} s\n"
+        f"  => reload p99 / steady p99: {ratio:.2f}x (target <= 1.5x: {mark})",
+        flush=True,
+    )
+    return ratio
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--rows", default="hosts,paths,sessions,policy,startup")
+    p.add_argument("--rows", default="hosts,paths,sessions,policy,startup,reload")
+    p.add_argument("--reloads", type=int, default=3, help="reloads of the reload row")
+    p.add_argument(
+        "--reload-connections", type=int, default=4, help="the reload row's client connections"
+    )
+    p.add_argument(
+        "--reload-rate",
+        type=float,
+        default=2000.0,
+        help="the reload row's requests/s over all connections (0: closed loop, saturating)",
+    )
     p.add_argument("-c", "--connections", type=int, default=20)
     p.add_argument("-d", "--duration", default="5s")
     p.add_argument("--rounds", type=int, default=2)
@@ -400,6 +614,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=100_000)
     p.add_argument("--rules", type=int, default=200)
     p.add_argument("--src", type=Path, default=ROOT / "src", help="gatehouse source tree to run")
+    p.add_argument(
+        "--installed",
+        type=Path,
+        metavar="VENV",
+        help="run the gatehouse installed in VENV (e.g. the compiled wheel) instead of --src",
+    )
     p.add_argument(
         "--extra",
         action="append",
@@ -412,6 +632,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.src = args.src.resolve()
+    if args.installed is not None:
+        PYTHON[:] = [str(args.installed / "bin" / "python")]
+        args.src = None
     EXTRA.extend(args.extra)
     sys.path.insert(0, str(ROOT / "src"))  # this checkout's modules make the sessions
     ensure_tools(need_pyspy=False)
@@ -430,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                 text=UPSTREAM_BODY.replace("\n", "\\n"),
             )
             print(
-                f"gatehouse from {args.src}; wrk -t1 -c{args.connections} "
+                f"gatehouse from {args.installed or args.src}; wrk -t1 -c{args.connections} "
                 f"-d{args.duration}, {args.rounds} rounds",
                 flush=True,
             )
@@ -444,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "startup":
                     startup_row(upstream, args.routes, tmp, args, procs)
                     continue
+                if name == "reload":
+                    ratios[name] = reload_row(upstream, args.routes, tmp, args, procs)
+                    continue
                 row = builders[name]()
                 try:
                     ratios[name] = run_row(row, procs, tmp, args)
@@ -454,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             procs.stop_all()
     print(
-        "\nsummary (CPU per request, large / small): "
+        "\nsummary (CPU per request large / small; reload: p99 during reloads / steady): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
     )
     return 0

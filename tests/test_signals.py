@@ -29,6 +29,13 @@ def test_sighup_reloads_and_keeps_serving(
     config = {"workers": workers, "routes": public([{"from": "http://app.test", "to": a.url}])}
     gh = start_gatehouse(config)
     assert gh.get("/", "app.test").text == "from a"
+    # Every worker's watcher is running (it compares the file's stamp with the one taken
+    # when the supervisor read it, so the edit below is invisible to the poll).
+    wait_until(
+        lambda: gh.stderr_text().count('"watching the config"') == workers,
+        10,
+        what="every worker watching the config",
+    )
     # Point the route at b with the file's size and mtime unchanged, so the 1 s change
     # poll cannot see it: only SIGHUP makes the workers read it.
     before = gh.config_path.stat()

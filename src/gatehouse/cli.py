@@ -17,8 +17,10 @@ from .errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .gcpause import start_up_without_collector
     from .serve import load_or_exit, run
 
+    start_up_without_collector()  # the worker turns it on once it serves
     if args.config is None:
         return _cmd_demo(args)
     return run(args.config, load_or_exit(args.config))
@@ -26,8 +28,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .config.loader import load_file
+    from .gcpause import start_up_without_collector
     from .preflight import startup_problems, store_warning
 
+    start_up_without_collector()  # a short-lived command: what it builds lives to the end
     try:
         loaded = load_file(args.config)
     except ConfigError as exc:

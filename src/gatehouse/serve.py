@@ -22,18 +22,19 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config.loader import LoadedConfig, file_stamp, load_file
 from .config.options import Options
 from .errors import ConfigError, GatehouseError
 from .fdlimit import raise_open_files_limit
+from .gcpause import freeze_start_up, freeze_survivors
 from .http.h2.select import Codec, alpn_protocols
 from .http.server import LISTEN_BACKLOG, HttpServer
 from .http.upstream import ConnectionPool
-from .idp.store import StateStore
 from .observability.dependencies import Observer, TimedStore
 from .observability.health_listener import serve_health
 from .observability.logs import AccessLog, setup_logging
@@ -53,10 +54,16 @@ from .tls.hardening import set_alpn_protocols
 from .tls.redirect import RedirectServer
 from .tls.service import TLSService, prepare_fallback
 
+if TYPE_CHECKING:  # the built-in IdP is imported when a config uses it (start-up time)
+    from .idp.store import StateStore
+
 log = logging.getLogger("gatehouse")
 
 #: How often each worker checks the config file for changes, seconds.
 RELOAD_POLL_INTERVAL_S = 1.0
+#: The GIL switch interval while a reload loads and builds in its thread, seconds
+#: (Python's default is 0.005): how long the event loop may wait for the GIL.
+RELOAD_SWITCH_INTERVAL_S = 0.0005
 #: A worker that dies sooner than this after start is restarted only after a pause, seconds.
 WORKER_RESTART_BACKOFF_S = 1.0
 #: A worker's exit status when its config cannot start (sysexits' EX_CONFIG): restarting
@@ -159,11 +166,10 @@ class Worker:
                 "config": self.loaded.source,
             },
         )
-        # Everything built so far (config, templates, libraries) lives as long as the
-        # process: move it out of the collector's sight, so the full collections that
-        # request garbage triggers scan only what requests made (gc.freeze, Python >= 3.7).
-        gc.collect()
-        gc.freeze()
+        del state  # the pipeline holds it; a reload's swap then frees its own parts
+        # Everything built so far (config, templates, libraries) lives until a reload:
+        # out of the collector's sight (gcpause), collections scan only what requests make.
+        freeze_start_up()
         flusher = loop.create_task(self._flush_access(access))
         watcher = loop.create_task(self._watch(pipeline, server)) if self.config_path else None
         await self.stop.wait()
@@ -221,6 +227,9 @@ class Worker:
         # supervisor, before forking), so an edit made before this task starts is seen.
         last = self.loaded.stamp if self.loaded.stamp is not None else file_stamp(path)
         digest = self.loaded.digest
+        log.info(
+            "watching the config", extra={"config": str(path), "poll_s": RELOAD_POLL_INTERVAL_S}
+        )
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.reload_now.wait(), RELOAD_POLL_INTERVAL_S)
@@ -231,7 +240,10 @@ class Worker:
                 continue
             last = stamp
             try:
-                loaded = await asyncio.to_thread(load_file, path)
+                load_started = time.monotonic()
+                with short_switch_interval():
+                    loaded = await asyncio.to_thread(load_file, path)
+                load_s = time.monotonic() - load_started
                 if loaded.digest == digest:
                     if forced:
                         log.info("config unchanged", extra={"config": str(path)})
@@ -239,7 +251,8 @@ class Worker:
                 # Off the event loop, like the load: requests keep being served while a
                 # large config compiles (they only share the GIL with it).
                 build_started = time.monotonic()
-                state = await asyncio.to_thread(self.build, loaded, self.services)
+                with short_switch_interval():
+                    state = await asyncio.to_thread(self.build, loaded, self.services)
                 build_s = time.monotonic() - build_started
                 if self.tls is not None:
                     self.tls.apply(loaded.options)
@@ -261,15 +274,31 @@ class Worker:
             self.loaded = loaded
             pipeline.swap_state(state)
             server.update_settings(state.server_settings)
+            freeze_survivors()
             log.info(
                 "config reloaded",
                 extra={
                     "config": str(path),
                     "digest": digest[:12],
                     "routes": len(state.router.routes),
+                    "load_s": round(load_s, 3),
                     "build_s": round(build_s, 3),
+                    "compiled": self.services.route_compiler.compiled_last,
                 },
             )
+
+
+@contextlib.contextmanager
+def short_switch_interval() -> Iterator[None]:
+    """While a reload runs in a thread, make it hand the GIL back to the event loop after
+    :data:`RELOAD_SWITCH_INTERVAL_S` instead of Python's 5 ms, so a request arriving
+    mid-reload waits a fraction of a millisecond for the loop, not several."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, RELOAD_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 async def start_services(options: Options, observe: Observer | None = None) -> Services:
@@ -477,6 +506,7 @@ def _supervise(
         )
     for _ in range(count):
         spawn()
+    gc.enable()  # off for start-up (cli); each worker turns its own on once it serves
     log.info("supervisor started", extra={"workers": count, "pids": list(children)})
     deadline: float | None = None
     while children:

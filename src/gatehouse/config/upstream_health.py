@@ -265,27 +265,35 @@ class UpstreamLimitOptions(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _breakers_into_routes(cls, data: Any) -> Any:
-        """Merge the global thresholds into each route's (Pomerium's
-        ``buildRouteCircuitBreakers``), so a route carries its effective limits."""
-        if not isinstance(data, dict):
-            return data
-        shared = data.get("circuit_breaker_thresholds")
-        if not isinstance(shared, dict) or not shared:
-            return data
-        data = dict(data)
-        for section in ("routes", "policy"):
-            routes = data.get(section)
-            if not isinstance(routes, list):
-                continue
-            merged = []
-            for route in routes:
-                if isinstance(route, dict):
-                    own = route.get("circuit_breaker_thresholds")
-                    own = own if isinstance(own, dict) else {}
-                    route = {**route, "circuit_breaker_thresholds": {**shared, **own}}
-                merged.append(route)
-            data[section] = merged
+        return breakers_into_routes(data)
+
+
+def breakers_into_routes(data: Any) -> Any:
+    """Merge the global thresholds into each route's (Pomerium's
+    ``buildRouteCircuitBreakers``), so a route carries its effective limits.
+
+    Run on the plain data, by the loader before it validates routes one by one, and by
+    ``Options`` validation (routes already validated are left alone).
+    """
+    if not isinstance(data, dict):
         return data
+    shared = data.get("circuit_breaker_thresholds")
+    if not isinstance(shared, dict) or not shared:
+        return data
+    data = dict(data)
+    for section in ("routes", "policy"):
+        routes = data.get(section)
+        if not isinstance(routes, list):
+            continue
+        merged = []
+        for route in routes:
+            if isinstance(route, dict):
+                own = route.get("circuit_breaker_thresholds")
+                own = own if isinstance(own, dict) else {}
+                route = {**route, "circuit_breaker_thresholds": {**shared, **own}}
+            merged.append(route)
+        data[section] = merged
+    return data
 
 
 class BalancingOptions(StrictModel):

@@ -174,7 +174,6 @@ class BuiltinProvider:
             self.users[u.username] = u
             self._by_email.setdefault(u.email.lower(), u)
         self._dummy_hash = dummy_hash_like([u.password_hash for u in users])
-        self.backchannel = BackChannel(self)
 
     # -- URLs and routes -----------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -185,15 +184,19 @@ class BuiltinProvider:
 
     def routes(self) -> dict[str, Handler]:
         """Full request path → handler, for gatehouse's internal endpoint table."""
+        # The back channel refers to the provider, not the other way round: a replaced
+        # config's provider is then freed by reference counting (gcpause: frozen cycles
+        # would never be collected).
+        backchannel = BackChannel(self)
         table: dict[str, Handler] = {
             DISCOVERY_PATH: self.discovery,
             JWKS_PATH: self.jwks,
             AUTHORIZE_PATH: self.authorize,
             SIGN_IN_PATH: self.sign_in,
             END_SESSION_PATH: self.end_session,
-            TOKEN_PATH: self.backchannel.token,
-            USERINFO_PATH: self.backchannel.userinfo,
-            REVOKE_PATH: self.backchannel.revoke,
+            TOKEN_PATH: backchannel.token,
+            USERINFO_PATH: backchannel.userinfo,
+            REVOKE_PATH: backchannel.revoke,
         }
         return {self.path(p): self._guard(h) for p, h in table.items()}
 

@@ -251,10 +251,13 @@ def _go_substitution(sub: str) -> str:
 class Router:
     """Routes in config order, indexed by host, port and path (see :mod:`.route_index`)."""
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route], previous: Router | None = None) -> None:
+        """``previous``: the router of the config before, whose per-host tables are kept
+        where a host's routes are the same objects (see :class:`.route_index.HostIndex`)."""
         self.routes = tuple(routes)
         self._index: HostIndex[Route] = HostIndex(
-            (r.host, r.wildcard_suffix, r) for r in self.routes
+            ((r.host, r.wildcard_suffix, r) for r in self.routes),
+            previous._index if previous is not None else None,
         )
 
     def candidates(self, host: str, port: int | None) -> tuple[Route, ...]:

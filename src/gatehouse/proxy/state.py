@@ -10,18 +10,12 @@ signing keys loaded, the relying party and built-in provider set up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
-
-from ..authenticate import build_authenticator
-from ..authenticate.bearer import IDP_ACCESS_TOKEN, BearerRule, BearerSessions
-from ..authenticate.endpoints import AuthEndpoints
-from ..authenticate.flow import Authenticator
-from ..authenticate.redirects import RedirectSigner
 from ..authorize.policy import compile_route_policy
 from ..config.loader import LoadedConfig
 from ..config.options import Options
@@ -32,7 +26,6 @@ from ..http.connection import Limits
 from ..http.messages import Request, Response
 from ..http.server import ServerSettings
 from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_keyset
-from ..idp.store import StateStore
 from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
@@ -40,6 +33,14 @@ from ..tls.downstream import compile_downstream
 from .compile_cache import RouteCompiler, shared_compiler
 from .portal import RoutesPortal
 from .router import Route, Router, attach_client_trust, compile_route
+
+if TYPE_CHECKING:  # sign-in is imported when a config signs in (start-up time)
+    import httpx
+
+    from ..authenticate.bearer import BearerSessions
+    from ..authenticate.endpoints import AuthEndpoints
+    from ..authenticate.flow import Authenticator
+    from ..idp.store import StateStore
 
 log = logging.getLogger("gatehouse")
 
@@ -60,6 +61,9 @@ class Services:
     session_event: Callable[[str], None] | None = None
     #: Compiled routes kept between reloads (only changed routes are compiled again).
     route_compiler: RouteCompiler = field(default_factory=shared_compiler)
+    #: The last config's router: the next one keeps the per-host tables of hosts whose
+    #: routes are unchanged.
+    router: Router | None = None
     #: The last config's assertion minter: the next one keeps its cached assertions, so a
     #: reload does not make every active session sign again.
     minter: AssertionMinter | None = None
@@ -196,7 +200,8 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
 def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     options = loaded.options
     services = services or Services()
-    router = Router(services.route_compiler.compile(options))
+    router = Router(services.route_compiler.compile(options), services.router)
+    services.router = router
     keyset = load_keyset(options)
     budget = options.assertion_cache_max_bytes
     minter = (
@@ -205,7 +210,7 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         else AssertionMinter(keyset, cache_max_bytes=budget)
     )
     services.minter = minter
-    specs = {r.index: AssertionSpec.for_route(options, r.options) for r in router.routes}
+    specs = _assertion_specs(options, router.routes)
     well_known = WellKnownEndpoints(
         keyset,
         authenticate_url=options.authenticate_service_url,
@@ -221,6 +226,10 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     authenticate_table: dict[str, EndpointHandler] = {}
     route_table: dict[str, EndpointHandler] = {}
     if services.sessions is not None:
+        from ..authenticate import build_authenticator
+        from ..authenticate.endpoints import AuthEndpoints
+        from ..authenticate.redirects import RedirectSigner
+
         secret = shared_secret(options)
         authenticator: Authenticator | None = None
         if options.idp_provider is not None:
@@ -299,6 +308,20 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     )
 
 
+def _assertion_specs(options: Options, routes: Sequence[Route]) -> dict[int, AssertionSpec]:
+    """Each route's assertion spec, one object per distinct issuer format (a spec depends
+    only on it and global keys): 10,000 routes share a couple instead of making 10,000."""
+    by_format: dict[str | None, AssertionSpec] = {}
+    specs: dict[int, AssertionSpec] = {}
+    for route in routes:
+        fmt = route.options.jwt_issuer_format
+        spec = by_format.get(fmt)
+        if spec is None:
+            spec = by_format[fmt] = AssertionSpec.for_route(options, route.options)
+        specs[route.index] = spec
+    return specs
+
+
 def _bearer_sessions(
     options: Options, router: Router, authenticator: Authenticator | None
 ) -> BearerSessions | None:
@@ -307,6 +330,8 @@ def _bearer_sessions(
     Raises:
         ConfigError: such a route but no identity provider to verify tokens with.
     """
+    from ..authenticate.bearer import IDP_ACCESS_TOKEN, BearerRule, BearerSessions
+
     rules: dict[int, BearerRule] = {}
     for route in router.routes:
         kind = options.route_bearer_token_format(route.options)

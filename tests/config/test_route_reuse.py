@@ -1,0 +1,62 @@
+"""A reload validates only the routes whose keys changed; the others are the same objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatehouse.config import load_text
+from gatehouse.errors import ConfigError
+
+
+def _config(hosts: list[str], bad: int | None = None) -> str:
+    lines = ["insecure_server: true", "routes:"]
+    for i, host in enumerate(hosts):
+        lines += [
+            f"  - from: http://{host}",
+            "    to: " + ("not a url" if i == bad else "http://127.0.0.1:9"),
+            "    allow_public_unauthenticated_access: true",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_unchanged_routes_are_reused_and_changed_ones_validated() -> None:
+    hosts = [f"h{i}.example.com" for i in range(20)]
+    first = load_text(_config(hosts), "<test>", env={}).options
+    changed = [*hosts]
+    changed[5] = "new.example.com"
+    changed.insert(0, "top.example.com")
+    second = load_text(_config(changed), "<test>", env={}).options
+    assert [r.from_host for r in second.routes] == changed
+    # h6 moved from place 6 to 7 and is the very object validated before.
+    assert second.routes[7] is first.routes[6]
+    assert second.routes[6] is not first.routes[5]
+    assert second.routes[6].from_host == "new.example.com"
+
+
+def test_a_changed_value_is_not_taken_from_the_cache() -> None:
+    text = _config(["a.example.com"])
+    load_text(text, "<test>", env={})
+    options = load_text(text.replace("127.0.0.1:9", "127.0.0.1:10"), "<test>", env={}).options
+    to = options.routes[0].to
+    assert to is not None and to[0].url == "http://127.0.0.1:10"
+
+
+def test_a_broken_route_after_a_good_load_is_reported_with_its_line() -> None:
+    hosts = [f"h{i}.example.com" for i in range(5)]
+    load_text(_config(hosts), "<test>", env={})
+    with pytest.raises(ConfigError) as caught:
+        load_text(_config(hosts, bad=3), "<test>", env={})
+    assert any(p.startswith("<test>:13: routes[3].to") for p in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+def test_routes_and_policy_lists_are_both_reused() -> None:
+    text = _config(["a.example.com"]) + (
+        "policy:\n  - from: http://b.example.com\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+    )
+    first = load_text(text, "<test>", env={}).options
+    second = load_text(text, "<test>", env={}).options
+    assert second.policy[0] is first.policy[0] and second.routes[0] is first.routes[0]
+    assert [r.from_host for r in second.all_routes] == ["a.example.com", "b.example.com"]

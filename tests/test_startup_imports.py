@@ -1,0 +1,65 @@
+"""Start-up loads only what the config uses: checking or building a public config does
+not import sign-in (authenticate, httpx, the built-in IdP) or the console, and a config
+that signs in still gets them where they are used (check and build both work)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from support.gatehouse import clean_env
+
+_PROBE = textwrap.dedent(
+    """\
+    import sys
+    from gatehouse.cli import main
+    status = main(["check", "-c", sys.argv[1]])
+    lazy = ("gatehouse.authenticate", "gatehouse.idp.provider", "gatehouse.console", "httpx")
+    print(status, *[name for name in lazy if name in sys.modules])
+    """
+)
+
+
+def _check(config: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()
+
+
+def test_checking_a_public_config_imports_no_sign_in(tmp_path: Path) -> None:
+    config = tmp_path / "public.yaml"
+    config.write_text(
+        f"insecure_server: true\ndata_dir: {tmp_path}\nroutes:\n"
+        "  - from: http://app.localhost\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+    )
+    assert _check(config) == ["0"]
+
+
+def test_a_config_that_signs_in_checks_with_sign_in_and_console(tmp_path: Path) -> None:
+    secret = base64.b64encode(os.urandom(32)).decode()
+    config = tmp_path / "signed.yaml"
+    config.write_text(
+        f"insecure_server: true\ndata_dir: {tmp_path}\nshared_secret: {secret}\n"
+        f"cookie_secret: {secret}\nauthenticate_service_url: http://authenticate.localhost\n"
+        "idp_provider: builtin\nidp_users:\n  - username: alice\n"
+        "    password_hash: '$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'\n"
+        "    email: alice@example.com\n"
+        "console_url: http://console.localhost\n"
+        "console_policy:\n  - allow: {or: [{email: {is: alice@example.com}}]}\n"
+        "routes:\n  - from: http://app.localhost\n    to: http://127.0.0.1:9\n"
+        "    allow_any_authenticated_user: true\n"
+    )
+    status, *loaded = _check(config)
+    assert status == "0"
+    assert {"gatehouse.authenticate", "gatehouse.idp.provider", "gatehouse.console"} <= set(loaded)
