@@ -20,6 +20,13 @@ FORMS = [
     "x: &anchor {k: [1, 2]}\ny: *anchor\ns: &s text\nt: *s\n",
     "block: |\n  line one\n  line two\nfolded: >\n  a\n  b\ntagged: !!str 10\n",
     "routes:\n  - from: https://a.example.com\n    to: [http://b:1, http://c:2]\n",
+    # Merge keys (YAML 1.1, as Pomerium's Go YAML reads them): written keys win, then
+    # earlier merged mappings over later ones; merged values are copies.
+    "d: &d {to: http://b:1, pass_identity_headers: true}\n"
+    "routes:\n  - <<: *d\n    from: https://a.example.com\n"
+    "  - from: https://c.example.com\n    <<: *d\n    to: http://c:2\n",
+    "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n",
+    "a: &a {x: {deep: [1]}}\nb:\n  <<: *a\nc:\n  <<: {inline: yes}\n  k: v\n",
 ]
 
 
@@ -38,13 +45,17 @@ def test_yaml_forms_parse_as_the_yaml_library_does(text: str) -> None:
     assert data == yaml.safe_load(text)
     if "anchor" in text:  # an alias is a copy: editing one place leaves the other alone
         assert data["x"] is not data["y"]
+    if "deep" in text:  # so is a merged value
+        assert data["b"]["x"] is not data["a"]["x"]
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("a: 1\nb: 2\na: 3\n", "line 3: key 'a' appears twice"),
-        ("base: &b {x: 1}\nother:\n  <<: *b\n", "<t>:3: invalid YAML: merge keys (<<) are not"),
+        ("base: &b [1]\nother:\n  <<: *b\n", "<t>:3: invalid YAML: a merge key (<<) takes"),
+        ("other:\n  <<: text\n", "<t>:2: invalid YAML: a merge key (<<) takes a mapping"),
+        ("list: [<<]\n", "<t>:1: invalid YAML: << is only a mapping's key"),
         ("a: *nowhere\n", "<t>:1: invalid YAML: undefined alias 'nowhere'"),
         ("a: [1, 2\n", "<t>:2: invalid YAML: did not find expected ',' or ']'"),
         ("a: 1\n---\nb: 2\n", "<t>:2: invalid YAML: expected a single document"),
@@ -63,3 +74,22 @@ def test_problems_found_after_a_clean_parse_still_get_their_line() -> None:
     with pytest.raises(ConfigError) as caught:
         load_text(text, "<t>", env={})
     assert caught.value.problems[0].startswith("<t>:4: routes[0].to"), caught.value.problems
+
+
+def test_routes_built_from_merge_keys_load() -> None:
+    """A Pomerium config sharing one route's settings with another through an anchor and
+    ``<<`` loads: each route has the shared settings and its own overrides."""
+    text = (
+        "insecure_server: true\n"
+        "routes:\n"
+        "  - &first\n    from: http://a.example.com\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+        "  - <<: *first\n    from: http://b.example.com\n    to: http://127.0.0.1:10\n"
+    )
+    routes = load_text(text, "<t>", env={}).options.routes
+    assert [r.from_ for r in routes] == ["http://a.example.com", "http://b.example.com"]
+    assert all(r.allow_public_unauthenticated_access for r in routes)
+    assert [[t.url for t in r.to] for r in routes] == [
+        ["http://127.0.0.1:9"],
+        ["http://127.0.0.1:10"],
+    ]

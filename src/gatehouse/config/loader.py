@@ -163,12 +163,40 @@ class _Frame:
     """A mapping or sequence being built, with its anchor and, for a mapping, the key
     whose value comes next (and that key's line)."""
 
-    __slots__ = ("anchor", "key", "key_line", "value")
+    __slots__ = ("anchor", "key", "key_line", "merges", "value")
 
     def __init__(self, value: dict[str, Any] | list[Any], anchor: str | None) -> None:
         self.value, self.anchor = value, anchor
         self.key: Any = _NO_KEY
         self.key_line = 0
+        #: The mappings of this mapping's merge keys (``<<``), in the order given.
+        self.merges: list[dict[str, Any]] | None = None
+
+
+#: The value of a ``<<`` scalar: a merge key, when it stands as a mapping's key.
+_MERGE = object()
+
+
+def _merge_sources(value: Any, line: int, source: str) -> list[dict[str, Any]]:
+    """What a ``<<`` key merges in: a mapping, or a list of mappings (YAML 1.1 merge)."""
+    if type(value) is dict:
+        return [value]
+    if type(value) is list and value and all(type(v) is dict for v in value):
+        return value
+    raise ConfigError(
+        [f"{source}:{line}: invalid YAML: a merge key (<<) takes a mapping or a list of mappings"]
+    )
+
+
+def _apply_merges(target: dict[str, Any], merges: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mapping with its merged keys, as YAML 1.1 (and PyYAML, and Go's yaml) define
+    them: keys written in the mapping win, then earlier merged mappings over later ones."""
+    out: dict[str, Any] = {}
+    for merged in merges:
+        for key, value in merged.items():
+            out.setdefault(key, value)
+    out.update(target)
+    return out
 
 
 def _build_data(loader: Any, source: str) -> Any:
@@ -191,10 +219,7 @@ def _build_data(loader: Any, source: str) -> Any:
             if tag == _STR_TAG:
                 value: Any = event.value
             elif tag == _MERGE_TAG:
-                line = event.start_mark.line + 1
-                raise ConfigError(
-                    [f"{source}:{line}: invalid YAML: merge keys (<<) are not supported"]
-                )
+                value = _MERGE
             else:
                 node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
                 value = loader.construct_object(node, deep=True)
@@ -207,6 +232,8 @@ def _build_data(loader: Any, source: str) -> Any:
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             frame = stack.pop()
             value = frame.value
+            if frame.merges is not None:
+                value = _apply_merges(value, frame.merges)
             if frame.anchor is not None:
                 anchors[frame.anchor] = value
         elif kind is yaml.AliasEvent:
@@ -226,11 +253,18 @@ def _build_data(loader: Any, source: str) -> Any:
             continue
         top = stack[-1]
         target = top.value
+        if value is _MERGE and (type(target) is list or top.key is not _NO_KEY):
+            line = event.start_mark.line + 1
+            raise ConfigError([f"{source}:{line}: invalid YAML: << is only a mapping's key"])
         if type(target) is list:
             target.append(value)
         elif top.key is _NO_KEY:
-            top.key = value if type(value) is str else str(value)
+            top.key = value if type(value) is str or value is _MERGE else str(value)
             top.key_line = event.start_mark.line + 1
+        elif top.key is _MERGE:
+            top.key = _NO_KEY
+            sources = _merge_sources(value, top.key_line, source)
+            top.merges = sources if top.merges is None else top.merges + sources
         else:
             key, top.key = top.key, _NO_KEY
             if key in target:
