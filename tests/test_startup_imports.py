@@ -63,3 +63,17 @@ def test_a_config_that_signs_in_checks_with_sign_in_and_console(tmp_path: Path) 
     status, *loaded = _check(config)
     assert status == "0"
     assert {"gatehouse.authenticate", "gatehouse.idp.provider", "gatehouse.console"} <= set(loaded)
+
+
+def test_serving_without_autocert_imports_no_acme_client() -> None:
+    """The ACME client library (acme, josepy) loads only when autocert is on: the TLS
+    service and the HTTP redirect listener (which answers HTTP-01 from files) do without."""
+    probe = (
+        "import sys, gatehouse.serve, gatehouse.tls.service, gatehouse.tls.redirect\n"
+        "print(*[m for m in ('acme', 'josepy', 'gatehouse.tls.acme') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

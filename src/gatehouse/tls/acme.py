@@ -83,8 +83,6 @@ AUTOCERT_HTTP_TIMEOUT_S = 30
 RENEW_FRACTION = 1 / 3
 #: The challenge type answered on ``http_redirect_addr`` (RFC 8555 §8.3).
 HTTP_01 = "http-01"
-#: Tokens are base64url (RFC 8555 §8.1); anything else is not a challenge of ours.
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 T = TypeVar("T")
 
@@ -115,16 +113,6 @@ def autocert_hosts(options: Options) -> list[str]:
         if auth and auth not in hosts:
             hosts.append(auth)
     return hosts
-
-
-def challenge_answer(directory: Path, token: str) -> bytes | None:
-    """The key authorization for an HTTP-01 ``token``, if an order of ours is waiting on it."""
-    if not _TOKEN.match(token):
-        return None
-    try:
-        return (directory / "challenges" / token).read_bytes()
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..config.options import Options
-from .acme import AutocertManager
 from .certificates import CertificatePem, SniStore, certificate_pairs, load_all, load_certificate
 from .downstream import compile_downstream
 from .selfsigned import fallback
+
+if TYPE_CHECKING:  # imported when autocert is on: the ACME client library is ~50 ms
+    from .acme import AutocertManager
 
 log = logging.getLogger("gatehouse")
 
@@ -74,6 +77,8 @@ class TLSService:
         self.store.set_client_rule(trust.mode, trust.handshake, trust.bundle_pem)
         if options.autocert:
             if self.autocert is None:
+                from .acme import AutocertManager
+
                 self.autocert = AutocertManager(options, self.store)
             else:
                 self.autocert.update(options)
