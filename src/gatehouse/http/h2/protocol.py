@@ -121,6 +121,8 @@ class H2Protocol(asyncio.Protocol):
         self._write_paused = False
         self._corked = 0
         self._flush_scheduled = False
+        #: Streams whose response headers wait for the end of this turn (head_waiting).
+        self._heads: list[StreamChannel] = []
         self._closing = False
         self._goaway_sent = False
         self._served = 0
@@ -420,7 +422,22 @@ class H2Protocol(asyncio.Protocol):
         if self._corked or self._flush_scheduled:
             return
         self._flush_scheduled = True
-        self.loop.call_soon(self._write_now)
+        self.loop.call_soon(self._flush_turn)
+
+    def head_waiting(self, stream: StreamChannel) -> None:
+        """``stream`` holds response headers for the end of this turn (see
+        :meth:`StreamChannel.send_head`): the scheduled flush sends them."""
+        self._heads.append(stream)
+        self.flush()
+
+    def _flush_turn(self) -> None:
+        heads = self._heads
+        if heads:
+            # Still marked scheduled, so the streams' own flush() calls add no callback.
+            self._heads = []
+            for stream in heads:
+                stream.head_due()
+        self._write_now()
 
     def _write_now(self) -> None:
         self._flush_scheduled = False
