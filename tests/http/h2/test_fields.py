@@ -85,3 +85,20 @@ def test_malformed_requests_are_refused(headers: list[Header]) -> None:
     with pytest.raises(BadRequest) as err:
         parse_request(headers)
     assert err.value.status == 400
+
+
+def test_checks_hold_for_names_and_values_seen_before() -> None:
+    # Fields already found valid are remembered; a value is not thereby a valid name,
+    # and a name seen valid does not make a bad value pass.
+    base = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")]
+    parse_request([*base, (b"x-note", b"Content Type")])
+    with pytest.raises(BadRequest):
+        parse_request([*base, (b"Content Type", b"x")])
+    with pytest.raises(BadRequest):
+        parse_request([*base, (b"x-note", b"Content Type\r\n")])
+    for i in range(10_000):  # past the memo's bound: it is emptied, the rules stay
+        parse_request([*base, (b"x-%d" % i, b"v%d" % i)])
+    with pytest.raises(BadRequest):
+        parse_request([*base, (b"X-Upper", b"v1")])
+    with pytest.raises(BadRequest):
+        parse_request([*base, (b"x-1", b" v1")])

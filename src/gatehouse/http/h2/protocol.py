@@ -26,7 +26,6 @@ from time import monotonic as _now
 from typing import TYPE_CHECKING, cast
 
 import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -58,6 +57,7 @@ from .limits import (
     FloodGuard,
 )
 from .stream import H2Exchange, StreamChannel
+from .streamcount import CountingH2Connection
 
 if TYPE_CHECKING:
     from ..server import HttpServer
@@ -91,7 +91,8 @@ class H2Protocol(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.h2 = h2.connection.H2Connection(config)
+        # h2's own count of open streams walks all of them on every new stream.
+        self.h2 = CountingH2Connection(config)
         # Response blocks from the static table and a field cache (see .hpack_encoder):
         # h2's own encoder cost a tenth of a request's CPU.
         self.h2.encoder = cast("hpack.Encoder", StaticEncoder())
@@ -120,6 +121,8 @@ class H2Protocol(asyncio.Protocol):
         self._write_paused = False
         self._corked = 0
         self._flush_scheduled = False
+        #: Streams whose response headers wait for the end of this turn (head_waiting).
+        self._heads: list[StreamChannel] = []
         self._closing = False
         self._goaway_sent = False
         self._served = 0
@@ -419,7 +422,22 @@ class H2Protocol(asyncio.Protocol):
         if self._corked or self._flush_scheduled:
             return
         self._flush_scheduled = True
-        self.loop.call_soon(self._write_now)
+        self.loop.call_soon(self._flush_turn)
+
+    def head_waiting(self, stream: StreamChannel) -> None:
+        """``stream`` holds response headers for the end of this turn (see
+        :meth:`StreamChannel.send_head`): the scheduled flush sends them."""
+        self._heads.append(stream)
+        self.flush()
+
+    def _flush_turn(self) -> None:
+        heads = self._heads
+        if heads:
+            # Still marked scheduled, so the streams' own flush() calls add no callback.
+            self._heads = []
+            for stream in heads:
+                stream.head_due()
+        self._write_now()
 
     def _write_now(self) -> None:
         self._flush_scheduled = False
@@ -431,6 +449,7 @@ class H2Protocol(asyncio.Protocol):
     def stream_done(self, stream: StreamChannel) -> None:
         if self.streams.pop(stream.stream_id, None) is None:
             return
+        self.h2.stream_finished(stream.stream_id)
         if not self.streams:
             self._idle_since = _now()
             if self._goaway_sent:

@@ -163,9 +163,11 @@ class StreamChannel:
         if self.closed:
             return
         self._head = headers
-        self.loop.call_soon(self._head_timer)
+        # The connection's once-per-turn flush sends it (head_due) unless _drain has.
+        self.proto.head_waiting(self)
 
-    def _head_timer(self) -> None:
+    def head_due(self) -> None:
+        """The turn of the loop that queued the head is over: send what is ready."""
         if self._head is not None and not self.closed:
             self._drain()
 
@@ -178,7 +180,7 @@ class StreamChannel:
         if self._head is None:
             self._drain()
         # else: the head waits for the end of the stream or of this turn of the loop
-        # (_head_timer); a body that ends in this turn then goes out as HEADERS and one
+        # (head_due); a body that ends in this turn then goes out as HEADERS and one
         # DATA frame with END_STREAM.
         if not self._producer_paused and self.write_paused:
             self.update_producer()
