@@ -376,6 +376,12 @@ def _run_worker(
         for problem in exc.problems:
             log.error("config error: %s", problem)
         return EXIT_CONFIG
+    finally:
+        # Closing the loop put SIGTERM back to its default: a second one (a process
+        # manager's retry) while the interpreter winds down would kill the process with
+        # -15 after it has drained and logged "stopped". It is stopping already.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run(
