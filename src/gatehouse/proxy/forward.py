@@ -27,7 +27,7 @@ from ..http.upstream import ConnectionPool, UpstreamConnection
 from .balancer import Target
 from .circuit_breaker import CircuitBreaker, take_retry
 from .forward_h2 import forward_h2
-from .headers import client_response_block, upstream_request_head
+from .headers import client_response_block, upstream_address, upstream_request_head
 from .router import Route
 
 log = logging.getLogger("gatehouse.proxy")
@@ -293,11 +293,9 @@ async def _forward(
             return Outcome(upstream=target.url_text)
         if target.down_until:
             balancer.mark_ok(target)
-        host_header = host_override or (
-            original_host if route.preserve_host else route.host_rewrite or target.host_header
+        host_header, request_target = upstream_address(
+            route, target, host_override, original_host, path, query
         )
-        upstream_path = (target.url_path + path) if target.url_path else path
-        request_target = upstream_path.encode("utf-8") + (b"?" + query if query else b"")
         forwarder = ResponseForwarder(exchange, route, conn, upgrade)
         request_head = upstream_request_head(
             method=head.method,

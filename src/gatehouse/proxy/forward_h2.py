@@ -34,7 +34,12 @@ from ..http.h2.upstream import H2Pool, UpstreamStream
 from ..http.upstream import ConnectionPool, Endpoint
 from .balancer import Target
 from .circuit_breaker import CircuitBreaker, take_retry
-from .headers import client_response_block, upstream_request_head, upstream_trailers
+from .headers import (
+    client_response_block,
+    upstream_address,
+    upstream_request_head,
+    upstream_trailers,
+)
 from .router import Route
 
 log = logging.getLogger("gatehouse.proxy")
@@ -305,11 +310,9 @@ async def forward_h2(
                 raise UpstreamTimeout("upstream did not answer in time")
             if target.down_until:
                 balancer.mark_ok(target)
-            host_header = host_override or (
-                original_host if route.preserve_host else route.host_rewrite or target.host_header
+            host_header, request_target = upstream_address(
+                route, target, host_override, original_host, path, query
             )
-            upstream_path = (target.url_path + path) if target.url_path else path
-            request_target = upstream_path.encode("utf-8") + (b"?" + query if query else b"")
             block = upstream_request_head(
                 method=head.method,
                 target=request_target,

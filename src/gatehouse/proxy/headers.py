@@ -33,6 +33,7 @@ from ..constants import (
     PROGRAMMATIC_AUTH_SCHEME,
     PROGRAMMATIC_BEARER_PREFIX,
 )
+from .balancer import Target
 from .rewrites import rewrite_response_headers
 from .router import UNDERSCORES_ALLOW, Route
 
@@ -311,3 +312,21 @@ def client_response_block(headers: list[tuple[bytes, bytes]], route: Route) -> b
         out.append(b"\r\n")
     block = b"".join(out)
     return block + route.set_response_block if overrides else block
+
+
+def upstream_address(
+    route: Route,
+    target: Target,
+    host_override: bytes | None,
+    original_host: bytes,
+    path: str,
+    query: bytes,
+) -> tuple[bytes, bytes]:
+    """The Host and request target sent to ``target`` (HTTP/1.1 and HTTP/2 alike): the
+    rewrite's Host, else the client's (``preserve_host``), the route's ``host_rewrite`` or
+    the target's own; the target's path prefix before the request's path."""
+    host = host_override or (
+        original_host if route.preserve_host else route.host_rewrite or target.host_header
+    )
+    upstream_path = (target.url_path + path) if target.url_path else path
+    return host, upstream_path.encode("utf-8") + (b"?" + query if query else b"")
