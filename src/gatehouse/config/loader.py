@@ -163,18 +163,25 @@ class _Frame:
     """A mapping or sequence being built, with its anchor and, for a mapping, the key
     whose value comes next (and that key's line)."""
 
-    __slots__ = ("anchor", "key", "key_line", "merges", "value")
+    __slots__ = ("anchor", "key", "key_line", "merges", "size", "value")
 
     def __init__(self, value: dict[str, Any] | list[Any], anchor: str | None) -> None:
         self.value, self.anchor = value, anchor
         self.key: Any = _NO_KEY
         self.key_line = 0
+        #: Values in this container so far, aliases counted as what they expand to.
+        self.size = 1
         #: The mappings of this mapping's merge keys (``<<``), in the order given.
         self.merges: list[dict[str, Any]] | None = None
 
 
 #: The value of a ``<<`` scalar: a merge key, when it stands as a mapping's key.
 _MERGE = object()
+#: Values that aliases may add to a document in all. Each alias is a copy of what its anchor
+#: holds, so anchors that nest aliases grow exponentially ("billion laughs"): a few hundred
+#: bytes would expand to gigabytes. 10,000 routes each naming a 50-value policy by alias
+#: stay well under it.
+MAX_ALIAS_VALUES = 2_000_000
 
 
 def _merge_sources(value: Any, line: int, source: str) -> list[dict[str, Any]]:
@@ -206,12 +213,14 @@ def _build_data(loader: Any, source: str) -> Any:
     loader, aliases copied, mapping keys as strings, a key given twice refused), without
     composing a node per value first: 10,000 routes took ~0.45 s composed, ~0.2 s here.
     """
-    anchors: dict[str, Any] = {}
+    anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, size in values)
     stack: list[_Frame] = []
     root: Any = None
+    copied = 0  # values added by aliases
     while loader.check_event():
         event = loader.get_event()
         kind = type(event)
+        size = 1
         if kind is yaml.ScalarEvent:
             tag = event.tag
             if tag is None or tag == "!":
@@ -224,25 +233,35 @@ def _build_data(loader: Any, source: str) -> Any:
                 node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
                 value = loader.construct_object(node, deep=True)
             if event.anchor is not None:
-                anchors[event.anchor] = value
+                anchors[event.anchor] = (value, 1)
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             container: Any = {} if kind is yaml.MappingStartEvent else []
             stack.append(_Frame(container, event.anchor))
             continue
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             frame = stack.pop()
-            value = frame.value
+            value, size = frame.value, frame.size
             if frame.merges is not None:
                 value = _apply_merges(value, frame.merges)
             if frame.anchor is not None:
-                anchors[frame.anchor] = value
+                anchors[frame.anchor] = (value, size)
         elif kind is yaml.AliasEvent:
+            line = event.start_mark.line + 1
             if event.anchor not in anchors:
-                line = event.start_mark.line + 1
                 raise ConfigError(
                     [f"{source}:{line}: invalid YAML: undefined alias {event.anchor!r}"]
                 )
-            value = copy.deepcopy(anchors[event.anchor])
+            anchored, size = anchors[event.anchor]
+            copied += size
+            if copied > MAX_ALIAS_VALUES:  # checked before copying: the copy is the bomb
+                raise ConfigError(
+                    [
+                        f"{source}:{line}: invalid YAML: aliases expand to more than "
+                        f"{MAX_ALIAS_VALUES:,} values (anchors that nest aliases grow "
+                        "exponentially); write the repeated parts out or nest fewer aliases"
+                    ]
+                )
+            value = copy.deepcopy(anchored)
         elif kind is yaml.DocumentStartEvent and root is not None:
             line = event.start_mark.line + 1
             raise ConfigError([f"{source}:{line}: invalid YAML: expected a single document"])
@@ -252,6 +271,7 @@ def _build_data(loader: Any, source: str) -> Any:
             root = value
             continue
         top = stack[-1]
+        top.size += size
         target = top.value
         if value is _MERGE and (type(target) is list or top.key is not _NO_KEY):
             line = event.start_mark.line + 1
@@ -273,10 +293,11 @@ def _build_data(loader: Any, source: str) -> Any:
     return root
 
 
-def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
+def _yaml_data(text: str, source: str) -> Any:
+    """One YAML document's plain data (see :func:`_build_data`); errors as ConfigError."""
     loader = _COMPOSER(text)
     try:
-        data = _build_data(loader, source)
+        return _build_data(loader, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -284,6 +305,10 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
         raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
     finally:
         loader.dispose()
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
+    data = _yaml_data(text, source)
     lines = _Lines(text)
     if data is None:
         return {}, lines
@@ -292,7 +317,7 @@ def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
     return data, lines
 
 
-def _env_value(raw: str, structured: bool) -> Any:
+def _env_value(raw: str, structured: bool, source: str = "environment") -> Any:
     """Read an environment override: a YAML scalar, or YAML/JSON (optionally base64) text."""
     if structured:
         text = raw
@@ -302,7 +327,7 @@ def _env_value(raw: str, structured: bool) -> Any:
                 text = base64.b64decode(stripped, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 text = raw
-        return yaml.safe_load(text)
+        return _yaml_data(text, source)
     value = yaml.safe_load(raw) if raw.strip() else raw
     # Keep strings that YAML would turn into other things when the field wants a string.
     return value if not isinstance(value, dict | list) else raw
@@ -320,7 +345,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         key = field_info.alias or name
         env_name = key.upper()
         if env_name in env:
-            data[key] = _env_value(env[env_name], _structured(name))
+            data[key] = _env_value(env[env_name], _structured(name), env_name)
             applied.append(f"{env_name}={env[env_name]}")
     return applied
 
