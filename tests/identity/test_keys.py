@@ -7,7 +7,9 @@ import hashlib
 import hmac
 import logging
 import os
+import signal
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from gatehouse.identity.keys import (
     load_keyset,
     parse_pem_keys,
 )
+from support import wait_until
+from support.gatehouse import GatehouseProcess, public
 
 from .conftest import NOW, b64, options, pem_of
 
@@ -318,3 +322,21 @@ def test_signing_keys_entry_validation(ec_pem: str) -> None:
         options(f"signing_keys:\n  - key: {b64(ec_pem)}\n    file: /x\n")
     with pytest.raises(ConfigError):
         options(f"signing_keys:\n  - key: {b64(ec_pem)}\n    sign_from: 2026-01-01T00:00:00\n")
+
+
+def test_generated_key_warning_is_logged_once_per_process_tree(
+    start_gatehouse: Callable[..., GatehouseProcess],
+) -> None:
+    """Two workers and a reload still tell the operator once, not once per process."""
+    config = {
+        "workers": 2,
+        "routes": public([{"from": "http://a.localhost", "to": "http://127.0.0.1:9"}]),
+    }
+    gh = start_gatehouse(config)
+    wait_until(lambda: len([r for r in gh.logs() if r.get("message") == "listening"]) == 2)
+    config["routes"] = public([{"from": "http://b.localhost", "to": "http://127.0.0.1:9"}])
+    gh.write_config(config)
+    os.kill(gh.pid, signal.SIGHUP)
+    wait_until(lambda: len([r for r in gh.logs() if r.get("message") == "config reloaded"]) == 2)
+    warnings = [r for r in gh.logs() if "no signing_key" in str(r.get("message"))]
+    assert len(warnings) == 1, warnings

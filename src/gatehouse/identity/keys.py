@@ -405,12 +405,21 @@ def load_keyset(options: Options) -> KeySet:
         return build_keyset([key])
 
     data, path = load_or_create_key_file(options.data_dir)
-    log.warning(
-        "no signing_key or shared_secret configured: signing assertions with the key generated "
-        "in %s; replicas will not agree on it, so configure signing_key for more than one",
-        path,
-    )
+    if str(path) not in _WARNED_GENERATED:
+        # Once per process tree: workers forked after the supervisor's check inherit the
+        # set, and reloads do not repeat it.
+        _WARNED_GENERATED.add(str(path))
+        log.warning(
+            "no signing_key or shared_secret configured: signing assertions with the key "
+            "generated in %s; replicas will not agree on it, so configure signing_key for "
+            "more than one",
+            path,
+        )
     return build_keyset(parse_pem_keys(data, str(path)))
+
+
+#: Generated-key files already warned about in this process (and its forked workers).
+_WARNED_GENERATED: set[str] = set()
 
 
 def _shared_secret_text(options: Options) -> str:
