@@ -2,13 +2,14 @@
 records what each stream received: headers, body, request trailers, and whether the
 stream was reset by the peer (the proxy) and with which code.
 
-Each request is answered when its stream ends: ``200`` with ``body: <n>`` and the
-response trailer ``x-upstream-end: done``; not at all for paths starting ``/hang`` (to
-let a test reset the stream); at once, before the request body, for paths starting
-``/early``; with ``health_status`` (and no body) for ``/healthz``; and the first stream
-of each ``/refuse…`` path is refused (RST_STREAM REFUSED_STREAM), and the first of each
-``/drop…`` path makes the upstream close the connection without a word. ``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every
-connection runs in its own thread; ``open_connections`` counts those not yet closed.
+Each request is answered when its stream ends: ``status`` (200 unless set) with
+``body: <n>`` and the response trailer ``x-upstream-end: done``; not at all for paths
+starting ``/hang`` (to let a test reset the stream); at once, before the request body, for
+paths starting ``/early``; with ``health_status`` (and no body) for ``/healthz``; and the
+first stream of each ``/refuse…`` path is refused (RST_STREAM REFUSED_STREAM), and the
+first of each ``/drop…`` path makes the upstream close the connection without a word.
+``max_streams`` is the SETTINGS_MAX_CONCURRENT_STREAMS it announces. Every connection runs
+in its own thread; ``open_connections`` counts those not yet closed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import threading
 from dataclasses import dataclass, field
 
 import h2.config
-import h2.errors
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -50,9 +51,11 @@ class H2Recorded:
 class H2Upstream:
     """The server; ``streams`` holds every stream of every connection, in arrival order."""
 
-    def __init__(self, max_streams: int = 100, health_status: int = 200) -> None:
+    def __init__(self, max_streams: int = 100, health_status: int = 200, status: int = 200) -> None:
         self.max_streams = max_streams
         self.health_status = health_status
+        #: The status of ordinary answers (a failing upstream: 500).
+        self.status = status
         self._refused: set[bytes] = set()
         self.open_connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -156,7 +159,7 @@ class H2Upstream:
                 elif not path.startswith((b"/hang", b"/early")):
                     body = b"body: %d" % len(rec_or_none.body)
                     h2conn.send_headers(
-                        sid, [(b":status", b"200"), (b"content-type", b"text/plain")]
+                        sid, [(b":status", b"%d" % self.status), (b"content-type", b"text/plain")]
                     )
                     h2conn.send_data(sid, body)
                     h2conn.send_headers(sid, [(b"x-upstream-end", b"done")], end_stream=True)

@@ -191,3 +191,28 @@ def test_h2c_endpoints_are_health_checked_over_http2(
         assert not [s for s in sick.streams if s.header(b":path") == b"/work"]
     finally:
         sick.close()
+
+
+def test_outlier_detection_ejects_a_failing_h2c_endpoint(
+    start_gatehouse: Start, h2up: H2Upstream
+) -> None:
+    """Envoy's consecutive_5xx over HTTP/2 upstreams: three 500s in a row eject the
+    endpoint for base_ejection_time, and the next requests all go to the other one."""
+    failing = H2Upstream(status=500)
+    try:
+        gh = _gatehouse(
+            start_gatehouse,
+            {
+                "from": "http://h2.localhost",
+                "to": [h2up.url, failing.url],
+                "outlier_detection": {"consecutive_5xx": 3, "base_ejection_time": "30s"},
+            },
+        )
+        with H2Client(gh.port, authority="h2.localhost") as client:
+            first = [client.get("/work").status for _ in range(6)]
+            assert sorted(first) == [200, 200, 200, 500, 500, 500]  # round robin
+            assert [client.get("/work").status for _ in range(10)] == [200] * 10
+        assert len([s for s in failing.streams if s.header(b":path") == b"/work"]) == 3
+        assert len([s for s in h2up.streams if s.header(b":path") == b"/work"]) == 13
+    finally:
+        failing.close()
