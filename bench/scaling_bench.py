@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -63,9 +64,15 @@ from proxy_bench import (
     Proc,
     Processes,
     RunResult,
+    _ms,
     cpu_seconds,
     ensure_tools,
+    gatehouse_build,
     parse_wrk,
+    postgres_bench_url,
+    pyspy_finish,
+    pyspy_start,
+    run_cleanups,
     start_nginx,
 )
 
@@ -148,7 +155,10 @@ def row_paths(upstream: int, n: int) -> Row:
 EXTRA: list[str] = []
 
 
-def _signed_in_base(data_dir: Path) -> str:
+def _signed_in_base(data_dir: Path, store: str = "sqlite") -> str:
+    if store == "postgres":  # a schema of its own, dropped at exit
+        url = json.dumps(postgres_bench_url())  # a JSON string is a YAML string
+        store += f"\ndatabroker_storage_connection_string: {url}"
     return (
         _BASE
         + "".join(line + "\n" for line in EXTRA)
@@ -159,7 +169,7 @@ def _signed_in_base(data_dir: Path) -> str:
             f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
             f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
             f"signing_key: {_signing_key()}\n"
-            f"data_dir: {data_dir}\ndatabroker_storage_type: sqlite\n"
+            f"data_dir: {data_dir}\ndatabroker_storage_type: {store}\n"
         )
     )
 
@@ -231,6 +241,37 @@ def row_policy(upstream: int, n: int, tmp: Path) -> Row:
         sides.append(Side(name, config, [(host, "/", cookies[0])]))
     return Row(
         "policy", f"a {n}-rule policy (user matched by the last) vs 1 rule", 1.5, sides[0], sides[1]
+    )
+
+
+#: The route keys of ``proxy_bench.py --scenario authenticated``: a two-criterion policy
+#: (the session's user passes both) and a signed assertion per request.
+_TWO_CRITERIA = (
+    "    pass_identity_headers: true\n"
+    "    policy:\n"
+    "      - allow:\n"
+    "          and:\n"
+    "            - email: {is: user0@example.com}\n"
+    "            - groups: {has: staff}\n"
+)
+
+
+def row_store(upstream: int, tmp: Path) -> Row:
+    """Signed-in requests with the PostgreSQL store vs the SQLite one (1 session each)."""
+    host = f"app.{SUFFIX}"
+    sides = []
+    for name, store in (("SQLite", "sqlite"), ("PostgreSQL", "postgres")):
+        data = tmp / f"store-{store}"
+        data.mkdir()
+        config = _signed_in_base(data, store) + "routes:\n" + _route(host, upstream, _TWO_CRITERIA)
+        cookies = _make_sessions(config, host, 1)
+        sides.append(Side(name, config, [(host, "/", cookies[0])]))
+    return Row(
+        "store",
+        "signed-in requests (session + 2-criterion policy + assertion): PostgreSQL store vs SQLite",
+        1.15,
+        sides[0],
+        sides[1],
     )
 
 
@@ -367,7 +408,27 @@ def run_row(row: Row, procs: Processes, tmp: Path, args: argparse.Namespace) -> 
         f"{ratio:.2f}x (target <= {row.target}x: {mark})",
         flush=True,
     )
+    if args.profile:
+        profile_side(row.large, scripts["large"], procs, tmp, args, row.name)
     return ratio
+
+
+def profile_side(
+    side: Side, script: Path, procs: Processes, tmp: Path, args: argparse.Namespace, tag: str
+) -> None:
+    """One more wrk run of ``side`` under py-spy (not counted); prints its tables."""
+    out = tmp / f"{tag}-profile.pyspy.txt"
+    seconds = max(1, int(_ms(args.duration) / 1000))
+    recorder = pyspy_start(
+        procs, side.pid, seconds, args.profile_rate, args.profile_native, out, tmp
+    )
+    result = RunResult(side.name, 0)
+    parse_wrk(wrk(side.port, script, args, args.duration), result)
+    lines = pyspy_finish(procs, recorder, out, seconds, args.profile_top)
+    mode = "py-spy --native" if args.profile_native else "py-spy"
+    print(f"  profile of {side.name} ({mode}, {result.rps:.0f} req/s while profiled):", flush=True)
+    for line in lines:
+        print("  " + line, flush=True)
 
 
 def _median(values: list[float]) -> float:
@@ -596,7 +657,7 @@ def reload_row(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--rows", default="hosts,paths,sessions,policy,startup,reload")
+    p.add_argument("--rows", default="hosts,paths,sessions,policy,store,startup,reload")
     p.add_argument("--reloads", type=int, default=3, help="reloads of the reload row")
     p.add_argument(
         "--reload-connections", type=int, default=4, help="the reload row's client connections"
@@ -621,6 +682,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the gatehouse installed in VENV (e.g. the compiled wheel) instead of --src",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each row's rounds, one more run of its large side under py-spy",
+    )
+    p.add_argument(
+        "--profile-native",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy --native (C frames, compiled functions by their Python names); "
+        "default: on when the gatehouse run is a compiled build",
+    )
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument(
+        "--profile-top", type=int, default=20, help="functions shown per profile listing"
+    )
+    p.add_argument(
         "--extra",
         action="append",
         default=[],
@@ -637,12 +714,22 @@ def main(argv: list[str] | None = None) -> int:
         args.src = None
     EXTRA.extend(args.extra)
     sys.path.insert(0, str(ROOT / "src"))  # this checkout's modules make the sessions
-    ensure_tools(need_pyspy=False)
+    ensure_tools(need_pyspy=args.profile)
+    build, where = gatehouse_build(PYTHON[0], _env(args.src))
+    if args.profile_native is None:
+        # Compiled code is invisible to py-spy without --native.
+        args.profile_native = build == "compiled"
     rows = args.rows.split(",")
     procs = Processes()
     ratios: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="gatehouse-scaling-") as tmp_text:
-        tmp = Path(tmp_text)
+    # A profile's raw stacks are kept for flame graphs; otherwise nothing is.
+    kept = tempfile.mkdtemp(prefix="gatehouse-scaling-") if args.profile else None
+    with (
+        contextlib.nullcontext(kept)
+        if kept
+        else tempfile.TemporaryDirectory(prefix="gatehouse-scaling-") as t
+    ):
+        tmp = Path(t)
         try:
             _, upstream = start_nginx(
                 procs,
@@ -653,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
                 text=UPSTREAM_BODY.replace("\n", "\\n"),
             )
             print(
-                f"gatehouse from {args.installed or args.src}; wrk -t1 -c{args.connections} "
+                f"gatehouse from {args.installed or args.src} ({build}: {where}); "
+                f"wrk -t1 -c{args.connections} "
                 f"-d{args.duration}, {args.rounds} rounds",
                 flush=True,
             )
@@ -662,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
                 "paths": lambda: row_paths(upstream, args.routes),
                 "sessions": lambda: row_sessions(upstream, args.sessions, tmp),
                 "policy": lambda: row_policy(upstream, args.rules, tmp),
+                "store": lambda: row_store(upstream, tmp),
             }
             for name in rows:
                 if name == "startup":
@@ -679,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                             procs.stop(side.proc)
         finally:
             procs.stop_all()
+            run_cleanups()  # e.g. the store row's PostgreSQL schemas
     print(
         "\nsummary (CPU per request large / small; reload: p99 during reloads / steady): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
