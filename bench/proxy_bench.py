@@ -235,6 +235,22 @@ def postgres_bench_url() -> str:
     return f"{bench_url}?options={quote(f'-csearch_path={schema}')}"
 
 
+def postgres_transactions() -> int:
+    """Transactions run so far in :data:`POSTGRES_BENCH_DB` (``pg_stat_database``; each
+    backend reports its own within about a second, so count over runs of seconds)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    url = urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{POSTGRES_BENCH_DB}", query=""))
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (POSTGRES_BENCH_DB,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 #: The OpenID provider the tests run (panva's oidc-provider; its ID tokens live 300 s).
 OIDC_PROVIDER_DIR = Path(__file__).resolve().parent.parent / "tests/authenticate/oidc_provider"
 _BEARER_CLIENT = ("bench", "bench-client-secret-0123456789abcdef-0123456789")

@@ -70,6 +70,7 @@ from proxy_bench import (
     gatehouse_build,
     parse_wrk,
     postgres_bench_url,
+    postgres_transactions,
     pyspy_finish,
     pyspy_start,
     run_cleanups,
@@ -102,10 +103,13 @@ class Side:
     config: str
     requests: list[tuple[str, str, str]]  # (host, path, cookie header value or "")
     warm_all: bool = False
+    #: Count PostgreSQL transactions per measured run (the store row's PostgreSQL side).
+    count_db: bool = False
     port: int = 0
     pid: int = 0
     proc: Proc | None = None
     results: list[RunResult] = field(default_factory=list)
+    db_transactions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -265,7 +269,8 @@ def row_store(upstream: int, tmp: Path) -> Row:
         data.mkdir()
         config = _signed_in_base(data, store) + "routes:\n" + _route(host, upstream, _TWO_CRITERIA)
         cookies = _make_sessions(config, host, 1)
-        sides.append(Side(name, config, [(host, "/", cookies[0])]))
+        # The PostgreSQL side's transactions show whether requests reach the database.
+        sides.append(Side(name, config, [(host, "/", cookies[0])], count_db=store == "postgres"))
     return Row(
         "store",
         "signed-in requests (session + 2-criterion policy + assertion): PostgreSQL store vs SQLite",
@@ -359,9 +364,12 @@ def wrk(port: int, script: Path, args: argparse.Namespace, duration: str) -> str
 
 def measure(side: Side, script: Path, args: argparse.Namespace, rnd: int) -> RunResult:
     result = RunResult(side.name, rnd)
+    tx0 = postgres_transactions() if side.count_db else 0
     cpu0 = cpu_seconds(side.pid)
     out = wrk(side.port, script, args, args.duration)
     result.proxy_cpu_s = cpu_seconds(side.pid) - cpu0
+    if side.count_db:
+        side.db_transactions.append(postgres_transactions() - tx0 - 1)  # less our own
     parse_wrk(out, result)
     if result.non_2xx_3xx:
         raise BenchError(f"{side.name}: {result.non_2xx_3xx} responses were not 2xx/3xx")
@@ -394,9 +402,13 @@ def run_row(row: Row, procs: Processes, tmp: Path, args: argparse.Namespace) -> 
         for tag, side in order if rnd % 2 == 0 else order[::-1]:
             r = measure(side, scripts[tag], args, rnd)
             side.results.append(r)
+            db = ""
+            if side.db_transactions:
+                tx = side.db_transactions[-1]
+                db = f"  {tx} PostgreSQL transactions ({1000 * tx / r.requests:.2f}/1000 req)"
             print(
                 f"  round {rnd} {side.name:>16}: {r.rps:9.0f} req/s  "
-                f"{r.proxy_cpu_us_per_req:7.1f} us CPU/req  p99 {r.p99_ms:6.2f} ms",
+                f"{r.proxy_cpu_us_per_req:7.1f} us CPU/req  p99 {r.p99_ms:6.2f} ms{db}",
                 flush=True,
             )
     small = _median([r.proxy_cpu_us_per_req for r in row.small.results])
