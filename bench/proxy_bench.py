@@ -15,7 +15,8 @@ One run does everything (issue 2, "Speed"):
    the run) and their peak RSS (``VmHWM``), and anything odd (non-2xx, socket errors, error
    lines or crashes in gatehouse's stderr, statuses found in both access logs);
 5. with ``--profile``, runs one more wrk round against gatehouse under ``py-spy record``
-   (or ``cProfile``) and prints the top functions, self and inclusive;
+   (``--native`` on a compiled build, its mypyc functions named by their Python names) or
+   ``cProfile``, and prints the top functions, self and inclusive;
 6. with ``--json FILE``, writes every figure to FILE.
 
 Nothing is pinned to a CPU: upstream, both proxies and wrk share the machine's cores, as the

@@ -7,7 +7,9 @@ the same nginx ``return 200`` upstream, drives each with ``wrk`` (a Lua script c
 the hosts, paths or cookies of the row, so both sides pay the same client-side work),
 interleaved small, large, large, small..., and prints the proxy's CPU time per request
 (``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
-ratio large/small. A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
+ratio large/small. A store row compares signed-in requests with the PostgreSQL session
+store against the SQLite one (a schema of its own in database ``gatehouse_bench``, dropped
+at exit; the PostgreSQL transactions of each run are printed). A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
 the first proxied request answers) with 1 and 10,000 routes. A reload row serves 10,000
 routes to a steady client (a few keep-alive connections on one route, 2,000 requests/s by
 default; ``--reload-rate 0``: as fast as answers come, saturating the proxy), changes one
@@ -21,11 +23,14 @@ Usage::
     python bench/scaling_bench.py --rows hosts,paths -d 10s --rounds 3
     python bench/scaling_bench.py --src /tmp/before/src   # another checkout's gatehouse
     python bench/scaling_bench.py --rows startup,reload --installed /work/venv  # a wheel
+    python bench/scaling_bench.py --rows store --installed /work/venv --profile  # + py-spy
 
 ``--src`` puts that source tree first on the gatehouse processes' ``PYTHONPATH`` (the
 default: this checkout's ``src``), so two versions are compared with the same command;
 ``--installed VENV`` runs the gatehouse installed in that virtual environment instead (the
 compiled build, as shipped).
+``--profile`` adds one py-spy run of each row's large side (``--native`` on a compiled
+build, whose functions are then named by their Python names; see ``proxy_bench.py``).
 The sessions row creates its sessions directly in the SQLite store (gatehouse's own
 ``SessionManager``, as ``proxy_bench.py --scenario authenticated`` does) and warms the
 large side up by cycling every cookie once before measuring, so the row shows the steady
