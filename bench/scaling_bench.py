@@ -9,7 +9,8 @@ interleaved small, large, large, small..., and prints the proxy's CPU time per r
 (``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
 ratio large/small. A store row compares signed-in requests with the PostgreSQL session
 store against the SQLite one (a schema of its own in database ``gatehouse_bench``, dropped
-at exit; the PostgreSQL transactions of each run are printed). A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
+at exit; the PostgreSQL transactions of each run are printed). A start-up row times
+``gatehouse check`` and ``gatehouse run`` (until
 the first proxied request answers) with 1 and 10,000 routes. A reload row serves 10,000
 routes to a steady client (a few keep-alive connections on one route, 2,000 requests/s by
 default; ``--reload-rate 0``: as fast as answers come, saturating the proxy), changes one
