@@ -15,7 +15,8 @@ One run does everything (issue 2, "Speed"):
    the run) and their peak RSS (``VmHWM``), and anything odd (non-2xx, socket errors, error
    lines or crashes in gatehouse's stderr, statuses found in both access logs);
 5. with ``--profile``, runs one more wrk round against gatehouse under ``py-spy record``
-   (or ``cProfile``) and prints the top functions, self and inclusive;
+   (``--native`` on a compiled build, its mypyc functions named by their Python names) or
+   ``cProfile``, and prints the top functions, self and inclusive;
 6. with ``--json FILE``, writes every figure to FILE.
 
 Nothing is pinned to a CPU: upstream, both proxies and wrk share the machine's cores, as the
@@ -111,8 +112,9 @@ def _authenticated(tmp: Path, store: str) -> tuple[str, list[str]]:
     """A signed-in session made directly in the store, a policy, and identity assertions.
 
     The session is created with gatehouse's own ``SessionManager`` (no browser dance), in
-    the same store gatehouse will read (SQLite in the run's data dir, or the Redis on
-    127.0.0.1:6379); its cookie goes into every wrk request. The IdP is never contacted:
+    the same store gatehouse will read (SQLite in the run's data dir, the Redis on
+    127.0.0.1:6379, or a schema of its own in PostgreSQL: :func:`postgres_bench_url`);
+    its cookie goes into every wrk request. The IdP is never contacted:
     the session has no refresh token, so it is never refreshed.
     """
     import asyncio
@@ -136,6 +138,9 @@ def _authenticated(tmp: Path, store: str) -> tuple[str, list[str]]:
     )
     if store == "redis":
         global_keys += "databroker_storage_connection_string: redis://127.0.0.1:6379/0\n"
+    elif store == "postgres":
+        url = json.dumps(postgres_bench_url())  # a JSON string is a YAML string
+        global_keys += f"databroker_storage_connection_string: {url}\n"
     options = load_text("insecure_server: true\n" + global_keys, "<bench>", env={}).options
 
     async def make_cookie() -> str:
@@ -170,6 +175,81 @@ def _prepare_authenticated(tmp: Path, _procs: Processes) -> tuple[str, list[str]
 
 def _prepare_authenticated_redis(tmp: Path, _procs: Processes) -> tuple[str, list[str]]:
     return _authenticated(tmp, "redis")
+
+
+def _prepare_authenticated_postgres(tmp: Path, _procs: Processes) -> tuple[str, list[str]]:
+    return _authenticated(tmp, "postgres")
+
+
+#: The PostgreSQL server the postgres scenarios use (the tests' one: trust auth, on
+#: loopback); only its host, port and user are taken: the bench works in its own database.
+POSTGRES_URL = os.environ.get(
+    "GATEHOUSE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+#: The bench's own database, created when missing (the tests' database is left alone).
+POSTGRES_BENCH_DB = "gatehouse_bench"
+#: What to undo at exit, newest first (``main`` runs these after stopping every process).
+CLEANUPS: list[Callable[[], None]] = []
+
+
+def run_cleanups() -> None:
+    while CLEANUPS:
+        try:
+            CLEANUPS.pop()()
+        except Exception as exc:  # one failed clean-up must not skip the others
+            print(f"  ! clean-up failed: {exc}", file=sys.stderr)
+
+
+def postgres_bench_url() -> str:
+    """A connection string for a new, empty schema in :data:`POSTGRES_BENCH_DB`.
+
+    The schema (``run_<random>``) is the first of the connection's ``search_path``, so
+    gatehouse creates its tables there and names its LISTEN channel after it: each run
+    starts from empty tables and hears only its own notifications. It is dropped at exit
+    (:func:`run_cleanups`).
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(POSTGRES_URL)
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
+            found = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_BENCH_DB,)
+            ).fetchone()
+            if found is None:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    admin.execute(f'CREATE DATABASE "{POSTGRES_BENCH_DB}"')
+        bench_url = urlunsplit(parts._replace(path=f"/{POSTGRES_BENCH_DB}", query=""))
+        schema = f"run_{os.getpid()}_{int(time.time())}"
+        with psycopg.connect(bench_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        raise BenchError(f"PostgreSQL at {parts.hostname}:{parts.port}: {exc}") from exc
+
+    def drop() -> None:
+        with psycopg.connect(bench_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    CLEANUPS.append(drop)
+    return f"{bench_url}?options={quote(f'-csearch_path={schema}')}"
+
+
+def postgres_transactions() -> int:
+    """Transactions run so far in :data:`POSTGRES_BENCH_DB` (``pg_stat_database``; each
+    backend reports its own within about a second, so count over runs of seconds)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    url = urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{POSTGRES_BENCH_DB}", query=""))
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (POSTGRES_BENCH_DB,),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 #: The OpenID provider the tests run (panva's oidc-provider; its ID tokens live 300 s).
@@ -291,6 +371,13 @@ SCENARIOS = {
         "authenticated-redis",
         "as authenticated, with the Redis session store on 127.0.0.1:6379",
         _prepare_authenticated_redis,
+        0.35,
+    ),
+    "authenticated-postgres": Scenario(
+        "authenticated-postgres",
+        "as authenticated, with the PostgreSQL session store (a schema of its own in "
+        f"database {POSTGRES_BENCH_DB})",
+        _prepare_authenticated_postgres,
         0.35,
     ),
     "bearer": Scenario(
@@ -874,6 +961,74 @@ def measured_run(
 
 
 _FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
+#: Symbol prefixes of the C functions mypyc writes per Python function: the native body
+#: (``CPyDef_``) and the wrapper Python calls go through (``CPyPy_``).
+_MYPYC_PREFIXES = ("CPyDef_", "CPyPy_")
+#: A coroutine compiled by mypyc runs in methods of a generator class named
+#: ``<function>_<Class>_gen`` (``<function>_gen`` at module level; ``_env`` holds its
+#: locals), plus mypyc's own per-class helpers.
+_MYPYC_GEN = re.compile(
+    r"^(?P<fn>.+?)(?:_(?P<cls>[A-Z][A-Za-z0-9]*))?_(?:gen|env)"
+    r"(?:_(?P<helper>dealloc|traverse|clear|clear_on_completion|setup))?$"
+)
+#: Functions where a thread waits instead of running: a sample with one of them among its
+#: last frames is idle (py-spy ``--native`` records waiting threads too).
+_WAITS = frozenset(
+    {
+        "epoll_wait",
+        "epoll_pwait",
+        "poll",
+        "select",
+        "pthread_cond_wait",
+        "pthread_cond_timedwait",
+        "PyThread_acquire_lock_timed",
+        "take_gil",
+        "sem_wait",
+        "sem_timedwait",
+        "sem_clockwait",
+        "nanosleep",
+        "clock_nanosleep",
+    }
+)
+#: Frames below the event loop (start-up and the loop itself): on every stack, not news.
+_ENTRY_FILES = ("<frozen runpy>", "gatehouse/__main__.py", "gatehouse/cli.py", "gatehouse/serve.py")
+
+
+def mypyc_name(symbol: str) -> str | None:
+    """The Python name of a mypyc-compiled function's C symbol, or ``None`` if it is not one.
+
+    ``CPyDef_pipeline___Pipeline____authorize`` -> ``pipeline.Pipeline._authorize``;
+    a coroutine's body, ``CPyDef_pipeline_____call___3_Pipeline_gen_____mypyc_generator_helper__``
+    -> ``pipeline.Pipeline.__call__``. The module is the shortest suffix of its dotted name
+    that is unique among the compiled modules (``cache`` or ``sessions.cache``).
+    """
+    body = next((symbol[len(p) :] for p in _MYPYC_PREFIXES if symbol.startswith(p)), None)
+    if body is None:
+        if symbol.startswith("CPy") or "___" not in symbol:
+            return None  # mypyc's runtime library (CPy_AddTraceback...) or not mypyc's
+        body = symbol  # static helpers: <module>___<generator class>_dealloc
+    # mypyc joins the parts of a name with "___" and writes a "___" inside one as "___3_".
+    parts = [p.replace("\0", "___") for p in body.replace("___3_", "\0").split("___")]
+    if len(parts) < 2 or not all(parts):
+        return None
+    for i, part in enumerate(parts[1:], 1):
+        gen = _MYPYC_GEN.match(part)
+        if gen is not None:
+            name = f"{gen['cls']}.{gen['fn']}" if gen["cls"] else gen["fn"]
+            suffix = f" [{gen['helper']}]" if gen["helper"] else ""
+            # What follows (``__mypyc_generator_helper__``, ``send``...) is the coroutine
+            # protocol: all of it is that function's body running.
+            return ".".join([*parts[:i], name]) + suffix
+    return ".".join(parts)
+
+
+def _readable(frame: str) -> str:
+    """A py-spy frame, with a compiled gatehouse function's C symbol as its Python name."""
+    match = _FRAME.match(frame)
+    if match is None or not match["file"].endswith(".so"):
+        return frame
+    name = mypyc_name(match["fn"])
+    return frame if name is None else f"{name} (compiled)"
 
 
 def _frame_function(frame: str) -> str:
@@ -882,25 +1037,45 @@ def _frame_function(frame: str) -> str:
     return f"{match['fn']} ({match['file']})" if match else frame
 
 
+def _idle(frames: list[str]) -> bool:
+    return any(f.split(" (", 1)[0] in _WAITS for f in frames[-4:])
+
+
+def _ours(function: str) -> bool:
+    """Whether a function row is gatehouse's own code past start-up (compiled or Python)."""
+    if function.endswith(" (compiled)"):
+        return True
+    match = _FRAME.match(function)
+    return bool(match and "gatehouse/" in match["file"] and match["file"] not in _ENTRY_FILES)
+
+
 def _collapsed_top(path: Path, top: int) -> list[str]:
-    """Self and inclusive sample shares per function and hottest lines, from py-spy raw stacks."""
+    """Self and inclusive sample shares per function and hottest lines, from py-spy raw
+    stacks; compiled functions by their Python names, idle samples left out."""
     self_fn: Counter[str] = Counter()
     self_line: Counter[str] = Counter()
     incl_fn: Counter[str] = Counter()
-    total = 0
+    total = idle = compiled = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
         # Leading frames may name the process or thread; they are not functions.
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        frames = [
+            _readable(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))
+        ]
         if not frames:
+            continue
+        if _idle(frames):
+            idle += count
             continue
         total += count
         self_line[frames[-1]] += count
         self_fn[_frame_function(frames[-1])] += count
-        for fn in {_frame_function(f) for f in frames}:
+        functions = {_frame_function(f) for f in frames}
+        compiled += count if any(f.endswith(" (compiled)") for f in functions) else 0
+        for fn in functions:
             incl_fn[fn] += count
     if not total:
         return ["  (no samples)"]
@@ -909,14 +1084,70 @@ def _collapsed_top(path: Path, top: int) -> list[str]:
         rows = [f"  {100 * n / total:6.1f}  {name}" for name, n in counts.most_common(top)]
         return ["", f"  {title}", f"  {'%':>6}  function (file[:line])", *rows]
 
+    ours = Counter({fn: n for fn, n in incl_fn.items() if _ours(fn)})
+    if compiled:
+        how = [
+            f"  {total} busy samples ({idle} idle ones left out: threads waiting in epoll, on",
+            "  a lock or the GIL). Native frames shown: C (syscalls, uvloop, httptools) and",
+            "  gatehouse's compiled functions, named '... (compiled)' "
+            f"({100 * compiled / total:.0f} % of busy samples pass through one).",
+        ]
+    else:
+        how = [
+            f"  {total} busy samples ({idle} idle ones left out). Time in C (socket syscalls,",
+            "  uvloop, httptools, and compiled gatehouse code unless profiled with --native) is",
+            "  charged to the Python line that called it; self time of 'Runner.run",
+            "  (asyncio/runners.py)' is uvloop's own loop in C.",
+        ]
+    # Compiled frames have no line numbers: per line would repeat per function.
+    lines = [] if compiled else block("by SELF time, per line (hottest lines):", self_line)
     return [
-        f"  {total} samples. Time in C (socket syscalls, uvloop, httptools) is charged to the",
-        "  Python line that called it; self time of 'Runner.run (asyncio/runners.py)' is",
-        "  uvloop's own loop in C.",
+        *how,
         *block("by SELF time, per function (where the CPU is):", self_fn),
-        *block("by SELF time, per line (hottest lines):", self_line),
-        *block("by INCLUSIVE time, per function (on the stack):", incl_fn),
+        *lines,
+        *block("gatehouse's functions by INCLUSIVE time (on the stack):", ours),
+        *block("every function by INCLUSIVE time:", incl_fn),
     ]
+
+
+def gatehouse_build(python: str, env: dict[str, str]) -> tuple[str, str]:
+    """(``"compiled"`` or ``"pure Python"``, where it is imported from) for the gatehouse
+    that ``python`` runs with ``env``."""
+    probe = "import gatehouse; print(gatehouse.build_kind()); print(gatehouse.__file__)"
+    done = subprocess.run(
+        [python, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),  # as gatehouse runs: no ./gatehouse shadows the build
+    )
+    lines = done.stdout.split()
+    if done.returncode != 0 or len(lines) < 2:
+        raise BenchError(f"cannot import gatehouse with {python}: {done.stderr.strip()[-300:]}")
+    return " ".join(lines[:-1]), lines[-1]
+
+
+def pyspy_start(
+    procs: Processes, pid: int, seconds: int, rate: int, native: bool, out: Path, tmp: Path
+) -> Proc:
+    """``py-spy record`` of ``pid`` for ``seconds`` into ``out`` (raw collapsed stacks)."""
+    # --native (C frames, so compiled code too) must pause the process at each sample;
+    # without it, --nonblocking samples without pausing, perturbing gatehouse less.
+    mode = ["--native"] if native else ["--nonblocking"]
+    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds)]
+    argv += ["--rate", str(rate), "--format", "raw", "--output", str(out), *mode]
+    return procs.start(f"py-spy-{out.stem}", argv, tmp)
+
+
+def pyspy_finish(procs: Processes, recorder: Proc, out: Path, seconds: int, top: int) -> list[str]:
+    """Wait for ``recorder`` and read its stacks into the printed tables."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        recorder.popen.wait(seconds + 30)
+    code = procs.stop(recorder)
+    if code != 0 or not out.exists():
+        raise BenchError(f"py-spy failed ({code}): " + " | ".join(recorder.stderr_tail()))
+    lines = [f"  raw collapsed stacks: {out}  (view: flamegraph.pl or speedscope.app)"]
+    return lines + _collapsed_top(out, top)
 
 
 def profile_pyspy(
@@ -924,38 +1155,11 @@ def profile_pyspy(
 ) -> tuple[str, list[str]]:
     out = tmp / "gatehouse.pyspy.txt"
     seconds = max(1, int(_ms(args.duration) / 1000))
-    # --nonblocking: sample without pausing gatehouse, so the profile perturbs it less.
-    # --native (C frames too) needs py-spy to pause the process at each sample.
-    mode = ["--native"] if args.profile_native else ["--nonblocking"]
-    recorder = procs.start(
-        "py-spy",
-        [
-            "py-spy",
-            "record",
-            "--pid",
-            str(target.proc.pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            str(args.profile_rate),
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            *mode,
-        ],
-        tmp,
+    recorder = pyspy_start(
+        procs, target.proc.pid, seconds, args.profile_rate, args.profile_native, out, tmp
     )
     wrk_out = run_wrk(target.port, args, args.duration, headers)
-    try:
-        recorder.popen.wait(seconds + 30)
-    except subprocess.TimeoutExpired:
-        pass
-    code = procs.stop(recorder)
-    if code != 0 or not out.exists():
-        raise BenchError(f"py-spy failed ({code}): " + " | ".join(recorder.stderr_tail()))
-    lines = [f"  raw collapsed stacks: {out}  (view: flamegraph.pl or speedscope.app)"]
-    return wrk_out, lines + _collapsed_top(out, args.profile_top)
+    return wrk_out, pyspy_finish(procs, recorder, out, seconds, args.profile_top)
 
 
 def profile_cprofile(
@@ -1129,7 +1333,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         choices=sorted(SCENARIOS),
         default="plain",
-        help="plain (default), authenticated (SQLite sessions) or authenticated-redis",
+        help="plain (default), authenticated (SQLite sessions), authenticated-redis, "
+        "authenticated-postgres or bearer",
     )
     p.add_argument(
         "--profile",
@@ -1147,8 +1352,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--profile-native",
-        action="store_true",
-        help="py-spy --native: show C frames (uvloop, httptools); pauses gatehouse per sample",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy --native: C frames too (uvloop, httptools, gatehouse's compiled code, "
+        "named by their Python names); pauses gatehouse per sample. Default: on when the "
+        "gatehouse run is a compiled build",
     )
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
@@ -1217,6 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _bench(args, scenario, procs, tmp)
             finally:
                 procs.stop_all()
+                run_cleanups()
     except KeyboardInterrupt:
         print("\ninterrupted; every process started here was stopped", file=sys.stderr)
         return 130
@@ -1235,6 +1444,12 @@ def _bench(args: argparse.Namespace, scenario: Scenario, procs: Processes, tmp: 
         f"nothing pinned, {env['cpus']} CPUs"
     )
     print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
+    build, where = gatehouse_build(sys.executable, {**os.environ})
+    print(f"  gatehouse build: {build} ({where})")
+    if args.profile_native is None:
+        # Compiled code is invisible to py-spy without --native: only asyncio.run and
+        # uvloop's frames would show, charged with everything the pipeline does.
+        args.profile_native = build == "compiled"
     print(f"  workdir: {tmp}")
 
     _RUN_CONNECTIONS[0] = args.connections
@@ -1464,7 +1679,7 @@ def _profile(
                 wrk_out, lines = profile_pyspy(procs, target, args, tmp, headers)
                 r = RunResult("gatehouse", 0)
                 parse_wrk(wrk_out, r)
-                return "py-spy", r.rps, lines
+                return "py-spy --native" if args.profile_native else "py-spy", r.rps, lines
             except BenchError as exc:
                 if profiler == "py-spy":
                     raise

@@ -7,7 +7,10 @@ the same nginx ``return 200`` upstream, drives each with ``wrk`` (a Lua script c
 the hosts, paths or cookies of the row, so both sides pay the same client-side work),
 interleaved small, large, large, small..., and prints the proxy's CPU time per request
 (``/proc/PID/stat`` utime+stime over the run, divided by the requests wrk counted) and the
-ratio large/small. A start-up row times ``gatehouse check`` and ``gatehouse run`` (until
+ratio large/small. A store row compares signed-in requests with the PostgreSQL session
+store against the SQLite one (a schema of its own in database ``gatehouse_bench``, dropped
+at exit; the PostgreSQL transactions of each run are printed). A start-up row times
+``gatehouse check`` and ``gatehouse run`` (until
 the first proxied request answers) with 1 and 10,000 routes. A reload row serves 10,000
 routes to a steady client (a few keep-alive connections on one route, 2,000 requests/s by
 default; ``--reload-rate 0``: as fast as answers come, saturating the proxy), changes one
@@ -21,11 +24,14 @@ Usage::
     python bench/scaling_bench.py --rows hosts,paths -d 10s --rounds 3
     python bench/scaling_bench.py --src /tmp/before/src   # another checkout's gatehouse
     python bench/scaling_bench.py --rows startup,reload --installed /work/venv  # a wheel
+    python bench/scaling_bench.py --rows store --installed /work/venv --profile  # + py-spy
 
 ``--src`` puts that source tree first on the gatehouse processes' ``PYTHONPATH`` (the
 default: this checkout's ``src``), so two versions are compared with the same command;
 ``--installed VENV`` runs the gatehouse installed in that virtual environment instead (the
 compiled build, as shipped).
+``--profile`` adds one py-spy run of each row's large side (``--native`` on a compiled
+build, whose functions are then named by their Python names; see ``proxy_bench.py``).
 The sessions row creates its sessions directly in the SQLite store (gatehouse's own
 ``SessionManager``, as ``proxy_bench.py --scenario authenticated`` does) and warms the
 large side up by cycling every cookie once before measuring, so the row shows the steady
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -63,9 +70,16 @@ from proxy_bench import (
     Proc,
     Processes,
     RunResult,
+    _ms,
     cpu_seconds,
     ensure_tools,
+    gatehouse_build,
     parse_wrk,
+    postgres_bench_url,
+    postgres_transactions,
+    pyspy_finish,
+    pyspy_start,
+    run_cleanups,
     start_nginx,
 )
 
@@ -95,10 +109,13 @@ class Side:
     config: str
     requests: list[tuple[str, str, str]]  # (host, path, cookie header value or "")
     warm_all: bool = False
+    #: Count PostgreSQL transactions per measured run (the store row's PostgreSQL side).
+    count_db: bool = False
     port: int = 0
     pid: int = 0
     proc: Proc | None = None
     results: list[RunResult] = field(default_factory=list)
+    db_transactions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -148,7 +165,10 @@ def row_paths(upstream: int, n: int) -> Row:
 EXTRA: list[str] = []
 
 
-def _signed_in_base(data_dir: Path) -> str:
+def _signed_in_base(data_dir: Path, store: str = "sqlite") -> str:
+    if store == "postgres":  # a schema of its own, dropped at exit
+        url = json.dumps(postgres_bench_url())  # a JSON string is a YAML string
+        store += f"\ndatabroker_storage_connection_string: {url}"
     return (
         _BASE
         + "".join(line + "\n" for line in EXTRA)
@@ -159,7 +179,7 @@ def _signed_in_base(data_dir: Path) -> str:
             f"shared_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
             f"cookie_secret: {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
             f"signing_key: {_signing_key()}\n"
-            f"data_dir: {data_dir}\ndatabroker_storage_type: sqlite\n"
+            f"data_dir: {data_dir}\ndatabroker_storage_type: {store}\n"
         )
     )
 
@@ -231,6 +251,38 @@ def row_policy(upstream: int, n: int, tmp: Path) -> Row:
         sides.append(Side(name, config, [(host, "/", cookies[0])]))
     return Row(
         "policy", f"a {n}-rule policy (user matched by the last) vs 1 rule", 1.5, sides[0], sides[1]
+    )
+
+
+#: The route keys of ``proxy_bench.py --scenario authenticated``: a two-criterion policy
+#: (the session's user passes both) and a signed assertion per request.
+_TWO_CRITERIA = (
+    "    pass_identity_headers: true\n"
+    "    policy:\n"
+    "      - allow:\n"
+    "          and:\n"
+    "            - email: {is: user0@example.com}\n"
+    "            - groups: {has: staff}\n"
+)
+
+
+def row_store(upstream: int, tmp: Path) -> Row:
+    """Signed-in requests with the PostgreSQL store vs the SQLite one (1 session each)."""
+    host = f"app.{SUFFIX}"
+    sides = []
+    for name, store in (("SQLite", "sqlite"), ("PostgreSQL", "postgres")):
+        data = tmp / f"store-{store}"
+        data.mkdir()
+        config = _signed_in_base(data, store) + "routes:\n" + _route(host, upstream, _TWO_CRITERIA)
+        cookies = _make_sessions(config, host, 1)
+        # The PostgreSQL side's transactions show whether requests reach the database.
+        sides.append(Side(name, config, [(host, "/", cookies[0])], count_db=store == "postgres"))
+    return Row(
+        "store",
+        "signed-in requests (session + 2-criterion policy + assertion): PostgreSQL store vs SQLite",
+        1.15,
+        sides[0],
+        sides[1],
     )
 
 
@@ -318,9 +370,12 @@ def wrk(port: int, script: Path, args: argparse.Namespace, duration: str) -> str
 
 def measure(side: Side, script: Path, args: argparse.Namespace, rnd: int) -> RunResult:
     result = RunResult(side.name, rnd)
+    tx0 = postgres_transactions() if side.count_db else 0
     cpu0 = cpu_seconds(side.pid)
     out = wrk(side.port, script, args, args.duration)
     result.proxy_cpu_s = cpu_seconds(side.pid) - cpu0
+    if side.count_db:
+        side.db_transactions.append(postgres_transactions() - tx0 - 1)  # less our own
     parse_wrk(out, result)
     if result.non_2xx_3xx:
         raise BenchError(f"{side.name}: {result.non_2xx_3xx} responses were not 2xx/3xx")
@@ -353,9 +408,13 @@ def run_row(row: Row, procs: Processes, tmp: Path, args: argparse.Namespace) -> 
         for tag, side in order if rnd % 2 == 0 else order[::-1]:
             r = measure(side, scripts[tag], args, rnd)
             side.results.append(r)
+            db = ""
+            if side.db_transactions:
+                tx = side.db_transactions[-1]
+                db = f"  {tx} PostgreSQL transactions ({1000 * tx / r.requests:.2f}/1000 req)"
             print(
                 f"  round {rnd} {side.name:>16}: {r.rps:9.0f} req/s  "
-                f"{r.proxy_cpu_us_per_req:7.1f} us CPU/req  p99 {r.p99_ms:6.2f} ms",
+                f"{r.proxy_cpu_us_per_req:7.1f} us CPU/req  p99 {r.p99_ms:6.2f} ms{db}",
                 flush=True,
             )
     small = _median([r.proxy_cpu_us_per_req for r in row.small.results])
@@ -367,7 +426,27 @@ def run_row(row: Row, procs: Processes, tmp: Path, args: argparse.Namespace) -> 
         f"{ratio:.2f}x (target <= {row.target}x: {mark})",
         flush=True,
     )
+    if args.profile:
+        profile_side(row.large, scripts["large"], procs, tmp, args, row.name)
     return ratio
+
+
+def profile_side(
+    side: Side, script: Path, procs: Processes, tmp: Path, args: argparse.Namespace, tag: str
+) -> None:
+    """One more wrk run of ``side`` under py-spy (not counted); prints its tables."""
+    out = tmp / f"{tag}-profile.pyspy.txt"
+    seconds = max(1, int(_ms(args.duration) / 1000))
+    recorder = pyspy_start(
+        procs, side.pid, seconds, args.profile_rate, args.profile_native, out, tmp
+    )
+    result = RunResult(side.name, 0)
+    parse_wrk(wrk(side.port, script, args, args.duration), result)
+    lines = pyspy_finish(procs, recorder, out, seconds, args.profile_top)
+    mode = "py-spy --native" if args.profile_native else "py-spy"
+    print(f"  profile of {side.name} ({mode}, {result.rps:.0f} req/s while profiled):", flush=True)
+    for line in lines:
+        print("  " + line, flush=True)
 
 
 def _median(values: list[float]) -> float:
@@ -596,7 +675,7 @@ def reload_row(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--rows", default="hosts,paths,sessions,policy,startup,reload")
+    p.add_argument("--rows", default="hosts,paths,sessions,policy,store,startup,reload")
     p.add_argument("--reloads", type=int, default=3, help="reloads of the reload row")
     p.add_argument(
         "--reload-connections", type=int, default=4, help="the reload row's client connections"
@@ -621,6 +700,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the gatehouse installed in VENV (e.g. the compiled wheel) instead of --src",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each row's rounds, one more run of its large side under py-spy",
+    )
+    p.add_argument(
+        "--profile-native",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy --native (C frames, compiled functions by their Python names); "
+        "default: on when the gatehouse run is a compiled build",
+    )
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument(
+        "--profile-top", type=int, default=20, help="functions shown per profile listing"
+    )
+    p.add_argument(
         "--extra",
         action="append",
         default=[],
@@ -637,12 +732,22 @@ def main(argv: list[str] | None = None) -> int:
         args.src = None
     EXTRA.extend(args.extra)
     sys.path.insert(0, str(ROOT / "src"))  # this checkout's modules make the sessions
-    ensure_tools(need_pyspy=False)
+    ensure_tools(need_pyspy=args.profile)
+    build, where = gatehouse_build(PYTHON[0], _env(args.src))
+    if args.profile_native is None:
+        # Compiled code is invisible to py-spy without --native.
+        args.profile_native = build == "compiled"
     rows = args.rows.split(",")
     procs = Processes()
     ratios: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="gatehouse-scaling-") as tmp_text:
-        tmp = Path(tmp_text)
+    # A profile's raw stacks are kept for flame graphs; otherwise nothing is.
+    kept = tempfile.mkdtemp(prefix="gatehouse-scaling-") if args.profile else None
+    with (
+        contextlib.nullcontext(kept)
+        if kept
+        else tempfile.TemporaryDirectory(prefix="gatehouse-scaling-") as t
+    ):
+        tmp = Path(t)
         try:
             _, upstream = start_nginx(
                 procs,
@@ -653,7 +758,8 @@ def main(argv: list[str] | None = None) -> int:
                 text=UPSTREAM_BODY.replace("\n", "\\n"),
             )
             print(
-                f"gatehouse from {args.installed or args.src}; wrk -t1 -c{args.connections} "
+                f"gatehouse from {args.installed or args.src} ({build}: {where}); "
+                f"wrk -t1 -c{args.connections} "
                 f"-d{args.duration}, {args.rounds} rounds",
                 flush=True,
             )
@@ -662,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                 "paths": lambda: row_paths(upstream, args.routes),
                 "sessions": lambda: row_sessions(upstream, args.sessions, tmp),
                 "policy": lambda: row_policy(upstream, args.rules, tmp),
+                "store": lambda: row_store(upstream, tmp),
             }
             for name in rows:
                 if name == "startup":
@@ -679,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
                             procs.stop(side.proc)
         finally:
             procs.stop_all()
+            run_cleanups()  # e.g. the store row's PostgreSQL schemas
     print(
         "\nsummary (CPU per request large / small; reload: p99 during reloads / steady): "
         + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())

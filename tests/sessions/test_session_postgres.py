@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from gatehouse.errors import ServiceUnavailable
+from gatehouse.sessions.cache import SessionCache
 from gatehouse.sessions.keys import SessionKeys
 from gatehouse.sessions.manager import SessionManager
 from gatehouse.sessions.model import Session
@@ -256,6 +257,35 @@ async def test_revocation_holds_in_sibling_workers_at_once(
         assert await b.load(cookie, "app.example.com") is not None  # now cached in b
         await a.revoke(s.id)
         assert b.load_cached(cookie, "app.example.com") == (False, None)
+        assert await b.load(cookie, "app.example.com") is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_signed_in_requests_are_served_without_postgres_while_the_feed_confirms(
+    stores: Callable[..., PostgresStore], keys: SessionKeys
+) -> None:
+    """Two replicas: once read, a session is answered from the cache by the synchronous
+    hot path (no statement at all) well past ``session_cache_max_age``, because the change
+    poll keeps confirming; a sign-out on the other replica still ends it (NOTIFY)."""
+    sa, sb = (stores(poll_interval_s=0.02) for _ in range(2))
+    a = SessionManager(store=sa, keys=keys)
+    b = SessionManager(store=sb, keys=keys, cache=SessionCache(max_age_s=0.1))
+    await a.start()
+    await b.start()
+    try:
+        s = await a.create(user_id="u")
+        cookie = a.cookie_value(s, "app.example.com")
+        assert b.load_cached(cookie, "app.example.com") == (False, None)  # not read yet
+        assert await b.load(cookie, "app.example.com") is not None
+        started = time.monotonic()
+        await until(lambda: time.monotonic() - started > 0.4)  # 4x the cache age
+        for _ in range(50):
+            hit, found = b.load_cached(cookie, "app.example.com")
+            assert hit and found is not None and found.id == s.id
+        await a.revoke(s.id)
+        await until(lambda: b.load_cached(cookie, "app.example.com") != (True, found))
         assert await b.load(cookie, "app.example.com") is None
     finally:
         await a.close()
