@@ -48,6 +48,7 @@ from ..messages import RequestHead
 from ..peer_cert import peer_chain
 from ..server import DRIVE_INLINE, drive_inline
 from .fields import parse_request
+from .hpack_decoder import RequestDecoder
 from .hpack_encoder import StaticEncoder
 from .limits import (
     CONNECTION_WINDOW_BYTES,
@@ -111,6 +112,8 @@ class H2Protocol(asyncio.Protocol):
         # h2 applies the header list limit to its HPACK decoder only once the client
         # acknowledges our SETTINGS; a bomb in the first flight must meet it too.
         self.h2.decoder.max_header_list_size = self.max_header_list
+        # Repeated requests' blocks of indexed fields skip hpack's decoder (.hpack_decoder).
+        self.h2.decoder = cast("hpack.Decoder", RequestDecoder(self.h2.decoder))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, StreamChannel] = {}
         self.guard = FloodGuard()
