@@ -3,7 +3,7 @@
 ``H2Connection.send_headers`` and ``send_data`` build a ``hyperframe`` object per frame
 (with a ``Flags`` set, a priority record and a ``serialize()``), re-encode the header
 list, scan it for an informational status and log through a no-op logger several times:
-about a fifth of the CPU of a request at one stream (bench/h2_bench.py, py-spy), more
+about a sixth of the CPU of a request at one stream (bench/h2_bench.py, py-spy), more
 than the frames' state changes themselves. :func:`send_headers` and :func:`send_data`
 make the same state changes through ``h2``'s own state machines, in ``h2``'s order
 (connection, then stream; transitions before the header block is encoded), so ``h2``
