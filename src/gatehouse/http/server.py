@@ -37,7 +37,7 @@ from .peer_cert import peer_chain
 log = logging.getLogger("gatehouse.http")
 
 #: Drive proxied requests without a Task on 3.11 (3.12+ uses eager tasks instead).
-_DRIVE_INLINE = sys.version_info < (3, 12)
+DRIVE_INLINE = sys.version_info < (3, 12)
 
 #: Accept queue of the listening socket (connections). The kernel caps it at
 #: net.core.somaxconn (4096 on current Linux), as Go's listeners ask for; 2048 overflowed
@@ -59,6 +59,35 @@ _PAUSE_UPGRADE = 8  # an upgrade request waits for the upstream's answer
 #: kernel send a reset, and the client loses the response it has not read yet (a 413).
 LINGER_MAX_S = 5.0
 LINGER_QUIET_S = 1.0
+
+
+def drive_inline(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], _done: object = None
+) -> None:
+    """Run ``coro`` step by step without a Task (Python 3.11's stand-in for eager tasks).
+
+    A proxied request's coroutine mostly runs straight through and then waits on one
+    future (the upstream's response); stepping it here saves creating a Task and one
+    trip round the event loop per request. It is resumed from the awaited future's
+    done-callback. Only used for requests whose code needs no ``current_task()``
+    (see ``Pipeline.needs_task``); on 3.12+ the loop's eager task factory does this.
+    Used by HTTP/1.1 connections and HTTP/2 streams alike.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    except BaseException:  # the caller's coroutine handles everything; a last resort
+        log.exception("request coroutine failed")
+        return
+    blocking = getattr(yielded, "_asyncio_future_blocking", None)
+    if blocking is not None:
+        yielded._asyncio_future_blocking = False
+        yielded.add_done_callback(functools.partial(drive_inline, loop, coro))
+    elif yielded is None:
+        loop.call_soon(drive_inline, loop, coro)
+    else:
+        coro.throw(RuntimeError(f"unexpected yield {yielded!r}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +402,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         self.current = ex
-        if not _DRIVE_INLINE or self.server.needs_task(ex):
+        if not DRIVE_INLINE or self.server.needs_task(ex):
             self.loop.create_task(self._run(ex))
             return
         if self._driving:
@@ -386,35 +415,10 @@ class DownstreamProtocol(asyncio.Protocol):
         try:
             next_ex: Exchange | None = ex
             while next_ex is not None:
-                self._drive(self._run(next_ex))
+                drive_inline(self.loop, self._run(next_ex))
                 next_ex, self._next_inline = self._next_inline, None
         finally:
             self._driving = False
-
-    def _drive(self, coro: Coroutine[Any, Any, None], _done: object = None) -> None:
-        """Run ``coro`` step by step without a Task (Python 3.11's stand-in for eager tasks).
-
-        A proxied request's coroutine mostly runs straight through and then waits on one
-        future (the upstream's response); stepping it here saves creating a Task and one
-        trip round the event loop per request. It is resumed from the awaited future's
-        done-callback. Only used for requests whose code needs no ``current_task()``
-        (see ``Pipeline.needs_task``); on 3.12+ the loop's eager task factory does this.
-        """
-        try:
-            yielded = coro.send(None)
-        except StopIteration:
-            return
-        except BaseException:  # _run handles everything; this is a last resort
-            log.exception("request coroutine failed")
-            return
-        blocking = getattr(yielded, "_asyncio_future_blocking", None)
-        if blocking is not None:
-            yielded._asyncio_future_blocking = False
-            yielded.add_done_callback(functools.partial(self._drive, coro))
-        elif yielded is None:
-            self.loop.call_soon(self._drive, coro)
-        else:
-            coro.throw(RuntimeError(f"unexpected yield {yielded!r}"))
 
     async def _run(self, ex: Exchange) -> None:
         if ex.phase is Phase.ABORTED:
@@ -556,7 +560,7 @@ class HttpServer:
         self.needs_task: Callable[[Exchange], bool] = (
             needs if needs is not None else (lambda ex: True)
         )
-        if not _DRIVE_INLINE and needs is not None:
+        if not DRIVE_INLINE and needs is not None:
             self.loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
         #: Hook for metrics/logs of requests rejected before they had an exchange.
         self.on_protocol_error: Callable[[ClientError, str], None] = lambda err, ip: None

@@ -135,7 +135,7 @@ class Pipeline:
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     def needs_task(self, exchange: Exchange) -> bool:
-        """Never up front: every request starts without a Task (``DownstreamProtocol._drive``).
+        """Never up front: every request starts without a Task (``http.server.drive_inline``).
 
         What a request is can only be told from its normalised path, so the steps that
         call out (gatehouse's own endpoints, session-store reads and refreshes: libraries

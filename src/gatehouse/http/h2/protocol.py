@@ -46,7 +46,9 @@ from ...errors import (
 from ..exchange import Phase
 from ..messages import RequestHead
 from ..peer_cert import peer_chain
+from ..server import DRIVE_INLINE, drive_inline
 from .fields import parse_request
+from .hpack_decoder import RequestDecoder
 from .hpack_encoder import StaticEncoder
 from .limits import (
     CONNECTION_WINDOW_BYTES,
@@ -110,6 +112,8 @@ class H2Protocol(asyncio.Protocol):
         # h2 applies the header list limit to its HPACK decoder only once the client
         # acknowledges our SETTINGS; a bomb in the first flight must meet it too.
         self.h2.decoder.max_header_list_size = self.max_header_list
+        # Repeated requests' blocks of indexed fields skip hpack's decoder (.hpack_decoder).
+        self.h2.decoder = cast("hpack.Decoder", RequestDecoder(self.h2.decoder))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, StreamChannel] = {}
         self.guard = FloodGuard()
@@ -261,7 +265,13 @@ class H2Protocol(asyncio.Protocol):
         ex.peer_chain = self.peer_chain
         stream.exchange = ex
         self._served += 1
-        self.loop.create_task(self._run(ex))
+        if not DRIVE_INLINE or self.server.needs_task(ex):
+            self.loop.create_task(self._run(ex))
+        else:
+            # As for HTTP/1.1: no Task and no extra turn of the loop per stream. Events
+            # after this one in the batch (its body, other streams) are dispatched once
+            # the pipeline waits (the upstream's answer); writes stay corked until then.
+            drive_inline(self.loop, self._run(ex))
 
     def _head(self, headers: list[Header], ended: object) -> RequestHead:
         """A :class:`RequestHead` from a stream's header list (checked by :mod:`.fields`:

@@ -27,6 +27,7 @@ from h2.exceptions import H2Error
 from ...constants import HOP_BY_HOP
 from ..exchange import Exchange, Phase
 from ..messages import RequestHead, Response
+from . import frames
 from .flow import take_window
 from .grpc import grpc_message, grpc_status_for, is_grpc
 from .limits import STREAM_SEND_HIGH_WATER, STREAM_SEND_LOW_WATER
@@ -144,7 +145,7 @@ class StreamChannel:
         if self.closed:
             return
         try:
-            self.proto.h2.send_headers(self.stream_id, headers, end_stream=end_stream)
+            frames.send_headers(self.proto.h2, self.stream_id, headers, end_stream)
         except H2Error:
             self.closed = True
             return
@@ -207,29 +208,29 @@ class StreamChannel:
             if head is not None:
                 self._head = None
                 if not pending and self._end_pending and self._trailers is None:
-                    h2conn.send_headers(sid, head, end_stream=True)
+                    frames.send_headers(h2conn, sid, head, True)
                     self._end_pending = False
                     self._done()
                     self.proto.flush()
                     return
-                h2conn.send_headers(sid, head)
+                frames.send_headers(h2conn, sid, head, False)
             while (chunk := take_window(h2conn, sid, pending)) is not None:
                 self._pending_bytes -= len(chunk)
                 if not pending and self._end_pending and self._trailers is None:
                     # The last chunk carries END_STREAM: one DATA frame, not two.
-                    h2conn.send_data(sid, chunk, end_stream=True)
+                    frames.send_data(h2conn, sid, chunk, True)
                     self._end_pending = False
                     self.blocked_since = 0.0
                     self._done()
                     break
-                h2conn.send_data(sid, chunk)
+                frames.send_data(h2conn, sid, chunk, False)
             if pending and not self.blocked_since:
                 self.blocked_since = _now()  # the window is closed
             if not pending:
                 self.blocked_since = 0.0
                 if self._end_pending:
                     if self._trailers is not None:
-                        h2conn.send_headers(sid, self._trailers, end_stream=True)
+                        frames.send_headers(h2conn, sid, self._trailers, True)
                     else:
                         h2conn.end_stream(sid)
                     self._done()
