@@ -14,13 +14,24 @@ every request for tens of ms). Frozen objects are still freed by reference count
 freezing would leak is a *cycle* that becomes garbage later. A replaced state is acyclic
 (tests/proxy/test_reload_gc.py proves it for the configs it builds), so its exclusive
 parts are freed as soon as the last request using it ends.
+
+A reload (:func:`reload_collector`) collects *before* it starts, when what is not frozen is
+only what requests left since the last freeze, keeps the collector off while it loads,
+builds and swaps in slices, and then freezes without collecting again
+(:func:`freeze_reloaded`). Collecting after the build, as :func:`freeze_survivors` does,
+scans every object the reload made while requests wait: ~3-9 ms when one route of 10,000
+changed, 80-260 ms when all were compiled again. Loading and building make no cyclic
+garbage (the collection that followed them found none), so what this freezes beyond the
+new state is only cyclic garbage that requests made during the reload.
 """
 
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 
 def start_up_without_collector() -> None:
@@ -62,3 +73,36 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@dataclass
+class ReloadTimes:
+    """What the collector's part of one reload cost, seconds."""
+
+    collect_s: float = 0.0
+    freeze_s: float = 0.0
+
+
+@contextmanager
+def reload_collector() -> Iterator[ReloadTimes]:
+    """Collect what is garbage now, then keep the collector off for the block (a reload)
+    and turn it back on after it, however it ends."""
+    times = ReloadTimes()
+    was_enabled = gc.isenabled()
+    started = time.perf_counter()
+    gc.collect()
+    times.collect_s = time.perf_counter() - started
+    gc.disable()
+    try:
+        yield times
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def freeze_reloaded(times: ReloadTimes) -> None:
+    """Freeze everything alive after a reload's swap, without a collection first (see the
+    module's docstring); the cost goes to ``times``."""
+    started = time.perf_counter()
+    gc.freeze()
+    times.freeze_s = time.perf_counter() - started

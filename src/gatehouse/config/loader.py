@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from ..gcpause import gc_paused
+from ..timeslice import Steps, drive
 from .auth import IdpUser
 from .options import IGNORED_POMERIUM_KEYS, Options, cross_checks
-from .pomerium_keys import not_supported, screen
+from .pomerium_keys import not_supported, screen_steps
 from .routes import DirectResponse, RedirectAction, RouteOptions
 from .server import CertificatePair
 from .upstream_health import breakers_into_routes
@@ -206,8 +207,13 @@ def _apply_merges(target: dict[str, Any], merges: list[dict[str, Any]]) -> dict[
     return out
 
 
-def _build_data(loader: Any, source: str) -> Any:
-    """The document's plain data, built straight from the parser's events.
+#: Parser events handled between two points where a sliced load may pause (~0.1 ms).
+EVENTS_PER_STEP = 128
+
+
+def _build_data(loader: Any, source: str) -> Generator[None, None, Any]:
+    """The document's plain data, built straight from the parser's events (a generator
+    that pauses every :data:`EVENTS_PER_STEP` events, see :mod:`gatehouse.timeslice`).
 
     The same data the nodes would give (scalars resolved and constructed by the safe
     loader, aliases copied, mapping keys as strings, a key given twice refused), without
@@ -217,7 +223,12 @@ def _build_data(loader: Any, source: str) -> Any:
     stack: list[_Frame] = []
     root: Any = None
     copied = 0  # values added by aliases
+    countdown = EVENTS_PER_STEP
     while loader.check_event():
+        countdown -= 1
+        if not countdown:
+            countdown = EVENTS_PER_STEP
+            yield
         event = loader.get_event()
         kind = type(event)
         size = 1
@@ -295,9 +306,13 @@ def _build_data(loader: Any, source: str) -> Any:
 
 def _yaml_data(text: str, source: str) -> Any:
     """One YAML document's plain data (see :func:`_build_data`); errors as ConfigError."""
+    return drive(_yaml_data_steps(text, source))
+
+
+def _yaml_data_steps(text: str, source: str) -> Generator[None, None, Any]:
     loader = _COMPOSER(text)
     try:
-        return _build_data(loader, source)
+        return (yield from _build_data(loader, source))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -308,7 +323,11 @@ def _yaml_data(text: str, source: str) -> Any:
 
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], _Lines]:
-    data = _yaml_data(text, source)
+    return drive(_parse_yaml_steps(text, source))
+
+
+def _parse_yaml_steps(text: str, source: str) -> Steps[tuple[dict[str, Any], _Lines]]:
+    data = yield from _yaml_data_steps(text, source)
     lines = _Lines(text)
     if data is None:
         return {}, lines
@@ -429,10 +448,11 @@ class _RouteCache:
         self._kept: dict[str, RouteOptions] = {}
         self._older: dict[str, RouteOptions] = {}
 
-    def validate(self, data: dict[str, Any]) -> bool:
+    def validate(self, data: dict[str, Any]) -> Steps[bool]:
         """Replace ``data``'s route lists by validated routes; ``False`` (``data`` as it
         was) when one does not validate, so the caller validates the whole config and
-        reports every problem with its line."""
+        reports every problem with its line. A generator pausing after each route
+        validated and every :data:`ROUTES_PER_STEP` reused."""
         previous, older = self._kept, self._older
         kept: dict[str, RouteOptions] = {}
         validated: dict[str, list[RouteOptions]] = {}
@@ -441,7 +461,7 @@ class _RouteCache:
             if not isinstance(items, list):
                 continue
             out: list[RouteOptions] = []
-            for item in items:
+            for n, item in enumerate(items):
                 key = repr(item)
                 route = kept.get(key) or previous.get(key) or older.get(key)
                 if route is None:
@@ -449,6 +469,9 @@ class _RouteCache:
                         route = RouteOptions.model_validate(item)
                     except ValidationError:
                         return False
+                    yield
+                elif n % ROUTES_PER_STEP == ROUTES_PER_STEP - 1:
+                    yield
                 kept[key] = route
                 out.append(route)
             validated[section] = out
@@ -458,6 +481,10 @@ class _RouteCache:
 
 
 _ROUTES = _RouteCache()
+#: Reused routes (a ``repr`` each, ~5 us) between two points where a sliced load may pause.
+ROUTES_PER_STEP = 16
+#: Bytes of config text hashed between two such points.
+DIGEST_BYTES_PER_STEP = 1 << 16
 
 
 def load_text(
@@ -465,11 +492,15 @@ def load_text(
 ) -> LoadedConfig:
     """Validate config text; raise :class:`ConfigError` listing every problem."""
     with gc_paused():
-        return _load_text(text, source, env)
+        return drive(load_text_steps(text, source, env))
 
 
-def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedConfig:
-    data, lines = _parse_yaml(text, source)
+def load_text_steps(
+    text: str, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Steps[LoadedConfig]:
+    """:func:`load_text` as a generator that pauses every ~0.1 ms of work, for a reload
+    sliced on the event loop (:mod:`gatehouse.timeslice`); the collector is the caller's."""
+    data, lines = yield from _parse_yaml_steps(text, source)
     warnings = []
     for key in list(data):
         if key in IGNORED_POMERIUM_KEYS:
@@ -477,14 +508,14 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
             warnings.append(
                 f"{source}:{lines.find((key,))}: {key} ignored: {IGNORED_POMERIUM_KEYS[key]}"
             )
-    for loc, warning in screen(data):
+    for loc, warning in (yield from screen_steps(data)):
         warnings.append(f"{source}:{lines.find(loc)}: {warning}")
     applied = _apply_env(data, os.environ if env is None else env)
     # What Options' own "before" validation does to routes, done first: the routes are
     # then validated alone (and reused) with their effective values.
     data = breakers_into_routes(data)
     routes: dict[str, list[RouteOptions]] = {}
-    if _ROUTES.validate(data):
+    if (yield from _ROUTES.validate(data)):
         # Validated already: handing 10,000 instances to pydantic-core again takes ~5 ms
         # in one stretch that never lets go of the GIL (a reload's thread would stall
         # the event loop that long); no Options validator reads the routes.
@@ -496,7 +527,7 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
     for key, value in routes.items():
         object.__setattr__(options, key, value)  # frozen model: set once, while built
         options.__pydantic_fields_set__.add(key)
-    digest = hashlib.sha256(text.encode() + "\0".join(applied).encode()).hexdigest()
+    digest = yield from _digest(text.encode() + "\0".join(applied).encode())
     loaded = LoadedConfig(
         options=options, source=source, digest=digest, warnings=tuple(warnings), lines=lines
     )
@@ -506,15 +537,34 @@ def _load_text(text: str, source: str, env: Mapping[str, str] | None) -> LoadedC
     return loaded
 
 
+def _digest(data: bytes) -> Steps[str]:
+    """SHA-256 of ``data`` in hex, a part at a time (1 MB of config hashes in ~2 ms)."""
+    hasher = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(data), DIGEST_BYTES_PER_STEP):
+        hasher.update(view[start : start + DIGEST_BYTES_PER_STEP])
+        yield
+    return hasher.hexdigest()
+
+
 def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    with gc_paused():
+        return drive(load_file_steps(path, env))
+
+
+def load_file_steps(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> Steps[LoadedConfig]:
+    """:func:`load_file` as a generator (see :func:`load_text_steps`)."""
     p = Path(path)
     stamp = file_stamp(p)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{p}: cannot read the config file: {exc}"]) from None
-    return dataclasses.replace(load_text(text, str(p), env), stamp=stamp)
+    loaded = yield from load_text_steps(text, str(p), env)
+    return dataclasses.replace(loaded, stamp=stamp)
 
 
 def file_stamp(path: Path) -> tuple[float, int] | None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..timeslice import Steps, drive
+
 Location = tuple[str | int, ...]
 
 _SPLIT = "gatehouse runs every service in one process"
@@ -161,9 +163,19 @@ def not_supported(loc: Location) -> str | None:
     return f"not supported by gatehouse ({why})" if why else None
 
 
+#: Routes screened between two points where a sliced load may pause.
+SCREEN_ROUTES_PER_STEP = 64
+
+
 def screen(data: dict[str, Any]) -> list[tuple[Location, str]]:
     """Remove the ignored keys (and ``true`` always-on switches) from ``data``, globally
     and in each route; return a warning for each ignored key, by location."""
+    return drive(screen_steps(data))
+
+
+def screen_steps(data: dict[str, Any]) -> Steps[list[tuple[Location, str]]]:
+    """:func:`screen` as a generator pausing every :data:`SCREEN_ROUTES_PER_STEP` routes
+    (a reload sliced on the event loop, :mod:`gatehouse.timeslice`)."""
     warnings: list[tuple[Location, str]] = []
     for key in list(data):
         if key in IGNORED:
@@ -178,6 +190,8 @@ def screen(data: dict[str, Any]) -> list[tuple[Location, str]]:
         if not isinstance(routes, list):
             continue
         for i, route in enumerate(routes):
+            if i % SCREEN_ROUTES_PER_STEP == SCREEN_ROUTES_PER_STEP - 1:
+                yield
             if not isinstance(route, dict):
                 continue
             for key in list(route):

@@ -25,8 +25,13 @@ from ..authorize.policy import compile_route_policy
 from ..config.options import Options
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
+from ..timeslice import Steps, drive
 from ..tls.downstream import DownstreamTrust, compile_downstream
 from .router import Route, attach_client_trust, compile_route
+
+#: Reused routes between two points where a sliced reload may pause (a compiled one
+#: pauses after itself).
+REUSED_PER_STEP = 256
 
 
 class RouteCompiler:
@@ -46,6 +51,11 @@ class RouteCompiler:
         Raises:
             ConfigError: listing every route's problems.
         """
+        return drive(self.compile_steps(options))
+
+    def compile_steps(self, options: Options) -> Steps[list[Route]]:
+        """:meth:`compile` as a generator that pauses after each route compiled and every
+        :data:`REUSED_PER_STEP` reused (a reload sliced on the event loop)."""
         globals_key = options.model_dump_json(exclude={"routes", "policy"})
         previous = self._kept if globals_key == self._globals else {}
         kept: dict[int, tuple[RouteOptions, Route]] = {}
@@ -59,6 +69,8 @@ class RouteCompiler:
                 route = hit[1]
                 if route.index != i:
                     route = dataclasses.replace(route, index=i)
+                if i % REUSED_PER_STEP == REUSED_PER_STEP - 1:
+                    yield
             else:
                 compiled += 1
                 route = compile_route(options, route_options, i)
@@ -71,6 +83,7 @@ class RouteCompiler:
                     problems.extend(exc.problems)
                     continue
                 object.__setattr__(route, "policy", policy)
+                yield
             kept.setdefault(id(route_options), (route_options, route))
             routes.append(route)
         if problems:

@@ -19,24 +19,35 @@ same answer with a few dictionary lookups:
 
 Each step keeps the earliest position found, so the result is exactly the linear scan's
 (``tests/proxy/test_router.py`` checks it against one on generated configs).
+
+A reload builds the next index from the previous one (:func:`index_steps`): when the
+routes are as many as before, only the host groups of the positions whose route object
+changed are rebuilt (the others are shared, unchanged), so a reload that changes one route
+of 10,000 costs one pass of identity comparisons and one group; otherwise every group is
+regrouped, still keeping each group whose routes are the very same objects. Both are
+generators that pause every few hundred routes, for a reload sliced on the event loop
+(:mod:`gatehouse.timeslice`).
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Sequence
 from typing import Generic, Protocol, TypeVar
+
+from ..timeslice import drive
 
 MATCH_ANY = 0
 MATCH_PREFIX = 1
 MATCH_PATH = 2
 MATCH_REGEX = 3
 
-#: Routes (or hosts) indexed between two moments where the GIL is let go. Compiled code
-#: never offers the GIL by itself: a reload building 10,000 routes in its thread held it
-#: ~6 ms in one go, and every request waiting on the event loop waited that long.
-GIL_YIELD_EVERY = 512
+#: Routes (or hosts) indexed between two points where a sliced reload may pause (~0.1 ms
+#: of compiled work; the slicer reads the clock at each).
+ROUTES_PER_STEP = 512
+#: A reload patches the previous index when at most this share of the positions changed
+#: (each changed route costs a group rebuilt); beyond, it regroups everything.
+PATCH_MAX_CHANGED_SHARE = 0.25
 
 #: "No match yet": larger than any position in a table.
 _NONE = 1 << 62
@@ -57,6 +68,10 @@ class Matchable(Protocol):
 
     @property
     def index(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def wildcard_suffix(self) -> str | None: ...
     @property
     def port(self) -> int | None: ...
     @property
@@ -210,35 +225,23 @@ class HostGroup(Generic[R]):
 
 
 class HostIndex(Generic[R]):
-    """Every route, grouped by host; answers "the first route for (host, port, path)"."""
+    """Every route, grouped by host; answers "the first route for (host, port, path)".
+
+    Built by :func:`build_index` or :func:`index_steps`, from groups by exact host and by
+    wildcard suffix (``.example.com``).
+    """
 
     __slots__ = ("_exact", "_wild", "_wild_lengths")
 
-    def __init__(
-        self, routes: Iterable[tuple[str, str | None, R]], previous: HostIndex[R] | None = None
-    ) -> None:
-        """``routes``: ``(exact host, wildcard suffix or None, route)`` in config order.
-
-        ``previous``: the index of the config before; a host whose routes are the very
-        same objects, in the same order, keeps its group (a reload that changes one route
-        of 10,000 builds one group, not 10,000)."""
-        exact: dict[str, list[R]] = {}
-        wild: dict[str, list[R]] = {}
-        for n, (host, suffix, route) in enumerate(routes):
-            if n % GIL_YIELD_EVERY == GIL_YIELD_EVERY - 1:
-                time.sleep(0)  # lets a waiting thread (the event loop) take the GIL
-            if suffix is not None:
-                wild.setdefault(suffix, []).append(route)
-            else:
-                exact.setdefault(host, []).append(route)
-        self._exact: dict[str, HostGroup[R]] = _groups(
-            exact, previous._exact if previous is not None else {}
-        )
-        self._wild: dict[str, HostGroup[R]] = _groups(
-            wild, previous._wild if previous is not None else {}
-        )
+    def __init__(self, exact: dict[str, HostGroup[R]], wild: dict[str, HostGroup[R]]) -> None:
+        self._exact = exact
+        self._wild = wild
         # Longest first does not matter for correctness; ascending keeps it deterministic.
         self._wild_lengths = tuple(sorted({len(s) for s in wild}))
+
+    def groups(self) -> list[HostGroup[R]]:
+        """Every host group (to free a replaced index a few at a time)."""
+        return [*self._exact.values(), *self._wild.values()]
 
     def tables(self, host: str, port: int | None) -> list[PathTable[R]]:
         """The path tables that apply to ``host`` and ``port`` (disjoint sets of routes)."""
@@ -284,13 +287,111 @@ class HostIndex(Generic[R]):
         return best
 
 
+def build_index(
+    routes: Sequence[R], previous: HostIndex[R] | None = None, previous_routes: Sequence[R] = ()
+) -> HostIndex[R]:
+    """The index of ``routes`` (see :func:`index_steps`), built at once."""
+    return drive(index_steps(routes, previous, previous_routes))
+
+
+def index_steps(
+    routes: Sequence[R], previous: HostIndex[R] | None = None, previous_routes: Sequence[R] = ()
+) -> Generator[None, None, HostIndex[R]]:
+    """Build the index of ``routes`` (in config order, each ``index`` its position),
+    pausing every :data:`ROUTES_PER_STEP` routes.
+
+    ``previous`` and ``previous_routes``: the index of the config before and the routes it
+    was built from. With as many routes as before, the groups of the positions whose route
+    is another object are patched and every other group is shared; otherwise a host whose
+    routes are the very same objects, in the same order, keeps its group.
+    """
+    if previous is not None and len(previous_routes) == len(routes):
+        changed = yield from _changed_positions(routes, previous_routes)
+        if changed is not None and len(changed) <= PATCH_MAX_CHANGED_SHARE * len(routes):
+            return (yield from _patched(previous, routes, previous_routes, changed))
+    return (yield from _regrouped(routes, previous))
+
+
+def _changed_positions(
+    routes: Sequence[R], previous: Sequence[R]
+) -> Generator[None, None, list[int] | None]:
+    """The positions whose route object differs from the previous one's, or ``None`` when
+    a route's ``index`` is not its position (then patching would not be sound)."""
+    changed: list[int] = []
+    for i in range(len(routes)):
+        if i % ROUTES_PER_STEP == ROUTES_PER_STEP - 1:
+            yield
+        route, old = routes[i], previous[i]
+        if route.index != i or old.index != i:
+            return None
+        if route is not old:
+            changed.append(i)
+    return changed
+
+
+def _patched(
+    previous: HostIndex[R], routes: Sequence[R], previous_routes: Sequence[R], changed: list[int]
+) -> Generator[None, None, HostIndex[R]]:
+    """The previous index with the groups touched by ``changed`` positions rebuilt: each
+    keeps its routes still at their position and gains the new routes of its host."""
+    exact = dict(previous._exact)
+    wild = dict(previous._wild)
+    added_exact: dict[str, list[R]] = {}
+    added_wild: dict[str, list[R]] = {}
+    for i in changed:
+        old, new = previous_routes[i], routes[i]
+        # The old route's group loses it: touched, even when nothing is added to it.
+        if old.wildcard_suffix is not None:
+            added_wild.setdefault(old.wildcard_suffix, [])
+        else:
+            added_exact.setdefault(old.host, [])
+        if new.wildcard_suffix is not None:
+            added_wild.setdefault(new.wildcard_suffix, []).append(new)
+        else:
+            added_exact.setdefault(new.host, []).append(new)
+    n = 0
+    for table, added in ((exact, added_exact), (wild, added_wild)):
+        for key, new_routes in added.items():
+            n += 1
+            if n % ROUTES_PER_STEP == 0:
+                yield
+            group = table.get(key)
+            members = [r for r in group.routes if routes[r.index] is r] if group is not None else []
+            members.extend(new_routes)
+            if members:
+                members.sort(key=_index)
+                table[key] = HostGroup(members)
+            else:
+                table.pop(key, None)
+    return HostIndex(exact, wild)
+
+
+def _regrouped(
+    routes: Sequence[R], previous: HostIndex[R] | None
+) -> Generator[None, None, HostIndex[R]]:
+    """Every route grouped again; a group whose routes are the same objects is kept."""
+    exact: dict[str, list[R]] = {}
+    wild: dict[str, list[R]] = {}
+    for n, route in enumerate(routes):
+        if n % ROUTES_PER_STEP == ROUTES_PER_STEP - 1:
+            yield
+        suffix = route.wildcard_suffix
+        if suffix is not None:
+            wild.setdefault(suffix, []).append(route)
+        else:
+            exact.setdefault(route.host, []).append(route)
+    exact_groups = yield from _groups(exact, previous._exact if previous is not None else {})
+    wild_groups = yield from _groups(wild, previous._wild if previous is not None else {})
+    return HostIndex(exact_groups, wild_groups)
+
+
 def _groups(
     by_key: dict[str, list[R]], previous: dict[str, HostGroup[R]]
-) -> dict[str, HostGroup[R]]:
+) -> Generator[None, None, dict[str, HostGroup[R]]]:
     groups: dict[str, HostGroup[R]] = {}
     for n, (key, routes) in enumerate(by_key.items()):
-        if n % GIL_YIELD_EVERY == GIL_YIELD_EVERY - 1:
-            time.sleep(0)
+        if n % ROUTES_PER_STEP == ROUTES_PER_STEP - 1:
+            yield
         old = previous.get(key)
         if old is None or not _same(old.routes, routes):
             old = HostGroup(routes)

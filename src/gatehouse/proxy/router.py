@@ -12,7 +12,7 @@ not grow with the number of routes, and gives exactly the linear scan's answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,15 @@ from ..tls.downstream import DownstreamTrust
 from ..tls.upstream import has_https_upstream, upstream_context
 from .balancer import Balancer
 from .header_template import HeaderTemplate, is_template, parse
-from .route_index import MATCH_ANY, MATCH_PATH, MATCH_PREFIX, MATCH_REGEX, HostIndex
+from .route_index import (
+    MATCH_ANY,
+    MATCH_PATH,
+    MATCH_PREFIX,
+    MATCH_REGEX,
+    HostIndex,
+    build_index,
+    index_steps,
+)
 
 #: ``headers_with_underscores_action`` compiled (Envoy's values).
 UNDERSCORES_ALLOW = 0
@@ -251,14 +259,28 @@ def _go_substitution(sub: str) -> str:
 class Router:
     """Routes in config order, indexed by host, port and path (see :mod:`.route_index`)."""
 
-    def __init__(self, routes: Sequence[Route], previous: Router | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        previous: Router | None = None,
+        *,
+        index: HostIndex[Route] | None = None,
+    ) -> None:
         """``previous``: the router of the config before, whose per-host tables are kept
-        where a host's routes are the same objects (see :class:`.route_index.HostIndex`)."""
+        where a host's routes are the same objects (see :func:`.route_index.index_steps`);
+        ``index``: the index of ``routes``, built already (:func:`router_steps`)."""
         self.routes = tuple(routes)
-        self._index: HostIndex[Route] = HostIndex(
-            ((r.host, r.wildcard_suffix, r) for r in self.routes),
-            previous._index if previous is not None else None,
-        )
+        if index is None:
+            index = build_index(
+                self.routes,
+                previous._index if previous is not None else None,
+                previous.routes if previous is not None else (),
+            )
+        self._index: HostIndex[Route] = index
+
+    def parts(self) -> list[object]:
+        """The routes and host groups (to free a replaced router a few at a time)."""
+        return [*self.routes, *self._index.groups()]
 
     def candidates(self, host: str, port: int | None) -> tuple[Route, ...]:
         """Every route serving ``host`` and ``port``, in config order."""
@@ -275,6 +297,20 @@ class Router:
     def match(self, host: str, port: int | None, path: str) -> Route | None:
         """The first route matching ``host`` (lower case, no port) and ``path``, or ``None``."""
         return self._index.match(host, port, path)
+
+
+def router_steps(
+    routes: Sequence[Route], previous: Router | None = None
+) -> Generator[None, None, Router]:
+    """:class:`Router` ``(routes, previous)`` built by a generator that pauses every few
+    hundred routes (a reload sliced on the event loop, :mod:`gatehouse.timeslice`)."""
+    kept = tuple(routes)
+    index = yield from index_steps(
+        kept,
+        previous._index if previous is not None else None,
+        previous.routes if previous is not None else (),
+    )
+    return Router(kept, index=index)
 
 
 def split_host(value: bytes | None) -> tuple[str, int | None]:

@@ -5,6 +5,11 @@ worker's long-lived :class:`Services`, and swaps the reference the pipeline hold
 Pomerium's ``proxy/state.go``); requests already running keep the state they started
 with. Building it is where per-route work is done once: routes and policies compiled,
 signing keys loaded, the relying party and built-in provider set up.
+
+:func:`build_state_steps` is the build as a generator that pauses every ~0.1 ms of work,
+so a reload runs it on the event loop in time slices (:mod:`gatehouse.timeslice`) and
+answers requests in between; :func:`retired_parts` lists a replaced state's parts in an
+order in which they can be freed a few at a time.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from ..identity import AssertionMinter, AssertionSpec, WellKnownEndpoints, load_
 from ..observability.decisions import DecisionTally
 from ..sessions.keys import decode_secret, load_or_create_secret
 from ..sessions.manager import SessionManager
+from ..timeslice import Steps, drive
 from ..tls.downstream import compile_downstream
 from .compile_cache import RouteCompiler, shared_compiler
 from .portal import RoutesPortal
-from .router import Route, Router, attach_client_trust, compile_route
+from .router import Route, Router, attach_client_trust, compile_route, router_steps
 
 if TYPE_CHECKING:  # sign-in is imported when a config signs in (start-up time)
     import httpx
@@ -194,14 +200,18 @@ def build_state(loaded: LoadedConfig, services: Services | None = None) -> Proxy
         ConfigError: something only detectable while compiling (a policy, a key).
     """
     with gc_paused():
-        return _build_state(loaded, services)
+        return drive(build_state_steps(loaded, services))
 
 
-def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
+def build_state_steps(loaded: LoadedConfig, services: Services | None = None) -> Steps[ProxyState]:
+    """:func:`build_state` as a generator pausing every ~0.1 ms of work (per route
+    compiled, every few hundred reused or indexed); the collector is the caller's."""
     options = loaded.options
     services = services or Services()
-    router = Router(services.route_compiler.compile(options), services.router)
+    routes = yield from services.route_compiler.compile_steps(options)
+    router = yield from router_steps(routes, services.router)
     services.router = router
+    yield
     keyset = load_keyset(options)
     budget = options.assertion_cache_max_bytes
     minter = (
@@ -210,7 +220,8 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         else AssertionMinter(keyset, cache_max_bytes=budget)
     )
     services.minter = minter
-    specs = _assertion_specs(options, router.routes)
+    yield
+    specs = yield from _assertion_specs(options, router.routes)
     well_known = WellKnownEndpoints(
         keyset,
         authenticate_url=options.authenticate_service_url,
@@ -277,11 +288,13 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
         )
         route_table.update(portal.handlers())
         bearer = _bearer_sessions(options, router, authenticator)
+        yield
     console: EndpointHandler | None = None
     if options.console_url:
         from ..console import build_console
 
         console = build_console(loaded, services, auth_endpoints, minter)
+        yield
     return ProxyState(
         options=options,
         router=router,
@@ -308,12 +321,18 @@ def _build_state(loaded: LoadedConfig, services: Services | None) -> ProxyState:
     )
 
 
-def _assertion_specs(options: Options, routes: Sequence[Route]) -> dict[int, AssertionSpec]:
+#: Routes given their assertion spec between two points where a sliced build may pause.
+SPECS_PER_STEP = 512
+
+
+def _assertion_specs(options: Options, routes: Sequence[Route]) -> Steps[dict[int, AssertionSpec]]:
     """Each route's assertion spec, one object per distinct issuer format (a spec depends
     only on it and global keys): 10,000 routes share a couple instead of making 10,000."""
     by_format: dict[str | None, AssertionSpec] = {}
     specs: dict[int, AssertionSpec] = {}
-    for route in routes:
+    for n, route in enumerate(routes):
+        if n % SPECS_PER_STEP == SPECS_PER_STEP - 1:
+            yield
         fmt = route.options.jwt_issuer_format
         spec = by_format.get(fmt)
         if spec is None:
@@ -386,4 +405,18 @@ def _allowed_hosts(
     return hosts
 
 
-__all__ = ["ProxyState", "Services", "build_state", "shared_secret"]
+def retired_parts(state: ProxyState, loaded: LoadedConfig) -> list[object]:
+    """A replaced state's parts for :func:`gatehouse.timeslice.release`: the routes'
+    options, the compiled routes and host groups, then the state and its config, so that
+    releasing from the end drops each container while its parts are still held."""
+    return [*loaded.options.all_routes, *state.router.parts(), state, loaded]
+
+
+__all__ = [
+    "ProxyState",
+    "Services",
+    "build_state",
+    "build_state_steps",
+    "retired_parts",
+    "shared_secret",
+]
