@@ -7,6 +7,7 @@ deterministic: no sleeping, no real time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from collections.abc import Generator
 
@@ -139,7 +140,7 @@ def test_the_loop_runs_other_tasks_between_slices() -> None:
     assert (result, slices) == (42, 4)  # the fourth slice finds the work's end
     work_positions = [order.index(f"slice {i}") for i in range(3)]
     # Between any two slices the other task ran.
-    for a, b in zip(work_positions, work_positions[1:], strict=False):
+    for a, b in itertools.pairwise(work_positions):
         assert "request" in order[a + 1 : b]
 
 
