@@ -107,6 +107,29 @@ def test_index_agrees_with_linear_scan(data: st.DataObject) -> None:
         assert router.first_for_host(host, port) is (serving[0] if serving else None)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_an_index_patched_on_reload_agrees_with_linear_scan(data: st.DataObject) -> None:
+    """A reload keeping the number of routes patches the previous index (the groups of the
+    positions whose route changed); it must answer as an index built from scratch."""
+    entries = data.draw(st.lists(route_entry(), min_size=1, max_size=25))
+    first = build(entries)
+    changes = data.draw(st.dictionaries(st.integers(0, len(entries) - 1), route_entry()))
+    edited = [changes.get(i, e) for i, e in enumerate(entries)]
+    fresh = build(edited)
+    # Unchanged positions keep their route objects, as the route compiler reuses them.
+    routes = [fresh.routes[i] if i in changes else r for i, r in enumerate(first.routes)]
+    router = Router(routes, first)
+    for _ in range(20):
+        host, port, path = data.draw(request_for(edited))
+        want = linear_match(router.routes, host, port, path)
+        got = router.match(host, port, path)
+        assert got is want, (host, port, path, want and want.index, got and got.index)
+        serving = tuple(r for r in router.routes if r.matches_host(host, port))
+        assert router.candidates(host, port) == serving
+        assert router.first_for_host(host, port) is (serving[0] if serving else None)
+
+
 @settings(max_examples=500, deadline=None)
 @given(regexes, st.text(alphabet="/abvAx1.9", max_size=12))
 def test_literal_prefix_is_sound(pattern: str, path: str) -> None:
