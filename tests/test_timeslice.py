@@ -190,3 +190,63 @@ def test_release_frees_from_the_end_a_few_at_a_time() -> None:
         next(steps)
     assert all(r() is None for r in refs)
     assert items == []
+
+
+def test_between_slices_the_loop_runs_until_a_turn_finds_it_idle() -> None:
+    """A request needs several turns of the loop: while turns find work (take time), the
+    pause goes on, so the request does not wait a slice per turn."""
+    clock = FakeClock()
+    order: list[str] = []
+    pending = [3]  # turns of work the "request" has left
+
+    def steps() -> Generator[None, None, None]:
+        for i in range(2):
+            order.append(f"slice {i}")
+            clock.now += 0.002
+            yield
+
+    async def request() -> None:
+        while pending[0]:
+            pending[0] -= 1
+            clock.now += 0.0001  # a busy turn: longer than an idle one
+            order.append("turn")
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(request())
+        await run_sliced(steps(), slice_s=0.001, clock=clock, idle_turn_s=0.00003)
+        await task
+
+    asyncio.run(scenario())
+    # All three turns of the request ran in the first pause, before the second slice.
+    assert order[: order.index("slice 1")] == ["slice 0", "turn", "turn", "turn"]
+
+
+def test_a_pause_ends_after_its_longest_even_if_the_loop_stays_busy() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+
+    def steps() -> Generator[None, None, None]:
+        for i in range(2):
+            order.append(f"slice {i}")
+            clock.now += 0.002
+            yield
+
+    async def busy(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            clock.now += 0.0004  # every turn busy
+            order.append("turn")
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(busy(stop))
+        await asyncio.sleep(0)
+        await run_sliced(steps(), slice_s=0.001, clock=clock, max_pause_s=0.001)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    between = order[order.index("slice 0") + 1 : order.index("slice 1")]
+    # 0.4 ms a turn, at most 1 ms of pause: the third turn ends it.
+    assert between == ["turn"] * 3

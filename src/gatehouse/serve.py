@@ -280,8 +280,6 @@ class Worker:
             building = await run_sliced(self._build_steps(loaded), RELOAD_SLICE_S)
             state = building.result
             build_s = time.monotonic() - started
-            if self.tls is not None:
-                self.tls.apply(loaded.options)
             # From here on the reload cannot fail: swap, then free the old state.
             self._count_reload("success")
             if self.metrics is not None:
@@ -313,12 +311,16 @@ class Worker:
         )
 
     def _build_steps(self, loaded: LoadedConfig) -> Steps[ProxyState]:
-        """The state's build, sliced; a builder other than :func:`build_state` (tests)
-        runs as one step."""
+        """The state's build, then the certificates (both may refuse the config), sliced;
+        a builder other than :func:`build_state` (tests) runs as one step."""
         if self.build is build_state:
-            return (yield from build_state_steps(loaded, self.services))
-        yield
-        return self.build(loaded, self.services)
+            state = yield from build_state_steps(loaded, self.services)
+        else:
+            yield
+            state = self.build(loaded, self.services)
+        if self.tls is not None:
+            yield from self.tls.apply_steps(loaded.options)
+        return state
 
 
 async def start_services(options: Options, observe: Observer | None = None) -> Services:

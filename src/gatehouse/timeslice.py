@@ -3,12 +3,15 @@
 Theory of operation: the work is written as a generator that ``yield``\\ s wherever it may
 pause (after each route compiled, every few hundred YAML events): each yield is a point
 where a slice may end, and costs only a clock read. :class:`Slicer` steps the generator
-until ``slice_s`` of clock time has gone by, then returns; :func:`run_sliced` awaits
-``asyncio.sleep(0)`` between slices, one turn of the loop, in which every request whose
-bytes have arrived is answered before the next slice starts. A request arriving mid-work
-waits about one slice, instead of the whole work (run on the loop in one go) or an
-unbounded share of the GIL with a thread (mypyc-compiled code never offers the GIL, and
-the collector's and the swap's passes ran while the loop waited for it).
+until ``slice_s`` of clock time has gone by, then returns. Between slices,
+:func:`run_sliced` gives the loop turns (``asyncio.sleep(0)``): one, and more as long as
+the last one found work (took longer than ``idle_turn_s``), up to ``max_pause_s`` in all.
+A request takes several turns (its bytes arrive, its task starts, the upstream answers,
+the task resumes...), so one turn per slice would make it wait a slice per turn; with the
+loop run until idle it waits about one slice, and with no requests the work loses almost
+nothing. That is instead of the whole work (run on the loop in one go) or an unbounded
+share of the GIL with a thread (mypyc-compiled code never offers the GIL, and the
+collector's and the swap's passes ran while the loop waited for it).
 
 The generator's return value is the work's result; an exception raised inside it comes
 out of :meth:`Slicer.run_slice` (and :func:`run_sliced`) unchanged. The clock is a
@@ -32,6 +35,9 @@ Steps = Generator[None, None, T]
 #: How long one slice of work may keep the event loop, seconds: a request arriving during
 #: a slice waits up to about this long (a paced proxy's steady p99 is ~0.5-1 ms).
 DEFAULT_SLICE_S = 0.0005
+#: A turn of the loop shorter than this found nothing to do (an idle turn is ~5-10 us:
+#: the task's own step and a poll for I/O), seconds.
+IDLE_TURN_S = 0.00003
 #: Steps :func:`drive` takes between two offers of the GIL (a few ms of work).
 DRIVE_GIL_EVERY = 32
 
@@ -117,13 +123,25 @@ async def run_sliced(
     steps: Steps[T],
     slice_s: float = DEFAULT_SLICE_S,
     clock: Callable[[], float] = time.perf_counter,
+    *,
+    idle_turn_s: float = IDLE_TURN_S,
+    max_pause_s: float | None = None,
 ) -> Sliced[T]:
     """Run ``steps`` on the running loop, ``slice_s`` at a time, letting the loop run
-    between slices. Cancelling the caller abandons the work (closes the generator)."""
+    between slices until a turn finds it idle or ``max_pause_s`` (default ``slice_s``:
+    the work keeps at least half the time) has passed. Cancelling the caller abandons
+    the work (closes the generator)."""
     slicer = Slicer(steps, slice_s, clock)
+    pause_s = slice_s if max_pause_s is None else max_pause_s
     try:
         while not slicer.run_slice():
-            await asyncio.sleep(0)
+            paused = clock()
+            while True:
+                turn = clock()
+                await asyncio.sleep(0)
+                now = clock()
+                if now - turn < idle_turn_s or now - paused >= pause_s:
+                    break
     finally:
         if not slicer.done:
             slicer.close()

@@ -26,7 +26,7 @@ from ..config.options import Options
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
 from ..timeslice import Steps, drive
-from ..tls.downstream import DownstreamTrust, compile_downstream
+from ..tls.downstream import DownstreamTrust, downstream_steps
 from .router import Route, attach_client_trust, compile_route
 
 #: Reused routes between two points where a sliced reload may pause (a compiled one
@@ -75,7 +75,7 @@ class RouteCompiler:
                 compiled += 1
                 route = compile_route(options, route_options, i)
                 if client_cas is None:  # read the client CAs once, when a route needs them
-                    client_cas = compile_downstream(options)
+                    client_cas = yield from downstream_steps(options)
                 attach_client_trust(route, client_cas, i)
                 try:
                     policy = compile_route_policy(route_options, i)

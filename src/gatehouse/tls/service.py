@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..config.options import Options
+from ..timeslice import Steps, drive
 from .certificates import CertificatePem, SniStore, certificate_pairs, load_all, load_certificate
-from .downstream import compile_downstream
+from .downstream import downstream_steps
 from .selfsigned import fallback
 
 if TYPE_CHECKING:  # imported when autocert is on: the ACME client library is ~50 ms
@@ -66,8 +67,14 @@ class TLSService:
         Raises:
             ConfigError: a configured certificate does not load (the old ones stay).
         """
+        drive(self.apply_steps(options))
+
+    def apply_steps(self, options: Options) -> Steps[None]:
+        """:meth:`apply` as a generator that pauses while it reads the routes' client CAs
+        (a reload sliced on the event loop, :mod:`gatehouse.timeslice`)."""
         configured = load_all(certificate_pairs(options))
-        trust = compile_downstream(options)
+        yield
+        trust = yield from downstream_steps(options)
         self.store.replace("config", {str(i): c for i, c in enumerate(configured)})
         if not configured and self.store.get("fallback", "generated") is None:
             # The one ``run`` generated (and warned about) before forking, or a new one if
