@@ -88,8 +88,14 @@ class RouteCompiler:
             routes.append(route)
         if problems:
             raise ConfigError(problems)
-        self._globals, self._kept = globals_key, kept
+        retired, self._globals, self._kept = self._kept, globals_key, kept
         self.compiled_last = compiled
+        # The last config's entries freed a part at a time (10,000 took ~1 ms at once).
+        del previous
+        while retired:
+            for _ in range(min(len(retired), REUSED_PER_STEP)):
+                retired.popitem()
+            yield
         return routes
 
 
