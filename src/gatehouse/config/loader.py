@@ -534,8 +534,8 @@ def load_text_steps(
     routes: dict[str, list[RouteOptions]] = {}
     if (yield from _ROUTES.validate(data)):
         # Validated already: handing 10,000 instances to pydantic-core again takes ~5 ms
-        # in one stretch that never lets go of the GIL (a reload's thread would stall
-        # the event loop that long); no Options validator reads the routes.
+        # in one stretch (a sliced reload would keep the event loop that long); no
+        # Options validator reads the routes.
         routes = {key: data.pop(key) for key in ("routes", "policy") if key in data}
     try:
         options = Options.model_validate(data)

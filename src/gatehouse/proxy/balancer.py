@@ -301,8 +301,8 @@ class Balancer:
 
 def start_health_checks(routes: Iterable[Any]) -> None:
     """Start the active checks of ``routes``' balancers that have not started (routes are
-    compiled outside the event loop: by ``gatehouse run``'s check, or off the loop on a
-    reload, and reused across reloads)."""
+    compiled before the loop runs, by ``gatehouse run``'s check, or by a reload's slices,
+    and reused across reloads)."""
     for route in routes:
         balancer = getattr(route, "balancer", None)
         if balancer is not None:
