@@ -33,8 +33,8 @@ T = TypeVar("T")
 Steps = Generator[None, None, T]
 
 #: How long one slice of work may keep the event loop, seconds: a request arriving during
-#: a slice waits up to about this long (a paced proxy's steady p99 is ~0.5-1 ms).
-DEFAULT_SLICE_S = 0.0005
+#: a slice waits up to about this long (a proxy's steady p99 is ~0.4-1 ms).
+DEFAULT_SLICE_S = 0.00025
 #: A turn of the loop shorter than this found nothing to do (an idle turn is ~5-10 us:
 #: the task's own step and a poll for I/O), seconds.
 IDLE_TURN_S = 0.00003
