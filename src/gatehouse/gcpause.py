@@ -22,7 +22,9 @@ builds and swaps in slices, and then freezes without collecting again
 scans every object the reload made while requests wait: ~3-9 ms when one route of 10,000
 changed, 80-260 ms when all were compiled again. Loading and building make no cyclic
 garbage (the collection that followed them found none), so what this freezes beyond the
-new state is only cyclic garbage that requests made during the reload.
+new state is only cyclic garbage that requests made during the reload: measured under
+20,000 requests/s, 17-69 objects per reload (kept for good: a few KB), where the skipped
+collection would have cost 2-6 ms.
 """
 
 from __future__ import annotations
