@@ -31,6 +31,7 @@ COMPILED = [
     "src/gatehouse/http/h2/hpack_encoder.py",
     "src/gatehouse/http/h2/frames.py",
     "src/gatehouse/http/h2/hpack_decoder.py",
+    "src/gatehouse/http/h2/inbound.py",
     "src/gatehouse/http/h2/fields.py",
     "src/gatehouse/proxy/paths.py",
     "src/gatehouse/proxy/router.py",
