@@ -286,4 +286,5 @@ class RedisStore(SessionStore):
                 backoff = min(backoff * 2, MAX_RESUBSCRIBE_BACKOFF_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
+                    # Older redis releases leave aclose unannotated; newer ones annotate it.
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
