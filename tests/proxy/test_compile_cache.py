@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from gatehouse.authorize import PolicyInput
 from gatehouse.config import load_text
 from gatehouse.proxy.compile_cache import RouteCompiler
 from gatehouse.proxy.state import Services, build_state
+from gatehouse.sessions.model import Session
 
 
 def _config(hosts: list[str], extra: str = "") -> str:
@@ -97,3 +99,41 @@ def test_check_then_worker_build_compiles_once() -> None:
     services = Services()
     build_state(load_text(text, "<test>", env={}), services)
     assert services.route_compiler.compiled_last == 0
+
+
+def test_routes_with_the_same_rules_share_one_compiled_policy() -> None:
+    """Equal rules compile once and are shared (immutable); each route's decisions still
+    name it, and a route whose rules differ in any way (another user, 1 vs true) gets
+    its own."""
+    alice = "policy: {allow: {or: [{email: {is: alice@example.com}}]}}"
+    routes = [
+        ("a1.example.com", alice),
+        ("a2.example.com", alice),
+        ("b.example.com", alice.replace("alice", "bob")),
+        ("c1.example.com", "allowed_idp_claims: {level: [1]}"),
+        ("c2.example.com", "allowed_idp_claims: {level: [true]}"),
+        ("p1.example.com", "allow_public_unauthenticated_access: true"),
+        ("p2.example.com", "allow_public_unauthenticated_access: true"),
+    ]
+    lines = ["insecure_server: true", "routes:"]
+    for host, rule in routes:
+        lines += [f"  - from: http://{host}", "    to: http://127.0.0.1:9", f"    {rule}"]
+    state = build_state(
+        load_text("\n".join(lines) + "\n", "<test>", env={}),
+        Services(route_compiler=RouteCompiler()),
+    )
+    policies = {host: state.router.match(host, None, "/").policy for host, _ in routes}  # type: ignore[union-attr]
+    alice_in = PolicyInput("GET", "/", session=_session("alice@example.com", 1), now=1e9)
+    for host in ("a1.example.com", "a2.example.com"):
+        decision = policies[host].evaluate(alice_in)
+        assert decision.allowed and decision.route == f"http://{host}"
+        assert policies[host].clauses is policies["a1.example.com"].clauses
+    assert not policies["b.example.com"].evaluate(alice_in).allowed
+    assert policies["b.example.com"].clauses is not policies["a1.example.com"].clauses
+    assert policies["c1.example.com"].clauses is not policies["c2.example.com"].clauses
+    assert policies["p2.example.com"].allows_everyone
+    assert policies["p2.example.com"].clauses is policies["p1.example.com"].clauses
+
+
+def _session(email: str, level: object) -> Session:
+    return Session(id="s", user_id="u", email=email, claims={"level": level}, expires_at=1e12)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..authorize.policy import compile_route_policy
+from ..authorize.policy import Policy, compile_route_policy
 from ..config.options import Options
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
@@ -53,6 +53,8 @@ class RouteCompiler:
         problems: list[str] = []
         compiled = 0
         client_cas: DownstreamTrust | None = None
+        #: Routes with the same rules share one compiled policy (see compile_route_policy).
+        policies: dict[str, Policy] = {}
         for i, route_options in enumerate(options.all_routes):
             hit = kept.get(id(route_options)) or previous.get(id(route_options))
             if hit is not None and hit[0] is route_options:
@@ -66,7 +68,7 @@ class RouteCompiler:
                     client_cas = compile_downstream(options)
                 attach_client_trust(route, client_cas, i)
                 try:
-                    policy = compile_route_policy(route_options, i)
+                    policy = compile_route_policy(route_options, i, policies)
                 except ConfigError as exc:
                     problems.extend(exc.problems)
                     continue
