@@ -26,7 +26,7 @@ from ..config.options import Options
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
 from ..tls.downstream import DownstreamTrust, compile_downstream
-from .router import Route, attach_client_trust, compile_route
+from .router import Route, RouteParts, attach_client_trust, compile_route
 
 
 class RouteCompiler:
@@ -55,6 +55,7 @@ class RouteCompiler:
         client_cas: DownstreamTrust | None = None
         #: Routes with the same rules share one compiled policy (see compile_route_policy).
         policies: dict[str, Policy] = {}
+        parts: RouteParts | None = None
         for i, route_options in enumerate(options.all_routes):
             hit = kept.get(id(route_options)) or previous.get(id(route_options))
             if hit is not None and hit[0] is route_options:
@@ -63,7 +64,9 @@ class RouteCompiler:
                     route = dataclasses.replace(route, index=i)
             else:
                 compiled += 1
-                route = compile_route(options, route_options, i)
+                if parts is None:  # the per-config parts once, when a route needs them
+                    parts = RouteParts(options)
+                route = compile_route(options, route_options, i, parts)
                 if client_cas is None:  # read the client CAs once, when a route needs them
                     client_cas = compile_downstream(options)
                 attach_client_trust(route, client_cas, i)
