@@ -60,3 +60,27 @@ def test_routes_and_policy_lists_are_both_reused() -> None:
     second = load_text(text, "<test>", env={}).options
     assert second.policy[0] is first.policy[0] and second.routes[0] is first.routes[0]
     assert [r.from_host for r in second.all_routes] == ["a.example.com", "b.example.com"]
+
+
+def test_one_upstream_url_is_parsed_once_and_a_bad_one_fails_every_route() -> None:
+    """Routes naming the same ``to`` text share its parsed (immutable) URL; a bad one is
+    reported for each route that names it, at its own line."""
+    text = (
+        "insecure_server: true\nroutes:\n"
+        + "".join(
+            f"  - from: http://h{i}.example.com\n    to: {to}\n"
+            "    allow_public_unauthenticated_access: true\n"
+            for i, to in enumerate(
+                ["http://127.0.0.1:9/app", "http://127.0.0.1:9/app", "http://127.0.0.1:9"]
+            )
+        )
+    )
+    routes = load_text(text, "<test>", env={}).options.routes
+    assert routes[0].to is not None and routes[1].to is not None and routes[2].to is not None
+    assert routes[0].to[0] is routes[1].to[0] and routes[0].to[0].path == "/app"
+    assert routes[2].to[0].path == ""
+    bad = text.replace("http://127.0.0.1:9/app", "ftp://127.0.0.1:9")
+    with pytest.raises(ConfigError) as failed:
+        load_text(bad, "<test>", env={})
+    located = [p for p in failed.value.problems if "must start with http://" in p]
+    assert [p.split(":")[1] for p in located] == ["4", "7"]

@@ -154,6 +154,8 @@ def _locate_lines(text: str) -> dict[Location, int]:
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+#: Scalars whose constructed values are immutable, so one may stand for every repeat.
+_CONSTANT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "null"))
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 #: Marks a mapping waiting for its next key.
 _NO_KEY: Any = object()
@@ -214,6 +216,11 @@ def _build_data(loader: Any, source: str) -> Any:
     composing a node per value first: 10,000 routes took ~0.45 s composed, ~0.2 s here.
     """
     anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, size in values)
+    # Plain scalars resolved once per distinct (text, implicit): 10,000 routes repeat the
+    # same keys and values ("to", "true") tens of thousands of times.
+    tags: dict[tuple[str, Any], str] = {}
+    # Immutable non-string scalars (true, 30, null) constructed once per (tag, text).
+    constants: dict[tuple[str, str], Any] = {}
     stack: list[_Frame] = []
     root: Any = None
     copied = 0  # values added by aliases
@@ -224,14 +231,23 @@ def _build_data(loader: Any, source: str) -> Any:
         if kind is yaml.ScalarEvent:
             tag = event.tag
             if tag is None or tag == "!":
-                tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                resolving = (event.value, event.implicit)
+                tag = tags.get(resolving)
+                if tag is None:
+                    tag = tags[resolving] = loader.resolve(
+                        yaml.ScalarNode, event.value, event.implicit
+                    )
             if tag == _STR_TAG:
                 value: Any = event.value
             elif tag == _MERGE_TAG:
                 value = _MERGE
+            elif tag in _CONSTANT_TAGS and (tag, event.value) in constants:
+                value = constants[(tag, event.value)]
             else:
                 node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
                 value = loader.construct_object(node, deep=True)
+                if tag in _CONSTANT_TAGS:
+                    constants[(tag, event.value)] = value
             if event.anchor is not None:
                 anchors[event.anchor] = (value, 1)
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
