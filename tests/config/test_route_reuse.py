@@ -65,14 +65,11 @@ def test_routes_and_policy_lists_are_both_reused() -> None:
 def test_one_upstream_url_is_parsed_once_and_a_bad_one_fails_every_route() -> None:
     """Routes naming the same ``to`` text share its parsed (immutable) URL; a bad one is
     reported for each route that names it, at its own line."""
-    text = (
-        "insecure_server: true\nroutes:\n"
-        + "".join(
-            f"  - from: http://h{i}.example.com\n    to: {to}\n"
-            "    allow_public_unauthenticated_access: true\n"
-            for i, to in enumerate(
-                ["http://127.0.0.1:9/app", "http://127.0.0.1:9/app", "http://127.0.0.1:9"]
-            )
+    text = "insecure_server: true\nroutes:\n" + "".join(
+        f"  - from: http://h{i}.example.com\n    to: {to}\n"
+        "    allow_public_unauthenticated_access: true\n"
+        for i, to in enumerate(
+            ["http://127.0.0.1:9/app", "http://127.0.0.1:9/app", "http://127.0.0.1:9"]
         )
     )
     routes = load_text(text, "<test>", env={}).options.routes
