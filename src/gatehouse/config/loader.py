@@ -436,6 +436,8 @@ class _RouteCache:
     that rewrites route data, :func:`~.upstream_health.breakers_into_routes`, runs before
     this), and a frozen model instance passes ``Options`` validation as it is. Reused
     instances also let the route compiler recognise an unchanged route by identity.
+    Within one load, a route that differs from an earlier one only in ``from`` is a copy
+    of it with its own ``from`` checked (:func:`_like`).
     """
 
     def __init__(self) -> None:
