@@ -200,6 +200,27 @@ def run_cleanups() -> None:
             print(f"  ! clean-up failed: {exc}", file=sys.stderr)
 
 
+def drop_orphan_schemas(conn: Any) -> list[str]:
+    """Drop the ``run_<pid>_<time>`` schemas of bench processes that are gone (killed
+    before their clean-up ran), so that :data:`POSTGRES_BENCH_DB` does not fill up."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname ~ '^run_[0-9]+_[0-9]+$'"
+    ).fetchall()
+    dropped = []
+    for (name,) in rows:
+        pid = int(name.split("_")[1])
+        try:
+            os.kill(pid, 0)
+            continue  # that run is still going
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        dropped.append(name)
+    return dropped
+
+
 def postgres_bench_url() -> str:
     """A connection string for a new, empty schema in :data:`POSTGRES_BENCH_DB`.
 
@@ -224,6 +245,7 @@ def postgres_bench_url() -> str:
         bench_url = urlunsplit(parts._replace(path=f"/{POSTGRES_BENCH_DB}", query=""))
         schema = f"run_{os.getpid()}_{int(time.time())}"
         with psycopg.connect(bench_url, autocommit=True, connect_timeout=5) as conn:
+            drop_orphan_schemas(conn)
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.Error as exc:
         raise BenchError(f"PostgreSQL at {parts.hostname}:{parts.port}: {exc}") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -127,3 +128,39 @@ def test_postgres_scenario_works_in_its_own_schema_and_drops_it(
         ).fetchone()
     assert left == (0,)
     assert bench.CLEANUPS == []
+
+
+def test_schemas_of_killed_runs_are_dropped_by_the_next_run(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed before its clean-up leaves its schema; the next run drops it, and
+    never the schema of a run that is still going."""
+    server = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL", bench.POSTGRES_URL)
+    monkeypatch.setattr(bench, "POSTGRES_URL", server)
+    url = bench.postgres_bench_url()  # makes the database; this run's schema
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = f"run_{gone.stdout.strip()}_1"
+    alive = f"run_{os.getpid()}_1"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name in (orphan, alive):
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
+            conn.execute(f"CREATE TABLE {orphan}.gatehouse_sessions_v1 (id text)")
+            dropped = bench.drop_orphan_schemas(conn)
+            left = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname IN (%s, %s)", (orphan, alive)
+                )
+            }
+        assert orphan in dropped
+        assert left == {alive}
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {alive} CASCADE")
+        bench.run_cleanups()

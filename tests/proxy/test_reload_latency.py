@@ -3,7 +3,9 @@
 A real gatehouse serves 10,000 routes; one client keeps requesting on a keep-alive
 connection while the config is rewritten with a global change (every route compiles
 again: the slowest reload). The config is loaded and built off the event loop, so no
-request waits for the whole reload: the slowest one takes a small part of it.
+request waits for the whole reload: the slowest one takes a small part of it. (The
+reload's own length is not asserted beyond being long enough to measure: making it faster
+must not fail this test.)
 """
 
 from __future__ import annotations
@@ -60,15 +62,17 @@ def test_requests_are_answered_during_a_large_reload(
     worker.join(10)
     assert gh.get("/", "h1.example.test").headers["x-config"] == "two"
     assert len(requests) > 50
-    # The build ran in the second before the log line, for build_s (same machine clock).
+    # Load and build ran, one after the other, in the load_s + build_s before the log
+    # line (same machine clock).
     logged = datetime.fromisoformat(line["time"].replace("Z", "+00:00")).timestamp()
-    build_s = float(line["build_s"])
-    window = (logged - build_s, logged)
+    reload_s = float(line["load_s"]) + float(line["build_s"])
+    window = (logged - reload_s, logged)
     during = [end - start for start, end in requests if start < window[1] and end > window[0]]
-    assert during, "no request overlapped the build"
+    assert during, "no request overlapped the reload"
     worst = max(during)
-    # Compiling 10,000 routes again takes the better part of a second; built on the event
-    # loop, a request would wait all of it (worst ~ build_s). Off the loop, requests only
-    # share the GIL with the build.
-    assert build_s > 0.3, build_s
-    assert worst < build_s / 2, (worst, build_s)
+    # Reading and compiling 10,000 routes again takes a few tenths of a second (more on a
+    # busy machine); on the event loop a request would wait all of it (worst ~ reload_s).
+    # Off the loop, requests only share the GIL with it. The first assertion keeps the
+    # second meaningful: the reload must be long enough that waiting for it shows.
+    assert reload_s > 0.15, line
+    assert worst < reload_s / 2, (worst, line)

@@ -285,6 +285,6 @@ class RedisStore(SessionStore):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_RESUBSCRIBE_BACKOFF_S)
             finally:
-                # Untyped before redis 8.1, typed since: the ignore holds for both.
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+                    # Older redis releases leave aclose unannotated; newer ones annotate it.
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]

@@ -50,6 +50,7 @@ from ..server import DRIVE_INLINE, drive_inline
 from .fields import parse_request
 from .hpack_decoder import RequestDecoder
 from .hpack_encoder import StaticEncoder
+from .inbound import receive_data
 from .limits import (
     CONNECTION_WINDOW_BYTES,
     MAX_CONCURRENT_STREAMS,
@@ -177,7 +178,8 @@ class H2Protocol(asyncio.Protocol):
         if self._closing:
             return
         try:
-            events = self.h2.receive_data(data)
+            # Plain request HEADERS frames are read without h2's frame objects (.inbound).
+            events = receive_data(self.h2, data)
         except h2.exceptions.ProtocolError as exc:
             self._connection_error(exc)
             return
