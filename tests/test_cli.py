@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ import pytest
 
 import gatehouse
 from support import wait_until
-from support.gatehouse import GatehouseProcess, config_text, public, run_cli
+from support.gatehouse import GatehouseProcess, clean_env, config_text, public, run_cli
 from support.upstream import Respond, SlowHead, Upstream
 
 
@@ -31,8 +33,10 @@ def test_the_request_path_is_compiled_unless_asked_not_to() -> None:
     source_tree = Path(__file__).resolve().parents[1] / "src"
     if Path(gatehouse.__file__).resolve().is_relative_to(source_tree):
         pytest.skip("gatehouse is imported from the source tree (PYTHONPATH=src), not installed")
-    kind = "pure Python" if os.environ.get("GATEHOUSE_PURE_PYTHON") not in (None, "", "0") else (
-        "compiled"
+    kind = (
+        "pure Python"
+        if os.environ.get("GATEHOUSE_PURE_PYTHON") not in (None, "", "0")
+        else ("compiled")
     )
     assert f"({kind})" in run_cli("--version").stdout
 
@@ -70,6 +74,40 @@ def test_check_missing_file(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(tmp_path / "missing.yaml"))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+
+
+_CHECK_THEN_COUNT = (
+    "import gc, sys\n"
+    "from gatehouse.cli import main\n"
+    "status = main(['check', '-c', sys.argv[1]])\n"
+    "print(status, gc.get_freeze_count(), len(gc.get_objects()))\n"
+)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_check_leaves_its_objects_out_of_the_exit_collection(tmp_path: Path, valid: bool) -> None:
+    """What check built is frozen before the interpreter's final collection (which would
+    scan every route again after the verdict); the verdict and exit status are unchanged."""
+    routes = [
+        {"from": f"http://h{i}.test", "to": "http://127.0.0.1:1" if valid else "ftp://x"}
+        for i in range(300)
+    ]
+    path = tmp_path / "routes.yaml"
+    path.write_text(config_text({"routes": public(routes)}))
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK_THEN_COUNT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    status, frozen, tracked = (int(v) for v in done.stdout.splitlines()[-1].split())
+    if valid:
+        assert status == 0 and "OK (300 routes)" in done.stdout, done.stderr
+    else:
+        assert status == 1 and "routes[299].to" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert frozen > 300 * 20 > tracked
 
 
 def test_run_with_invalid_config_exits_1(tmp_path: Path) -> None:

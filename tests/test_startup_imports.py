@@ -1,6 +1,7 @@
 """Start-up loads only what the config uses: checking or building a public config does
-not import sign-in (authenticate, httpx, the built-in IdP) or the console, and a config
-that signs in still gets them where they are used (check and build both work)."""
+not import sign-in (authenticate, httpx, the built-in IdP) or the console, serving one does
+not import httpx or Jinja2 (until a page is rendered), and a config that signs in still
+gets them where they are used (check and build both work)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from support.gatehouse import clean_env
+import httpx
+
+from support.gatehouse import GatehouseProcess, clean_env
+from support.upstream import Upstream
 
 _PROBE = textwrap.dedent(
     """\
@@ -77,3 +81,43 @@ def test_serving_without_autocert_imports_no_acme_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+def _imported(gh: GatehouseProcess, names: tuple[str, ...]) -> set[str]:
+    """Which of ``names`` the process imported (``-X importtime`` lines on stderr)."""
+    lines = [r["raw"] for r in gh.logs() if "raw" in r and "import time:" in str(r["raw"])]
+    assert lines, "no -X importtime output"
+    modules = {line.rpartition("|")[2].strip() for line in lines}
+    return set(names) & modules
+
+
+def test_serving_a_public_config_imports_neither_httpx_nor_jinja2(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """A public route proxied, and a 404 for an unknown host answered, without the IdP
+    client library or the template engine; the first HTML page (an error page) loads
+    Jinja2 then, and renders."""
+    config = {
+        "routes": [
+            {
+                "from": "http://app.localhost",
+                "to": upstream.url,
+                "allow_public_unauthenticated_access": True,
+            },
+            {
+                "from": "http://down.localhost",
+                "to": "http://127.0.0.1:9",
+                "allow_public_unauthenticated_access": True,
+            },
+        ]
+    }
+    lazy = ("httpx", "jinja2")
+    with GatehouseProcess(config, tmp_path, python_args=["-X", "importtime"]) as gh:
+        base = f"http://127.0.0.1:{gh.port}"
+        answer = httpx.get(f"{base}/", headers={"Host": "app.localhost"})
+        assert answer.status_code == 200 and answer.text == "hello from upstream"
+        assert httpx.get(f"{base}/", headers={"Host": "nowhere.localhost"}).status_code == 404
+        assert _imported(gh, lazy) == set()
+        page = httpx.get(f"{base}/", headers={"Host": "down.localhost", "Accept": "text/html"})
+        assert page.status_code == 502 and "<html" in page.text.lower()
+        assert _imported(gh, lazy) == {"jinja2"}

@@ -27,11 +27,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .config.loader import load_file
-    from .gcpause import start_up_without_collector
-    from .preflight import startup_problems, store_warning
+    from .gcpause import exit_without_collection, start_up_without_collector
 
     start_up_without_collector()  # a short-lived command: what it builds lives to the end
+    try:
+        return _check(args)
+    finally:
+        exit_without_collection()
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .config.loader import load_file
+    from .preflight import startup_problems, store_warning
+
     try:
         loaded = load_file(args.config)
     except ConfigError as exc:

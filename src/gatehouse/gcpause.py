@@ -65,6 +65,18 @@ def freeze_survivors() -> None:
     gc.freeze()
 
 
+def exit_without_collection() -> None:
+    """Keep everything alive now out of the interpreter's final collection (a command
+    about to exit, ``check``).
+
+    At exit the interpreter runs one full collection whether or not the collector is
+    enabled: with 10,000 routes built, it scanned them all for ~0.4 s after the verdict
+    was printed. Frozen objects are skipped by it; the process ends right after, so
+    nothing is kept longer than it would have been.
+    """
+    gc.freeze()
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Disable the cyclic collector for the block (nesting is fine)."""

@@ -93,3 +93,13 @@ def test_routes_built_from_merge_keys_load() -> None:
         ["http://127.0.0.1:9"],
         ["http://127.0.0.1:10"],
     ]
+
+
+def test_repeated_scalars_keep_their_types() -> None:
+    """Scalars are resolved and constructed once per distinct text: every repeat still
+    gets its own type (``true`` a bool, ``'true'`` a string, ``1`` an int, ``1.0`` a
+    float), compared by repr, where ``1 == True == 1.0`` would hide a mix-up."""
+    values = "[true, 'true', yes, 1, '1', 1.0, ~, null, '', 0x10, 16, 2001-01-02, '2001-01-02']"
+    text = "".join(f"k{i}: {values}\n" for i in range(3)) + "routes:\n"
+    text += "".join(f"  - {{from: 'http://h{i}', to: 'http://b:1', x: 1}}\n" for i in range(3))
+    assert repr(_parse_yaml(text, "<test>")[0]) == repr(yaml.safe_load(text))

@@ -201,3 +201,34 @@ def test_the_last_of_many_routes_is_found() -> None:
     assert many_hosts.match("h10000.example.com", None, "/") is None
     assert many_paths.match("h0.example.com", None, "/p9999/x") is many_paths.routes[-1]
     assert many_paths.match("h0.example.com", None, "/p10000/x") is None
+
+
+def test_a_compiled_route_is_frozen_and_replace_keeps_every_other_field() -> None:
+    """``Route``'s hand-written constructor sets every declared field: a route moved to a
+    new index on reload (``dataclasses.replace``) keeps all the rest, and stays frozen."""
+    import dataclasses
+
+    import pytest
+
+    router = build(
+        [
+            {
+                "from": "http://app.example.com:8080",
+                "to": "http://127.0.0.1:9",
+                "prefix": "/api",
+                "set_request_headers": {"X-A": "b", "X-T": "${pomerium.jwt}"},
+                "allow_websockets": True,
+                "allow_public_unauthenticated_access": True,
+            }
+        ]
+    )
+    route = router.routes[0]
+    moved = dataclasses.replace(route, index=7)
+    assert moved.index == 7
+    for f in dataclasses.fields(Route):
+        if f.name != "index":
+            assert getattr(moved, f.name) is getattr(route, f.name), f.name
+    assert (route.host, route.port, route.match_value) == ("app.example.com", 8080, "/api")
+    assert route.upgrades == frozenset({b"websocket"}) and route.request_header_templates
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.index = 3  # type: ignore[misc]

@@ -24,6 +24,7 @@ the same transport, timeouts and default headers, and no cookies or redirects.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode
@@ -33,7 +34,7 @@ import httpx
 from ..config.options import Options
 from ..errors import ConfigError
 from ..http.httpx_transport import PooledTransport
-from ..observability.dependencies import OPERATION, Observer, TimedTransport
+from ..observability.dependencies import OPERATION, Observer
 
 #: Timeouts for every IdP call (seconds): a stuck IdP must not hold a worker.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -141,6 +142,28 @@ class IdpClient(httpx.AsyncClient):
         finally:
             await response.aclose()
         return response
+
+
+class TimedTransport(httpx.AsyncBaseTransport):
+    """Times every request of the IdP client; a transport error or a 5xx counts as failed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, observe: Observer) -> None:
+        self._inner = inner
+        self._observe = observe
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        operation = str(request.extensions.get(OPERATION, "other"))
+        started = time.monotonic()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self._observe("idp", operation, time.monotonic() - started, False)
+            raise
+        self._observe("idp", operation, time.monotonic() - started, response.status_code < 500)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def new_http_client(

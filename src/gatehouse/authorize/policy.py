@@ -116,6 +116,21 @@ class Policy:
     def __len__(self) -> int:
         return len(self.clauses)
 
+    def for_route(self, route: str) -> Policy:
+        """These rules for another route (decisions name ``route``): every compiled part
+        is immutable, so the two share them instead of compiling the same rules twice."""
+        if route == self.route:
+            return self
+        other = Policy(route, (), ())
+        other.clauses = self.clauses
+        other._compiled = self._compiled
+        other._deny = self._deny
+        other._allow = self._allow
+        other._keyed = self._keyed
+        other.allows_everyone = self.allows_everyone
+        other.reads_cors_headers = self.reads_cors_headers
+        return other
+
     def __repr__(self) -> str:
         return f"<Policy {self.route!r}: {len(self.clauses)} clauses>"
 
@@ -317,15 +332,51 @@ def _compile(route: RouteOptions, route_index: int) -> tuple[Policy | None, list
     return Policy(route.display_name, infos, compiled, guards if indexable else None), []
 
 
-def compile_route_policy(route: RouteOptions, route_index: int) -> Policy:
+def policy_key(route: RouteOptions) -> str:
+    """Everything a route's compiled rules depend on, as text: routes with equal keys
+    compile to equal policies (only the route name in decisions differs).
+
+    ``repr`` of the plain values (str, int, bool, float, None, dates, lists and dicts from
+    YAML, in file order) tells different data apart, ``1`` from ``True`` and ``1.0``
+    included; two spellings of the same rules (keys in another order) merely compile twice.
+    """
+    return repr(
+        (
+            route.allow_public_unauthenticated_access,
+            route.allow_any_authenticated_user,
+            route.cors_allow_preflight,
+            route.allowed_users,
+            route.allowed_domains,
+            route.allowed_idp_claims,
+            route.sub_policies,
+            route.policy,
+        )
+    )
+
+
+def compile_route_policy(
+    route: RouteOptions, route_index: int, shared: dict[str, Policy] | None = None
+) -> Policy:
     """Compile a route's legacy options and PPL ``policy`` into one :class:`Policy`.
+
+    ``shared``: policies compiled for earlier routes, by :func:`policy_key`; a route whose
+    rules are already there shares their compiled parts (10,000 routes with one policy
+    compile it once), and a new one is added.
 
     Raises:
         ConfigError: listing every problem, each as ``routes[i].policy[0].allow...: msg``.
     """
+    key = ""
+    if shared is not None:
+        key = policy_key(route)
+        known = shared.get(key)
+        if known is not None:
+            return known.for_route(route.display_name)
     policy, problems = _compile(route, route_index)
     if policy is None:
         raise ConfigError([str(p) for p in problems])
+    if shared is not None:
+        shared[key] = policy
     return policy
 
 

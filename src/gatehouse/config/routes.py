@@ -92,6 +92,12 @@ class UpstreamURL(StrictModel):
         )
 
 
+#: ``to`` URLs parsed once per distinct text: 10,000 routes to one upstream parse it once
+#: (~6 us each, a fifth of validating a route). The instances are immutable, so routes
+#: share them; bounded as ``_split_from`` is. A text that fails raises again each time.
+_parse_upstream = functools.lru_cache(maxsize=32_768)(UpstreamURL.parse)
+
+
 class RedirectAction(StrictModel):
     """Pomerium's ``redirect`` action: answer with a redirect instead of proxying."""
 
@@ -300,7 +306,7 @@ class RouteOptions(BalancingOptions):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:
             raise ValueError("expected an upstream URL or a non-empty list of them")
-        return [UpstreamURL.parse(v) if isinstance(v, str) else v for v in items]
+        return [_parse_upstream(v) if isinstance(v, str) else v for v in items]
 
     @field_validator("from_")
     @classmethod

@@ -2,8 +2,10 @@
 session store.
 
 Both are measured at the boundary, so no call site can forget: IdP calls by an httpx
-transport wrapper (:class:`TimedTransport`; the caller names the operation in the request's
-``extensions``), store calls by a delegating store (:class:`TimedStore`). Each call is
+transport wrapper (:class:`~gatehouse.authenticate.http_client.TimedTransport`, beside the
+IdP client, so that a config without sign-in never imports httpx; the caller names the
+operation in the request's ``extensions``), store calls by a delegating store
+(:class:`TimedStore`). Each call is
 reported to an :data:`Observer` as ``(dependency, operation, seconds, ok)``; the metrics
 module turns that into ``gatehouse_dependency_duration_seconds`` and
 ``gatehouse_dependency_call_errors_total``. Without ``metrics_address`` nothing is wrapped.
@@ -14,8 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-
-import httpx
 
 from ..sessions.model import Session
 from ..sessions.stamp import SharedStamp
@@ -28,28 +28,6 @@ Observer = Callable[[str, str, float, bool], None]
 OPERATION = "gatehouse_operation"
 
 T = TypeVar("T")
-
-
-class TimedTransport(httpx.AsyncBaseTransport):
-    """Times every request of the IdP client; a transport error or a 5xx counts as failed."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, observe: Observer) -> None:
-        self._inner = inner
-        self._observe = observe
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        operation = str(request.extensions.get(OPERATION, "other"))
-        started = time.monotonic()
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException:
-            self._observe("idp", operation, time.monotonic() - started, False)
-            raise
-        self._observe("idp", operation, time.monotonic() - started, response.status_code < 500)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class TimedStore(SessionStore):

@@ -47,6 +47,9 @@ DEFAULT_PANIC_THRESHOLD = 50
 HASH_TABLES_KEPT = 8
 #: The balancers' shared source of random picks (not a secret: which endpoint to try).
 _RNG = random.Random()
+#: Plain-text (``http``/``h2c``) endpoints made for earlier routes and their Host header
+#: value, by ``(scheme, host, port, server name)`` text.
+SharedEndpoints = dict[str, tuple[Endpoint, bytes]]
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +87,16 @@ class Target:
             if not state.healthy:
                 return False
         return True
+
+
+def _host_header(scheme: str, host: str, port: int) -> bytes:
+    """The Host header for an upstream: the port unless the scheme's default, an IPv6
+    address in brackets, IDNA-encoded."""
+    default_port = 443 if scheme == "https" else 80
+    value = host if port == default_port else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        value = f"[{host}]" + ("" if port == default_port else f":{port}")
+    return value.encode("idna")
 
 
 class Balancer:
@@ -141,32 +154,50 @@ class Balancer:
         route: RouteOptions,
         tls_context: ssl.SSLContext | None = None,
         h2_tls_context: ssl.SSLContext | None = None,
+        endpoints: SharedEndpoints | None = None,
     ) -> Balancer:
         """The route's endpoints; ``tls_context`` (and ``h2_tls_context`` for gRPC calls)
-        for its https ones (``tls/upstream``)."""
+        for its https ones (``tls/upstream``).
+
+        ``endpoints``: plain-text endpoints of earlier routes, reused for the same
+        upstream (an :class:`Endpoint` is immutable and pooled connections are keyed by
+        its fields anyway) and added to. An https endpoint is never taken from it: its
+        TLS settings are the route's own.
+        """
         targets = []
+        server_name = route.tls_upstream_server_name or route.tls_server_name
         for url in route.to or ():
-            default_port = 443 if url.scheme == "https" else 80
-            host_header = url.host if url.port == default_port else f"{url.host}:{url.port}"
-            if ":" in url.host and not url.host.startswith("["):
-                host_header = f"[{url.host}]" + ("" if url.port == default_port else f":{url.port}")
-            targets.append(
-                Target(
-                    url=url,
-                    endpoint=Endpoint(
+            https = url.scheme == "https"
+            shared = None
+            key = ""
+            if not https and endpoints is not None:
+                key = repr((url.scheme, url.host, url.port, server_name))
+                shared = endpoints.get(key)
+            if shared is None:
+                shared = (
+                    Endpoint(
                         scheme=url.scheme,
                         host=url.host,
                         port=url.port,
-                        server_name=route.tls_upstream_server_name or route.tls_server_name,
-                        tls_context=tls_context if url.scheme == "https" else None,
-                        h2_tls_context=h2_tls_context if url.scheme == "https" else None,
+                        server_name=server_name,
+                        tls_context=tls_context if https else None,
+                        h2_tls_context=h2_tls_context if https else None,
                     ),
-                    host_header=host_header.encode("idna"),
+                    _host_header(url.scheme, url.host, url.port),
+                )
+                if key and endpoints is not None:
+                    endpoints[key] = shared
+            endpoint, host_header = shared
+            targets.append(
+                Target(
+                    url=url,
+                    endpoint=endpoint,
+                    host_header=host_header,
                     weight=url.weight,
                     url_text=url.url,
                     url_path=url.path,
                     checks=[health.CheckState(check) for check in route.health_checks],
-                    tls_context=tls_context if url.scheme == "https" else None,
+                    tls_context=tls_context if https else None,
                 )
             )
         outliers = (

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..authorize.policy import compile_route_policy
+from ..authorize.policy import Policy, compile_route_policy
 from ..config.options import Options
 from ..config.routes import RouteOptions
 from ..errors import ConfigError
 from ..timeslice import Steps, drive
 from ..tls.downstream import DownstreamTrust, downstream_steps
-from .router import Route, attach_client_trust, compile_route
+from .router import Route, RouteParts, attach_client_trust, compile_route
 
 #: Reused routes between two points where a sliced reload may pause (a compiled one
 #: pauses after itself).
@@ -63,6 +63,9 @@ class RouteCompiler:
         problems: list[str] = []
         compiled = 0
         client_cas: DownstreamTrust | None = None
+        #: Routes with the same rules share one compiled policy (see compile_route_policy).
+        policies: dict[str, Policy] = {}
+        parts: RouteParts | None = None
         for i, route_options in enumerate(options.all_routes):
             hit = kept.get(id(route_options)) or previous.get(id(route_options))
             if hit is not None and hit[0] is route_options:
@@ -73,12 +76,14 @@ class RouteCompiler:
                     yield
             else:
                 compiled += 1
-                route = compile_route(options, route_options, i)
+                if parts is None:  # the per-config parts once, when a route needs them
+                    parts = RouteParts(options)
+                route = compile_route(options, route_options, i, parts)
                 if client_cas is None:  # read the client CAs once, when a route needs them
                     client_cas = yield from downstream_steps(options)
                 attach_client_trust(route, client_cas, i)
                 try:
-                    policy = compile_route_policy(route_options, i)
+                    policy = compile_route_policy(route_options, i, policies)
                 except ConfigError as exc:
                     problems.extend(exc.problems)
                     continue
