@@ -520,7 +520,7 @@ def ensure_tools(need_pyspy: bool) -> None:
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise BenchError(f"{tool} is not installed and could not be installed")
-    if need_pyspy and shutil.which("py-spy") is None:
+    if need_pyspy and pyspy_binary() is None:
         print("installing py-spy from PyPI ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=False)
 
@@ -1149,6 +1149,16 @@ def gatehouse_build(python: str, env: dict[str, str]) -> tuple[str, str]:
     return " ".join(lines[:-1]), lines[-1]
 
 
+def pyspy_binary() -> str | None:
+    """py-spy on PATH, or beside this interpreter (``pip install py-spy`` into the venv
+    that runs the bench puts it in the venv's bin, which need not be on PATH)."""
+    found = shutil.which("py-spy")
+    if found is None:
+        beside = Path(sys.executable).parent / "py-spy"
+        found = str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+    return found
+
+
 def pyspy_start(
     procs: Processes, pid: int, seconds: int, rate: int, native: bool, out: Path, tmp: Path
 ) -> Proc:
@@ -1156,7 +1166,7 @@ def pyspy_start(
     # --native (C frames, so compiled code too) must pause the process at each sample;
     # without it, --nonblocking samples without pausing, perturbing gatehouse less.
     mode = ["--native"] if native else ["--nonblocking"]
-    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds)]
+    argv = [pyspy_binary() or "py-spy", "record", "--pid", str(pid), "--duration", str(seconds)]
     argv += ["--rate", str(rate), "--format", "raw", "--output", str(out), *mode]
     return procs.start(f"py-spy-{out.stem}", argv, tmp)
 
@@ -1692,7 +1702,7 @@ def _profile(
 ) -> tuple[str, float, list[str]]:
     profiler = args.profiler
     if profiler in ("auto", "py-spy"):
-        if shutil.which("py-spy") is None:
+        if pyspy_binary() is None:
             if profiler == "py-spy":
                 raise BenchError("py-spy is not installed (pip install py-spy)")
             profiler = "cprofile"
