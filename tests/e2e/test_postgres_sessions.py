@@ -154,9 +154,16 @@ def test_postgres_down_then_back(
             response = Browser(gh.port).follow(f"{APP}/")
             assert response.status_code == 503
             assert "unavailable" in response.text.lower() and "psycopg" not in response.text
-            lines = gh.logs()[mark:]
-            failed = [r for r in lines if r.get("message", "").startswith("request failed")]
-            assert len(failed) == 1 and failed[0]["level"] == "error", lines
+
+            def failures() -> list[dict[str, Any]]:
+                lines = gh.logs()[mark:]
+                return [r for r in lines if r.get("message", "").startswith("request failed")]
+
+            # The error line may reach the log file just after the response.
+            wait_until(failures, 5, what="a 'request failed' line")
+            time.sleep(0.2)  # and no second one
+            failed = failures()
+            assert len(failed) == 1 and failed[0]["level"] == "error", failed
             assert "postgres session store" in failed[0]["message"]
 
         sign_in_fails()
