@@ -352,7 +352,7 @@ def _bench(args: argparse.Namespace, procs: Processes, tmp: Path) -> int:
     )
     print("  " + ", ".join(f"{k}: {v}" for k, v in env.items()))
 
-    route_extra, headers = scenario.prepare(tmp)
+    route_extra, headers = scenario.prepare(tmp, procs)
     route_extra = "    allow_websockets: true\n" + route_extra
     cookie = "; ".join(h.split(": ", 1)[1] for h in headers if h.startswith("Cookie: "))
     binary = build_ws_echo(tmp)
