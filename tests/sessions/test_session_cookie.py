@@ -159,3 +159,42 @@ def test_generated_secret_persists(tmp_path) -> None:  # type: ignore[no-untyped
     first = load_or_create_secret(path)
     assert load_or_create_secret(path) == first
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def _sid(i: int) -> str:
+    return f"{i:043d}"
+
+
+def test_memo_of_opened_cookies_holds_sessions_past_any_small_count() -> None:
+    """20,000 sessions in rotation stay remembered as authentic (a memo of 10,000 that was
+    cleared when full made every request past that pay AES-GCM again)."""
+    c = codec()
+    values = [c.encode(_sid(i), "app.example.com", NOW) for i in range(20_000)]
+    for _ in range(2):
+        for i, value in enumerate(values):
+            handle = c.decode(value, "app.example.com", NOW)
+            assert handle is not None and handle.session_id == _sid(i)
+    assert len(c._opened) == 20_000
+
+
+def test_memo_is_bounded_by_memory_and_drops_the_least_recently_used() -> None:
+    c = CookieCodec(KEY.cookie, cookie_name="_gatehouse", max_age_s=3600, opened_max_bytes=3_000)
+    values = [c.encode(_sid(i), "app.example.com", NOW) for i in range(40)]
+    for value in values[:8]:
+        assert c.decode(value, "app.example.com", NOW) is not None
+    held = len(c._opened)
+    assert 2 <= held < 8  # the budget, not a count, decides
+    assert c.decode(values[7], "app.example.com", NOW) is not None  # newest: kept
+    first_kept = next(iter(c._opened))
+    assert c.decode(first_kept[0], "app.example.com", NOW) is not None  # used again: now last
+    for value in values[8:]:
+        assert c.decode(value, "app.example.com", NOW) is not None
+    assert len(c._opened) == held and c._opened_bytes <= 3_000
+    assert (values[-1], "app.example.com") in c._opened
+    assert (values[0], "app.example.com") not in c._opened
+    # Evicted values still decode (opened again), and forged ones are never remembered.
+    assert c.decode(values[0], "app.example.com", NOW) is not None
+    forged = raw(values[1])
+    forged[-1] ^= 1
+    assert c.decode(enc(bytes(forged)), "app.example.com", NOW) is None
+    assert (enc(bytes(forged)), "app.example.com") not in c._opened
